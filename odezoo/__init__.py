@@ -1,0 +1,67 @@
+"""odezoo: parameterized Runge–Kutta solver families for neural ODEs.
+
+``import odezoo`` loads the solver-family plugins and registers every family as a
+torchdiffeq fixed-grid method::
+
+    import odezoo
+    from torchdiffeq import odeint
+    y = odeint(f, y0, t, method="rk4_uv", options={"u": 0.3, "v": 0.6, "step_size": 0.05})
+"""
+from __future__ import annotations
+
+from torchdiffeq import odeint, odeint_adjoint
+
+from .family import Constraint, DistributionSpec, SolverFamily, SINGULAR_TOL
+from .hookspecs import hookimpl, hookspec
+from .tableau import ButcherTableau
+from .registry import ENTRY_POINT_GROUP, OdezooPluginWarning, Registry
+
+__version__ = "0.1.0"
+
+_registry = Registry()
+
+
+def families() -> dict[str, SolverFamily]:
+    """All registered families, by name."""
+    return _registry.families()
+
+
+def get_family(name: str) -> SolverFamily:
+    """The family called ``name``; ``ValueError`` listing the known names otherwise."""
+    return _registry.get(name)
+
+
+def register_plugin(plugin, name: str | None = None) -> str:
+    """Register a plugin object (module or instance with ``@odezoo.hookimpl`` methods)."""
+    return _registry.register_plugin(plugin, name=name)
+
+
+def unregister_plugin(plugin) -> None:
+    """Unregister a plugin (the object or its name); its families leave torchdiffeq too."""
+    _registry.unregister_plugin(plugin)
+
+
+def plugin_manager():
+    """The underlying ``pluggy.PluginManager``."""
+    return _registry.pm
+
+
+def plugin_problems() -> list[str]:
+    """Messages about plugins and families that were refused since import."""
+    return list(_registry.problems)
+
+
+def _load():
+    from odezoo_families import BUILTIN_FAMILY_MODULES
+
+    _registry.load(BUILTIN_FAMILY_MODULES)
+
+
+_load()
+
+__all__ = [
+    "ButcherTableau", "Constraint", "DistributionSpec", "SolverFamily", "SINGULAR_TOL",
+    "ENTRY_POINT_GROUP", "OdezooPluginWarning",
+    "families", "get_family", "register_plugin", "unregister_plugin", "plugin_manager",
+    "plugin_problems", "hookimpl", "hookspec", "odeint", "odeint_adjoint",
+]

@@ -1,0 +1,51 @@
+"""The only module that touches torchdiffeq's private solver table.
+
+torchdiffeq (0.2.x) looks methods up in ``torchdiffeq._impl.odeint.SOLVERS``, a plain dict
+that ``odeint_adjoint`` shares.  If that ever changes shape, this module fails loudly at
+``import odezoo`` instead of letting ``method="rk4_uv"`` fail somewhere later.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torchdiffeq
+
+try:
+    # import_module, not ``from torchdiffeq._impl import odeint``: the package re-exports
+    # the function under the module's name.
+    _odeint = importlib.import_module("torchdiffeq._impl.odeint")
+    _adjoint = importlib.import_module("torchdiffeq._impl.adjoint")
+    from torchdiffeq._impl.solvers import FixedGridODESolver
+    from torchdiffeq._impl.misc import Perturb
+except ImportError as error:  # pragma: no cover - depends on the installed torchdiffeq
+    raise ImportError(
+        f"odezoo needs torchdiffeq's fixed-grid solver internals (torchdiffeq 0.2.x); the "
+        f"installed torchdiffeq {getattr(torchdiffeq, '__version__', '?')} does not have them: "
+        f"{error}. Install a supported version: pip install 'torchdiffeq>=0.2.3,<0.3'") from error
+
+SOLVERS = getattr(_odeint, "SOLVERS", None)
+if not isinstance(SOLVERS, dict) or getattr(_adjoint, "SOLVERS", None) is not SOLVERS:
+    raise ImportError(
+        "odezoo cannot register its methods: torchdiffeq._impl.odeint.SOLVERS is no longer the "
+        "dict shared with odeint_adjoint. Install a supported version: "
+        "pip install 'torchdiffeq>=0.2.3,<0.3'")
+
+#: torchdiffeq's own method names, captured before odezoo adds any.
+TORCHDIFFEQ_METHODS = frozenset(SOLVERS)
+
+__all__ = ["FixedGridODESolver", "Perturb", "TORCHDIFFEQ_METHODS", "install", "uninstall", "installed"]
+
+
+def install(name: str, solver_class: type) -> None:
+    if name in TORCHDIFFEQ_METHODS:
+        raise ValueError(f"{name!r} is one of torchdiffeq's own methods")
+    SOLVERS[name] = solver_class
+
+
+def uninstall(name: str) -> None:
+    if name not in TORCHDIFFEQ_METHODS:
+        SOLVERS.pop(name, None)
+
+
+def installed(name: str):
+    return SOLVERS.get(name)

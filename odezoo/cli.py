@@ -1,0 +1,79 @@
+"""``odezoo`` command line: list families, print tableaux."""
+from __future__ import annotations
+
+import argparse
+import sys
+from fractions import Fraction
+
+import odezoo
+
+
+def parse_number(text: str) -> float:
+    """'0.3', '1/3', '-2e-3' -> float."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"not a number: {text!r} (use e.g. 0.3 or 1/3)") from None
+
+
+def _families_table() -> str:
+    rows = [("name", "params", "defaults", "order", "stages", "provider")]
+    for name, fam in sorted(odezoo.families().items()):
+        defaults = ", ".join(f"{p}={v:.6g}" for p, v in fam.defaults.items())
+        rows.append((name, ", ".join(fam.params), defaults, str(fam.order), str(fam.stages), fam.provider or "?"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _parse_params(family, extras: list[str]) -> dict[str, float]:
+    params: dict[str, float] = {}
+    i = 0
+    while i < len(extras):
+        item = extras[i]
+        if not item.startswith("--"):
+            raise ValueError(f"unexpected argument {item!r}; give parameters as --NAME VALUE")
+        name, _, value = item[2:].partition("=")
+        if not value:
+            if i + 1 >= len(extras):
+                raise ValueError(f"--{name} needs a value")
+            value = extras[i + 1]
+            i += 1
+        params[name] = parse_number(value)
+        i += 1
+    family.resolve(params)  # unknown names -> ValueError listing the family's parameters
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="odezoo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("families", help="list every registered solver family")
+    tab = sub.add_parser("tableau", help="print a family's Butcher tableau and its verified order",
+                         epilog="parameters: --u 0.3 --v 0.6 (fractions such as 1/3 work)")
+    tab.add_argument("family")
+    args, extras = parser.parse_known_args(argv)
+    try:
+        if args.command == "families":
+            if extras:
+                parser.error(f"unrecognized arguments: {' '.join(extras)}")
+            print(_families_table())
+            for problem in odezoo.plugin_problems():
+                print(f"warning: {problem}", file=sys.stderr)
+        elif args.command == "tableau":
+            family = odezoo.get_family(args.family)
+            params = family.resolve(_parse_params(family, extras))
+            tableau = family.tableau(**params)
+            shown = ", ".join(f"{p}={v:.10g}" for p, v in params.items())
+            print(f"{family.name} ({shown}): {family.description}")
+            print(tableau)
+            print(f"order {tableau.order()} (declared {family.order}), {tableau.stages} stages")
+    except ValueError as error:
+        print(f"odezoo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

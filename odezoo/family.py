@@ -1,0 +1,199 @@
+"""``SolverFamily``: a parameterized explicit Runge–Kutta family as data plus one formula."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .tableau import ButcherTableau
+
+__all__ = ["SolverFamily", "Constraint", "DistributionSpec", "SINGULAR_TOL"]
+
+#: |expression| below this counts as singular: coefficients would be ~1/SINGULAR_TOL or worse.
+SINGULAR_TOL = 1e-6
+
+# A coefficient formula returns (A, b, c) as nested lists whose entries are Python numbers
+# (constants) or expressions of the parameters.  Written with + - * / only, the same
+# formula evaluates on floats (for the tableau) and on tensors (for autograd and
+# per-sample parameters); an entry that stays a Python number is known not to depend on
+# the parameters, which is how the stepper knows whether stage times vary per sample.
+CoefficientFormula = Callable[..., tuple]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A singular set of a family: the tableau does not exist where ``expression == 0``.
+
+    ``expression`` takes the family's parameters as keyword arguments.
+    """
+
+    description: str
+    expression: Callable[..., float]
+
+
+@dataclass(frozen=True)
+class DistributionSpec:
+    """A default sampling distribution, declared as data: ``kind`` centered on the defaults.
+
+    ``kind`` is one of ``normal``, ``uniform``, ``cauchy``; ``scale`` is the standard
+    deviation, the half width or the Cauchy scale respectively.
+    """
+
+    kind: str = "normal"
+    scale: float = 0.0125
+
+
+@dataclass(frozen=True, eq=False)
+class SolverFamily:
+    """A parameterized explicit RK family with order == stages.
+
+    Attributes:
+        name: method name, used as the torchdiffeq ``method=``.
+        params: parameter names, e.g. ``("u", "v")``.
+        defaults: parameter values used when one is not given.
+        order, stages: declared order p and number of stages s (checked on registration).
+        formula: ``formula(**params) -> (A, b, c)`` (see ``CoefficientFormula``).
+        constraints: the singular sets, each refused with a ``ValueError``.
+        support: per parameter a closed interval ``(low, high)`` a sampler may draw from.
+        support_margin: sampled points also keep this distance from every singular set.
+        distribution: default sampling distribution (kind and scale).
+        members: named classic members, e.g. ``{"midpoint": {"u": 0.5}}``.
+        description, reference: shown by ``odezoo families`` and in the docs.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    defaults: Mapping[str, float]
+    order: int
+    stages: int
+    formula: CoefficientFormula
+    constraints: tuple[Constraint, ...] = ()
+    support: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    support_margin: float = 0.05
+    distribution: DistributionSpec = DistributionSpec()
+    members: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    description: str = ""
+    reference: str = ""
+    provider: str | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if not self.name.isidentifier():
+            raise ValueError(f"family name must be an identifier, got {self.name!r}")
+        object.__setattr__(self, "params", tuple(self.params))
+        missing = set(self.params) - set(self.defaults)
+        if missing or set(self.defaults) - set(self.params):
+            raise ValueError(f"family {self.name!r}: defaults must give exactly the parameters "
+                             f"{self.params}, got {sorted(self.defaults)}")
+        object.__setattr__(self, "defaults", {k: float(self.defaults[k]) for k in self.params})
+        support = {p: tuple(map(float, self.support.get(p, (-math.inf, math.inf)))) for p in self.params}
+        object.__setattr__(self, "support", support)
+        object.__setattr__(self, "constraints", tuple(self.constraints))
+
+    # ------------------------------------------------------------------ parameters
+    def resolve(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults filled in; unknown names refused."""
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown parameter(s) {unknown}; "
+                             f"this family takes {list(self.params)}")
+        return {p: params.get(p, self.defaults[p]) for p in self.params}
+
+    def check(self, params: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` if any value is non-finite or lies on (or within rounding
+        of) a singular set.  Values may be floats or arrays (checked elementwise)."""
+        values = {}
+        for p in self.params:
+            array = np.asarray(_to_numpy(params[p]), dtype=np.float64)
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"{self.name}: parameter {p} must be finite, got {_show(array)}")
+            values[p] = array
+        for constraint in self.constraints:
+            with np.errstate(all="ignore"):
+                distance = np.abs(np.asarray(constraint.expression(**values), dtype=np.float64))
+            bad = ~(distance >= SINGULAR_TOL)
+            if np.any(bad):
+                where = ""
+                if distance.ndim:
+                    index = int(np.flatnonzero(bad)[0])
+                    values_at = {p: float(np.broadcast_to(v, distance.shape).flat[index])
+                                 for p, v in values.items()}
+                    where = f" (sample {index})"
+                else:
+                    values_at = {p: float(v) for p, v in values.items()}
+                shown = ", ".join(f"{p}={v:.10g}" for p, v in values_at.items())
+                raise ValueError(
+                    f"{self.name}: parameters {shown}{where} violate the constraint "
+                    f"{constraint.description} — the tableau is singular there (the expression is "
+                    f"within {SINGULAR_TOL:g} of zero, so its coefficients would blow up). "
+                    f"Choose parameters away from it; the sampling support is {self.support_text()}.")
+
+    def in_support(self, params: Mapping[str, float]) -> bool:
+        """Whether a (scalar) point lies in the sampling support, away from singular sets."""
+        return bool(self.support_mask({p: np.asarray(params[p], dtype=np.float64)
+                                       for p in self.params}).all())
+
+    def support_mask(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Elementwise support test for arrays of parameter values (used by samplers)."""
+        mask = np.ones(np.broadcast(*values.values()).shape, dtype=bool)
+        for p in self.params:
+            low, high = self.support[p]
+            mask &= (values[p] >= low) & (values[p] <= high)
+        with np.errstate(all="ignore"):
+            for constraint in self.constraints:
+                mask &= np.abs(constraint.expression(**values)) >= self.support_margin
+        return mask
+
+    def support_text(self) -> str:
+        box = ", ".join(f"{low:g} <= {p} <= {high:g}" for p, (low, high) in self.support.items())
+        return f"{box} at distance >= {self.support_margin:g} from singular sets" if self.constraints else box
+
+    # ------------------------------------------------------------------ tableaux
+    def tableau(self, **params) -> ButcherTableau:
+        """The Butcher tableau at ``params`` (missing ones take the defaults).
+
+        Raises ``ValueError`` for unknown names, non-finite values and singular points.
+        """
+        resolved = self.resolve(params)
+        key = tuple(_scalar(self.name, p, resolved[p]) for p in self.params)
+        return _tableau(self, key)
+
+    def coefficients(self, params: Mapping[str, Any]):
+        """(A, b, c) from the formula, entries float or tensor; params already resolved and checked."""
+        return self.formula(**params)
+
+    def __str__(self):
+        return self.name
+
+
+def _scalar(family: str, name: str, value) -> float:
+    try:
+        if hasattr(value, "numel") and value.numel() != 1:
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{family}: parameter {name} must be a real number here, got {value!r}") from None
+
+
+@lru_cache(maxsize=4096)
+def _tableau(family: SolverFamily, key: tuple[float, ...]) -> ButcherTableau:
+    params = dict(zip(family.params, key))
+    family.check(params)
+    A, b, c = family.formula(**params)
+    try:
+        return ButcherTableau(A, b, c)
+    except ValueError as error:
+        raise ValueError(f"{family.name} at {params}: {error}") from None
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):
+        return value.detach().to("cpu").double().numpy()
+    return value
+
+
+def _show(array: np.ndarray) -> str:
+    return repr(float(array)) if array.ndim == 0 else np.array2string(array, threshold=8)

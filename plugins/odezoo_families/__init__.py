@@ -1,0 +1,15 @@
+"""The built-in solver families of odezoo, one module per family.
+
+Each module is a pluggy plugin: it implements ``odezoo_register_families`` exactly as a
+third-party package would, and is listed in the ``odezoo`` entry-point group of odezoo's
+own ``pyproject.toml``.
+"""
+
+BUILTIN_FAMILY_MODULES = (
+    "odezoo_families.rk2_u",
+    "odezoo_families.rk3_uv",
+    "odezoo_families.rk4_u1",
+    "odezoo_families.rk4_u2",
+    "odezoo_families.rk4_u3",
+    "odezoo_families.rk4_uv",
+)
