@@ -14,11 +14,12 @@ from torchdiffeq import odeint, odeint_adjoint
 from .family import Constraint, DistributionSpec, SolverFamily, SINGULAR_TOL
 from .hookspecs import hookimpl, hookspec
 from .tableau import ButcherTableau
-from .registry import ENTRY_POINT_GROUP, OdezooPluginWarning, Registry
+from .registry import ENTRY_POINT_GROUP, OdezooPluginWarning, registry as _registry
+from .metasolver import MetaSolver, SolverSpec
+from .odeblock import ODEBlock, ensemble_predict, solver_blocks, using_solver
+from .sampling import Cauchy, Choice, Normal, ParameterDistribution, Uniform
 
 __version__ = "0.1.0"
-
-_registry = Registry()
 
 
 def families() -> dict[str, SolverFamily]:
@@ -64,4 +65,6 @@ __all__ = [
     "ENTRY_POINT_GROUP", "OdezooPluginWarning",
     "families", "get_family", "register_plugin", "unregister_plugin", "plugin_manager",
     "plugin_problems", "hookimpl", "hookspec", "odeint", "odeint_adjoint",
+    "MetaSolver", "SolverSpec", "ODEBlock", "ensemble_predict", "solver_blocks", "using_solver",
+    "Normal", "Uniform", "Cauchy", "Choice", "ParameterDistribution",
 ]

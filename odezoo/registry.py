@@ -181,3 +181,7 @@ def _solver_class(family: SolverFamily) -> type:
         "__doc__": f"torchdiffeq fixed-grid solver for the {family.name!r} family.",
         "__module__": __name__,
     })
+
+
+#: The process-wide registry behind ``odezoo.families()`` and torchdiffeq's method table.
+registry = Registry()

@@ -1,0 +1,183 @@
+"""Distributions over solver parameters, truncated to a family's sampling support.
+
+A draw outside the support (the family's parameter box, kept ``support_margin`` away from
+every singular set) is *redrawn*: the result follows the target distribution conditioned
+on the support.  Nothing is clamped and nothing is reset to the center — the original
+meta-solver code did both, which puts a point mass on the boundary or on the center.
+
+Every draw goes through a ``torch.Generator``, so a seed reproduces the sequence.
+Custom distributions implement :class:`ParameterDistribution` (just ``sample_raw``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from .family import DistributionSpec, SolverFamily
+
+__all__ = ["ParameterDistribution", "Normal", "Uniform", "Cauchy", "Choice", "make_distribution",
+           "draw", "MAX_ROUNDS"]
+
+MAX_ROUNDS = 200
+
+
+@runtime_checkable
+class ParameterDistribution(Protocol):
+    """Anything with ``sample_raw(center, n, generator) -> {param: float64 tensor (n,)}``."""
+
+    def sample_raw(self, center: Mapping[str, float], n: int,
+                   generator: torch.Generator) -> dict[str, torch.Tensor]: ...
+
+
+class _Located:
+    """Independent draws ``center[p] + scale[p] * noise`` for each parameter p."""
+
+    kind = "?"
+
+    def __init__(self, scale: float | Mapping[str, float]):
+        scales = scale.values() if isinstance(scale, Mapping) else [scale]
+        for value in scales:
+            if not (math.isfinite(float(value)) and float(value) > 0):
+                raise ValueError(f"{self.kind} distribution: scale must be positive and finite, got {value!r}")
+        self.scale = scale
+
+    def scale_of(self, param: str) -> float:
+        if isinstance(self.scale, Mapping):
+            if param not in self.scale:
+                raise ValueError(f"{self.kind} distribution: no scale given for parameter {param!r}")
+            return float(self.scale[param])
+        return float(self.scale)
+
+    def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample_raw(self, center, n, generator):
+        return {p: c + self.scale_of(p) * self.noise(n, generator) for p, c in center.items()}
+
+    def __repr__(self):
+        return f"{type(self).__name__}(scale={self.scale!r})"
+
+
+class Normal(_Located):
+    """Normal with mean = the center and standard deviation ``scale``."""
+
+    kind = "normal"
+
+    def noise(self, n, generator):
+        return torch.randn(n, generator=generator, dtype=torch.float64)
+
+
+class Uniform(_Located):
+    """Uniform on [center - scale, center + scale]."""
+
+    kind = "uniform"
+
+    def noise(self, n, generator):
+        return 2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1
+
+
+class Cauchy(_Located):
+    """Cauchy with location = the center and scale ``scale`` (heavy tails, closed under 1/x)."""
+
+    kind = "cauchy"
+
+    def noise(self, n, generator):
+        return torch.tan(math.pi * (torch.rand(n, generator=generator, dtype=torch.float64) - 0.5))
+
+
+class Choice:
+    """A discrete choice among parameter points (``probs`` default to uniform)."""
+
+    kind = "choice"
+
+    def __init__(self, points: list[Mapping[str, float]], probs: list[float] | None = None):
+        if not points:
+            raise ValueError("choice distribution: give at least one parameter point")
+        self.points = [dict(p) for p in points]
+        self.probs = validate_probabilities(probs, len(points), "choice distribution")
+
+    def sample_raw(self, center, n, generator):
+        index = torch.multinomial(torch.tensor(self.probs, dtype=torch.float64), n, replacement=True,
+                                  generator=generator)
+        return {p: torch.tensor([float(self.points[i][p]) for i in index.tolist()], dtype=torch.float64)
+                for p in center}
+
+    def __repr__(self):
+        return f"Choice(points={self.points!r}, probs={self.probs!r})"
+
+
+_KINDS = {"normal": Normal, "uniform": Uniform, "cauchy": Cauchy}
+
+
+def make_distribution(distribution=None, scale=None, family: SolverFamily | None = None):
+    """A distribution object from a name (``normal``/``uniform``/``cauchy``), a
+    :class:`DistributionSpec`, an object implementing ``sample_raw``, or None (the family's
+    registered default, with ``scale`` overriding its scale)."""
+    if distribution is None:
+        if family is None:
+            raise ValueError("no distribution given and no family to take the default from")
+        distribution = family.distribution
+    if isinstance(distribution, DistributionSpec):
+        scale = distribution.scale if scale is None else scale
+        distribution = distribution.kind
+    if isinstance(distribution, str):
+        kind = distribution.lower()
+        if kind not in _KINDS:
+            raise ValueError(f"unknown distribution {distribution!r}; choose one of {sorted(_KINDS)}, "
+                             f"or pass an object with sample_raw(center, n, generator)")
+        if scale is None:
+            raise ValueError(f"the {kind} distribution needs a scale")
+        return _KINDS[kind](scale)
+    if isinstance(distribution, ParameterDistribution):
+        if scale is not None:
+            raise ValueError("scale applies to named distributions only; configure your distribution object instead")
+        return distribution
+    raise ValueError(f"cannot use {distribution!r} as a distribution: expected a name, a DistributionSpec "
+                     f"or an object with sample_raw(center, n, generator)")
+
+
+def draw(family: SolverFamily, distribution, center: Mapping[str, float], n: int,
+         generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """``n`` parameter points from ``distribution`` truncated to ``family``'s support.
+
+    Returns float64 tensors of shape (n,).  Rejected points are redrawn; after
+    ``MAX_ROUNDS`` rounds without filling every slot a ``ValueError`` explains why.
+    """
+    center = {p: float(center[p]) for p in family.params}
+    out = {p: torch.empty(n, dtype=torch.float64) for p in family.params}
+    missing = torch.arange(n)
+    for _ in range(MAX_ROUNDS):
+        if len(missing) == 0:
+            return out
+        raw = distribution.sample_raw(center, len(missing), generator)
+        values = {p: raw[p].to(torch.float64).reshape(-1) for p in family.params}
+        ok = torch.from_numpy(family.support_mask({p: v.numpy() for p, v in values.items()}))
+        for p in family.params:
+            out[p][missing[ok]] = values[p][ok]
+        missing = missing[~ok]
+    raise ValueError(
+        f"{family.name}: could not draw {len(missing)} of {n} parameter points inside the sampling "
+        f"support ({family.support_text()}) in {MAX_ROUNDS} rounds of {distribution!r} centered at "
+        f"{center}. Move the center into the support or change the scale.")
+
+
+def validate_probabilities(values, count: int, what: str) -> list[float]:
+    """``count`` finite, non-negative values summing to 1 (within 1e-6); None means uniform."""
+    if values is None:
+        return [1.0 / count] * count
+    try:
+        array = np.asarray([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: expected {count} numbers, got {values!r}") from None
+    if array.shape != (count,):
+        raise ValueError(f"{what}: expected {count} values (one per solver), got {len(array)}")
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise ValueError(f"{what}: values must be finite and non-negative, got {array.tolist()}")
+    total = float(array.sum())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"{what}: values must sum to 1, got {array.tolist()} (sum {total:.6g}); "
+                         f"pass normalized values, e.g. [w / sum(w) for w in values]")
+    return array.tolist()
