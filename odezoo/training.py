@@ -1,0 +1,141 @@
+"""Building blocks for training recipes: adversarial training perturbations, atomic
+checkpoints, divergence checks, accuracy, seeding.  The loops themselves live in
+``recipes/`` (readable scripts, not a framework)."""
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["TrainingDiverged", "CheckpointError", "adversarial_batch", "save_checkpoint",
+           "load_checkpoint", "check_loss", "accuracy", "seed_everything", "resolve_device",
+           "ADVERSARIAL_KINDS"]
+
+ADVERSARIAL_KINDS = ("none", "fgsm", "fgsm_random", "pgd")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf or exploded; the last good checkpoint is kept."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt or not an odezoo checkpoint."""
+
+
+def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str, eps: float,
+                      alpha: float | None = None, steps: int = 7, step_size: float | None = None) -> torch.Tensor:
+    """Inputs for adversarial training (pixels in [0, 1], ``eps`` in pixel units).
+
+    * ``fgsm``: x + eps·sign(∇x loss);
+    * ``fgsm_random`` (Wong, Rice & Kolter 2020): δ ~ U[-eps, eps], one signed step of
+      ``alpha`` (default 1.25·eps), δ projected to the eps-ball and x + δ to [0, 1];
+    * ``pgd``: ``steps`` signed steps of ``step_size`` (default 2.5·eps/steps) from a random start.
+
+    Only the input gets a gradient; the model's parameter gradients are left untouched.
+    """
+    if kind == "none" or eps == 0:
+        return x
+    if kind not in ADVERSARIAL_KINDS:
+        raise ValueError(f"unknown adversarial training kind {kind!r}; choose one of {ADVERSARIAL_KINDS}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"adversarial eps must be positive (pixel units), got {eps!r}")
+    if kind == "fgsm":
+        delta = torch.zeros_like(x)
+        n_steps, size = 1, eps
+    elif kind == "fgsm_random":
+        delta = (torch.rand_like(x) * 2 - 1) * eps
+        n_steps, size = 1, 1.25 * eps if alpha is None else alpha
+    else:
+        delta = (torch.rand_like(x) * 2 - 1) * eps
+        n_steps, size = steps, 2.5 * eps / steps if step_size is None else step_size
+    delta = (x + delta).clamp(0, 1) - x
+    for _ in range(n_steps):
+        delta.requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(x + delta), y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + size * grad.sign()).clamp(-eps, eps)
+        delta = (x + delta).clamp(0, 1) - x
+    return (x + delta).detach()
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` with ``torch.save`` atomically: a temporary file in the same folder,
+    flushed to disk, then renamed over ``path`` — an interruption never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a clear :class:`CheckpointError` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; train first (recipes/train.py) or check the path")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"checkpoint {path} is corrupt or was not written by odezoo ({error.__class__.__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''}). Delete it and resume from "
+                              f"another checkpoint, or train again.") from error
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path} is not an odezoo training checkpoint (no model/config entries)")
+    return state
+
+
+def check_loss(loss: torch.Tensor, where: str, limit: float = 1e4, checkpoint: str | None = None) -> float:
+    """Return ``loss`` as a float, or raise :class:`TrainingDiverged` if it is NaN, infinite
+    or above ``limit``."""
+    value = float(loss.detach())
+    if math.isfinite(value) and value <= limit:
+        return value
+    kept = f" The last good checkpoint is kept at {checkpoint}." if checkpoint else ""
+    raise TrainingDiverged(
+        f"training diverged at {where}: loss = {value} (limit {limit:g}).{kept} Lower the learning rate "
+        f"(max_lr), use more solver steps, or narrow the smoothing distribution, then resume with --resume.")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader, device="cpu", max_batches: int | None = None) -> float:
+    """Top-1 accuracy in [0, 1] (model put in eval mode and restored)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for i, (x, y) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = x.to(device), y.to(device)
+        correct += int((model(x).argmax(-1) == y).sum())
+        total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
