@@ -1,0 +1,145 @@
+"""Evaluate a trained model across solvers and step counts, clean and under attack.
+
+    python recipes/evaluate.py runs/<run>/best.pt --attacks fgsm,pgd --eps 0.1,0.2,0.3 \\
+           --solvers "rk2_u:u=0.25,0.5,1.0;rk4_u2:u=1/3" --n-steps 1,2,4,8
+
+Without --solvers the model is evaluated with its training (evaluation) solver only.  A
+grid of solvers is the paper's solver-overfitting check: a model that only works with the
+solver it was trained with shows up as one bright cell in solver_grid.png.
+
+Writes to --out (default <run>/eval): results.json and results.csv (solver × attack × eps →
+accuracy, with clean accuracy as attack "clean"), accuracy_vs_eps.png, and for a grid
+solver_grid.png and accuracy_vs_<param>.png.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fail, robustness_rows  # noqa: E402
+
+from odezoo import using_solver  # noqa: E402
+from odezoo.data import get_datasets, make_loaders  # noqa: E402
+from odezoo.models import build_model  # noqa: E402
+from odezoo.plots import plot_accuracy_vs_eps, plot_accuracy_vs_param, plot_solver_grid  # noqa: E402
+from odezoo.robustness import save_csv, save_json  # noqa: E402
+from odezoo.solver_config import meta_solver_from_config, parse_number_list, parse_solver_grid  # noqa: E402
+from odezoo.training import CheckpointError, load_checkpoint, resolve_device  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="best.pt or checkpoint.pt written by recipes/train.py")
+    p.add_argument("--attacks", default="fgsm,pgd", help="comma list of fgsm, pgd (empty: clean only)")
+    p.add_argument("--eps", default=None, help="comma list in pixel units, fractions allowed (default: the config's)")
+    p.add_argument("--solvers", default=None, help='e.g. "rk2_u:u=0.25,0.5,1.0;rk4_u2:u=1/3;euler"')
+    p.add_argument("--n-steps", default=None, help="comma list of step counts for --solvers (default: training's)")
+    p.add_argument("--pgd-steps", type=int, default=None)
+    p.add_argument("--pgd-step-size", default=None, help='pixel units, e.g. 2/255, or "auto" = 2.5·eps/steps')
+    p.add_argument("--pgd-restarts", type=int, default=1)
+    p.add_argument("--eot", type=int, default=0,
+                   help="also attack the randomized training solver with expectation over N solver draws")
+    p.add_argument("--max-batches", type=int, default=None, help="evaluate only the first N test batches")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def evaluate_specs(model, loader, specs, attacks, eps, pgd, device, max_batches, seed):
+    """Rows for every solver in ``specs``, each forced into all ODE blocks of ``model``."""
+    rows = []
+    for spec in specs:
+        torch.manual_seed(seed)
+        with using_solver(model, spec):
+            new = robustness_rows(model, loader, spec.label(), attacks, eps, device=device, max_batches=max_batches,
+                                  **pgd)
+        rows += [{**r, "method": spec.method, "params": dict(spec.params), "n_steps": spec.n_steps} for r in new]
+        print(f"  {spec.label():<40} " + "  ".join(
+            f"{r['attack']}{'' if r['attack'] == 'clean' else '@%.3g' % r['eps']} {r['accuracy']:.4f}" for r in new),
+            flush=True)
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        state = load_checkpoint(args.checkpoint)
+    except CheckpointError as error:
+        fail(str(error))
+    cfg = state["config"]
+    device = resolve_device(args.device)
+    ev = cfg["eval"]
+    attacks = tuple(a for a in args.attacks.split(",") if a)
+    eps = parse_number_list(args.eps) if args.eps else list(ev["eps"])
+    step = args.pgd_step_size or ev["pgd_step_size"]
+    pgd = {"pgd_steps": args.pgd_steps or ev["pgd_steps"], "restarts": args.pgd_restarts,
+           "pgd_step_size": step if step == "auto" else parse_number_list(str(step))[0]}
+
+    meta = meta_solver_from_config(cfg["solver"], seed=cfg["seed"])
+    model = build_model(cfg["model"], meta).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    try:
+        splits = get_datasets(cfg["dataset"], data_dir=args.data_dir or cfg.get("data_dir"), seed=cfg["seed"])
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    _, _, test_loader = make_loaders(splits, batch_size=args.batch_size or cfg["batch_size"], seed=cfg["seed"],
+                                     subset=cfg.get("subset"))
+
+    train_spec = meta.eval_spec or (meta.current if meta.mode != "ensemble" else None)
+    if args.solvers:
+        default_steps = [train_spec.n_steps] if train_spec is not None and train_spec.n_steps else [8]
+        steps = parse_number_list(args.n_steps, integer=True) if args.n_steps else default_steps
+        try:
+            specs = parse_solver_grid(args.solvers, steps)
+        except ValueError as error:
+            fail(str(error))
+    else:
+        specs = [train_spec] if train_spec is not None else []
+
+    out = Path(args.out or Path(args.checkpoint).parent / "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"evaluating {args.checkpoint} (trained with {meta.describe()}) on {len(specs)} solver(s); "
+          f"attacks {attacks or 'none'} at eps {eps}")
+    rows = evaluate_specs(model, test_loader, specs, attacks, eps, pgd, device, args.max_batches,
+                          args.seed) if specs else []
+    if meta.mode == "ensemble":
+        rows += [{**r, "method": "ensemble", "params": {}, "n_steps": None} for r in robustness_rows(
+            model, test_loader, f"ensemble: {meta.describe()}", attacks, eps, device=device,
+            max_batches=args.max_batches, **pgd)]
+    if args.eot and meta.randomized:
+        label = f"randomized {meta.mode} (EOT {args.eot})"
+        rows += [{**r, "method": "randomized", "params": {}, "n_steps": None} for r in robustness_rows(
+            model, test_loader, label, attacks, eps, device=device, max_batches=args.max_batches,
+            eot_samples=args.eot, before_batch=meta.resample, **pgd)]
+
+    save_json(out / "results.json", rows)
+    save_csv(out / "results.csv", [{**r, "params": ";".join(f"{k}={v:.6g}" for k, v in r["params"].items())}
+                                    for r in rows])
+    plot_accuracy_vs_eps(rows, out / "accuracy_vs_eps.png", title=f"{cfg['name']}: accuracy vs ε")
+    if len(specs) > 1:
+        from odezoo.plots import _param_label
+
+        train_cell = None
+        if train_spec is not None:
+            train_cell = (_param_label({"solver": "", "method": train_spec.method, "params": train_spec.params}),
+                          train_spec.n_steps)
+        attack = "pgd" if "pgd" in attacks else (attacks[0] if attacks else "clean")
+        plot_solver_grid(rows, out / "solver_grid.png", attack=attack, eps=max(eps) if eps else None,
+                         train_solver=train_cell)
+        params = sorted({p for s in specs for p in s.params})
+        for param in params:
+            plot_accuracy_vs_param(rows, out / f"accuracy_vs_{param}.png", param=param)
+    print(f"wrote {out}/results.json, results.csv and plots")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
