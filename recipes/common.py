@@ -14,10 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
-    "dataset": "mnist-embedded",      # mnist-embedded | mnist | cifar10
+    "dataset": "mnist-embedded",      # mnist-embedded | mnist-embedded-rgb32 | mnist | cifar10
     "data_dir": None,
     "download": False,
     "model": "mnist",                 # mnist | cifar10
+    "model_kwargs": {},               # e.g. {width: 16} for a narrower CIFAR-10 model
     "epochs": 10,
     "batch_size": 128,
     "seed": 0,
@@ -66,7 +67,10 @@ def load_config(path: str | None, overrides: list[str] = (), **flags) -> dict:
     if path:
         try:
             with open(path) as handle:
-                cfg = deep_update(cfg, yaml.safe_load(handle) or {})
+                loaded = yaml.safe_load(handle) or {}
+            cfg = deep_update(cfg, loaded)
+            if "solver" in loaded:  # a solver is replaced whole: default parameters must not leak into it
+                cfg["solver"] = copy.deepcopy(loaded["solver"])
         except FileNotFoundError:
             raise SystemExit(f"config file not found: {path} (configs live in recipes/configs/)") from None
         cfg.setdefault("name", Path(path).stem)

@@ -83,7 +83,7 @@ def main(argv=None):
            "pgd_step_size": step if step == "auto" else parse_number_list(str(step))[0]}
 
     meta = meta_solver_from_config(cfg["solver"], seed=cfg["seed"])
-    model = build_model(cfg["model"], meta).to(device)
+    model = build_model(cfg["model"], meta, **cfg.get("model_kwargs", {})).to(device)
     model.load_state_dict(state["model"])
     model.eval()
     try:

@@ -152,7 +152,7 @@ def main(argv=None):
         subset=cfg["subset"], distributed=world > 1)
 
     meta = meta_solver_from_config(cfg["solver"], seed=seed)
-    model = build_model(cfg["model"], meta).to(device)
+    model = build_model(cfg["model"], meta, **cfg.get("model_kwargs", {})).to(device)
     if main_process:
         print(f"odezoo {odezoo.__version__} | model {cfg['model']}: {count_parameters(model):,} parameters | "
               f"solver {meta.mode}: {meta.describe()} | device {device} | world {world}")

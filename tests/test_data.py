@@ -209,3 +209,14 @@ def test_distributed_sampler(embedded, tmp_path):
         assert sum(len(y) for _, y in train) == 32
     finally:
         dist.destroy_process_group()
+
+
+def test_rgb32_stand_in_has_cifar_shape_and_the_same_digits():
+    from odezoo.data import get_datasets, load_embedded_mnist
+
+    rgb = get_datasets("mnist-embedded-rgb32", seed=3)
+    gray = load_embedded_mnist(seed=3)
+    x, y = rgb.test[0]
+    assert x.shape == (3, 32, 32)
+    assert torch.equal(x[0, 2:30, 2:30], gray.test[0][0][0]) and torch.equal(x[0], x[2])
+    assert int(y) == int(gray.test[0][1]) and len(rgb.train) == len(gray.train)
