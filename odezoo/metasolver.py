@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -146,7 +147,8 @@ class MetaSolver:
         self.per_sample = per_sample
         self.seed = seed
         self.generator = torch.Generator()
-        self.generator.manual_seed(seed if seed is not None else torch.seed())
+        # No seed: fresh entropy, without touching torch's global RNG (torch.seed() would reseed it).
+        self.generator.manual_seed(seed if seed is not None else secrets.randbits(63))
         self.round = 0
         self.history: list[dict] = []
         self._eval_spec = eval_spec

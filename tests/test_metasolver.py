@@ -224,3 +224,11 @@ def test_using_solver_and_ensemble_of_models_for_free():
     torch.testing.assert_close(probs, sum(singles) / 3)
     torch.testing.assert_close(probs.sum(-1), torch.ones(8))
     assert meta.randomized  # the override ended with the block
+
+
+def test_unseeded_meta_solver_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    MetaSolver.smoothing("rk2_u", distribution="normal", scale=0.1)
+    assert torch.equal(torch.rand(3), expected)
