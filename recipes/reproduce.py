@@ -21,8 +21,6 @@ training images) when --data-dir holds it, otherwise on the embedded digits padd
 from __future__ import annotations
 
 import argparse
-import copy
-import csv
 import json
 import math
 import sys
@@ -40,6 +38,7 @@ from common import DEFAULTS, ROOT, deep_update, robustness_rows  # noqa: E402
 from odezoo.data import get_datasets, make_loaders  # noqa: E402
 from odezoo.models import build_model  # noqa: E402
 from odezoo.plots import plt  # noqa: E402  (matplotlib with the Agg backend)
+from odezoo.robustness import save_csv  # noqa: E402
 from odezoo.solver_config import meta_solver_from_config  # noqa: E402
 from odezoo.training import load_checkpoint, resolve_device  # noqa: E402
 
@@ -170,16 +169,6 @@ def summarize(rows, keys):
         mean, se, n = mean_se(values)
         out.append({**dict(zip(keys + ["attack", "eps"], key)), "mean": mean, "se": se, "n": n})
     return out
-
-
-def write_csv(path: Path, rows):
-    if not rows:
-        return
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def fmt(mean, se):
@@ -323,15 +312,7 @@ def _smoothing_table(ctx, folder, adversarial, eps):
                                                                                   "pgd_step_size": eps / 4})
             rows += [{"training": name, "seed": seed, **{k: v for k, v in r.items() if k != "solver"}} for r in found]
     summary = summarize(rows, ["training"])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    names = list(variants)
-    for i, attack_name in enumerate(["clean", "fgsm", "pgd"]):
-        vals = [next(s for s in summary if s["training"] == n and s["attack"] == attack_name) for n in names]
-        ax.bar([j + 0.27 * (i - 1) for j in range(len(names))], [v["mean"] for v in vals], width=0.25,
-               yerr=[0 if math.isnan(v["se"]) else v["se"] for v in vals], capsize=3, label=attack_name)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("accuracy")
-    ax.legend()
+    fig = _bars(summary, "training", list(variants), f"accuracy (ε = {255 * eps:.0f}/255)")
     return rows, summary, fig, ctx.cifar(), _table(summary, "training", ["clean", "fgsm", "pgd"])
 
 
@@ -366,16 +347,21 @@ def variants(ctx, folder):
             found = attack(ctx, model, meta, loader, nb, ["fgsm", "pgd"], [0.2], STRONG_PGD)
             rows += [{"variant": name, "seed": seed, **{k: v for k, v in r.items() if k != "solver"}} for r in found]
     summary = summarize(rows, ["variant"])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    names = list(runs)
+    fig = _bars(summary, "variant", list(runs), "accuracy (ε = 0.2)")
+    return rows, summary, fig, ctx.mnist(), _table(summary, "variant", ["clean", "fgsm", "pgd"])
+
+
+def _bars(summary, key, names, ylabel):
+    """Grouped bars (clean, FGSM, PGD) per ``key`` value, with standard-error whiskers."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names)), 4))
     for i, attack_name in enumerate(["clean", "fgsm", "pgd"]):
-        vals = [next(s for s in summary if s["variant"] == n and s["attack"] == attack_name) for n in names]
+        vals = [next(s for s in summary if s[key] == n and s["attack"] == attack_name) for n in names]
         ax.bar([j + 0.27 * (i - 1) for j in range(len(names))], [v["mean"] for v in vals], width=0.25,
                yerr=[0 if math.isnan(v["se"]) else v["se"] for v in vals], capsize=3, label=attack_name)
     ax.set_xticks(range(len(names)), names, fontsize=8)
-    ax.set_ylabel("accuracy (ε = 0.2)")
+    ax.set_ylabel(ylabel)
     ax.legend()
-    return rows, summary, fig, ctx.mnist(), _table(summary, "variant", ["clean", "fgsm", "pgd"])
+    return fig
 
 
 def _table(summary, key, attacks):
@@ -424,8 +410,8 @@ def run_experiment(ctx: Context, name: str) -> Path:
     started = time.time()
     print(f"=== {name} ({ctx.scale}{', dry run' if ctx.dry_run else ''}) -> {folder}", flush=True)
     rows, summary, fig, cfg, table = RUNNERS[name](ctx, folder)
-    write_csv(folder / "raw.csv", rows)
-    write_csv(folder / "summary.csv", summary)
+    save_csv(folder / "raw.csv", rows)
+    save_csv(folder / "summary.csv", summary)
     fig.suptitle(f"{name}: {RUNNERS[name].__doc__.strip().splitlines()[0]}", fontsize=9)
     fig.tight_layout()
     fig.savefig(folder / f"{name}.png", dpi=120)
