@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml plugins/odezoo-rk3w/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PACKAGES)
-	$(PY) -m pip install --quiet -e ".[recipes,dev]" -e plugins/odezoo-rk3w
+	$(PY) -m pip install --quiet -e ".[recipes,attacks,dev]" -e plugins/odezoo-rk3w
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -42,6 +42,10 @@ from odezoo.robustness import save_csv  # noqa: E402
 from odezoo.solver_config import meta_solver_from_config  # noqa: E402
 from odezoo.training import load_checkpoint, resolve_device  # noqa: E402
 
+# ε (pixels) at which each experiment's first model gets the strong attacks and checks.
+CHECK_EPS = {"fig3a": [0.1, 0.2, 0.3], "fig3b": [0.1, 0.2, 0.3], "fig4": [2 / 255, 4 / 255, 8 / 255],
+             "fig5": [0.1, 0.2, 0.3], "table1": [2 / 255, 4 / 255, 8 / 255], "table2": [4 / 255, 8 / 255, 16 / 255],
+             "variants": [0.1, 0.2, 0.3]}
 PAPER_PGD = {"pgd_steps": 7, "pgd_step_size": 2 / 255}     # the paper's PGD (MNIST, eps 0.3)
 STRONG_PGD = {"pgd_steps": 20, "pgd_step_size": "auto"}    # reaches the whole eps-ball
 EXPERIMENTS = ("fig3a", "fig3b", "fig4", "fig5", "table1", "table2", "variants")
@@ -72,6 +76,8 @@ class Context:
         default_seeds = "0,1" if args.dry_run else ("0,1,2" if args.scale == "small" else "0,1,2")
         self.seeds = [int(s) for s in (args.seeds or default_seeds).split(",")]
         self.quiet = not args.verbose
+        self.checks = not args.no_checks
+        self.probe = None
 
     @property
     def cifar_is_real(self) -> bool:
@@ -144,6 +150,8 @@ def trained_model(ctx: Context, folder: Path, name: str, cfg: dict):
     model.eval()
     splits = get_datasets(cfg["dataset"], data_dir=cfg.get("data_dir"), seed=cfg["seed"])
     loaders = make_loaders(splits, batch_size=cfg["batch_size"], seed=cfg["seed"], subset=cfg.get("subset"))
+    if ctx.probe is None:  # the experiment's first model also gets the strong attacks and the checks
+        ctx.probe = (name, model, meta, loaders.test)
     return model, meta, loaders.test, eval_batches, run_dir
 
 
@@ -413,12 +421,46 @@ def comparison(name, summary, rows) -> str:
     return f"Paper: {PAPER[name]}"
 
 
+def stronger_evaluation(ctx: Context, name: str) -> str:
+    """Strong attacks (per-example worst case incl. AutoAttack) and gradient-masking checks on
+    the experiment's first model, as Markdown."""
+    from odezoo.masking import format_checks, gradient_masking_checks
+    from odezoo.strong_eval import strong_results_table, strong_robustness
+
+    label, model, meta, loader = ctx.probe
+    eps_list = CHECK_EPS[name][:1] if ctx.dry_run else CHECK_EPS[name]
+    batches = 1 if ctx.dry_run else max(1, 128 // loader.batch_size)      # 128 test images
+    budget = dict(autoattack_steps=5, pgd_steps=(7, 4), pgd_restarts=(1, 1)) if ctx.dry_run else \
+        dict(autoattack_steps=100, pgd_steps=(7, 20), pgd_restarts=(1, 3))
+    started = time.time()
+    with meta.evaluating():
+        results = [strong_robustness(model, loader, eps, device=ctx.device, max_batches=batches,
+                                     autoattack_version="fast", **budget) for eps in eps_list]
+        checks = gradient_masking_checks(model, loader, eps_list, device=ctx.device, max_batches=batches,
+                                         pgd_steps=4 if ctx.dry_run else 20, restarts=1 if ctx.dry_run else 2)
+    rows = strong_results_table(results, label=label)
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    lines = [f"## Stronger attacks and gradient-masking checks ({label}, {results[0].n_examples} test images, "
+             f"{(time.time() - started) / 60:.1f} min)", "",
+             "| attack | " + " | ".join(f"ε={e:.3g}" for e in eps_list) + " |", "|---" * (len(eps_list) + 1) + "|"]
+    for attack_name in attacks:
+        cells = [next((f"{100 * r['accuracy']:.1f}" for r in rows if r["attack"] == attack_name and
+                       (attack_name == "clean" or abs(r["eps"] - e) < 1e-12)), "—") for e in eps_list]
+        lines.append(f"| {attack_name} | " + " | ".join(cells) + " |")
+    lines += ["", "`worst`: correct under every attack (per example). " + results[0].descriptions.get("autoattack", ""),
+              "", "```", format_checks(checks), "```", ""]
+    save_csv(ctx.out / name / "strong.csv", rows)
+    return "\n".join(lines)
+
+
 def run_experiment(ctx: Context, name: str) -> Path:
     folder = ctx.out / name
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     print(f"=== {name} ({ctx.scale}{', dry run' if ctx.dry_run else ''}) -> {folder}", flush=True)
+    ctx.probe = None
     rows, summary, fig, cfg, table = RUNNERS[name](ctx, folder)
+    strong = stronger_evaluation(ctx, name) if ctx.checks and ctx.probe is not None else ""
     save_csv(folder / "raw.csv", rows)
     save_csv(folder / "summary.csv", summary)
     fig.suptitle(f"{name}: {RUNNERS[name].__doc__.strip().splitlines()[0]}", fontsize=9)
@@ -433,7 +475,7 @@ def run_experiment(ctx: Context, name: str) -> Path:
             f"solver steps {cfg['solver'].get('n_steps')}",
             f"* seeds: {ctx.seeds} (mean ± standard error over seeds, in %)",
             f"* wall time: {minutes:.1f} min on {torch.get_num_threads()} CPU thread(s) ({ctx.device})", "",
-            table, "", comparison(name, summary, rows), "",
+            table, "", comparison(name, summary, rows), "", strong,
             f"Regenerate: `python recipes/reproduce.py {name} --scale {ctx.scale}"
             f"{' --data-dir ' + str(ctx.data_dir) if ctx.data_dir else ''}`", ""]
     (folder / "summary.md").write_text("\n".join(text))
@@ -451,6 +493,8 @@ def main(argv=None):
     p.add_argument("--seeds", help="comma list (default 0,1,2)")
     p.add_argument("--device", default="auto")
     p.add_argument("--verbose", action="store_true", help="progress bars of every training run")
+    p.add_argument("--no-checks", action="store_true",
+                   help="skip the strong attacks (AutoAttack) and gradient-masking checks on each experiment's first model")
     args = p.parse_args(argv)
     ctx = Context(args)
     if ctx.scale == "paper" and not args.data_dir:

@@ -1,0 +1,276 @@
+"""Automated gradient-masking checks (Athalye et al. 2018; Carlini et al. 2019).
+
+A robustness number measured with gradient attacks is only trustworthy if the gradients
+are informative.  :func:`gradient_masking_checks` runs the checks that can be automated
+and returns one :class:`Check` per criterion; ``print(format_checks(checks))`` gives lines
+``PASS  name: detail`` / ``WARN  name: detail``.  A WARN is a reason to distrust the
+white-box numbers (try AutoAttack, EOT, BPDA, a black-box attack), not a proof of masking;
+a model that passes every check can still be masked.
+
+Checks (names as printed):
+
+* ``deterministic-forward``: two eval-mode forward passes give identical logits (otherwise
+  attack the randomness with EOT: ``eot_samples``);
+* ``input-gradients``: ∇x CE is finite, its mean |·| exceeds ``grad_threshold`` and at most
+  ``zero_grad_tolerance`` of the examples have an exactly zero gradient;
+* ``iterative-beats-single-step``: per example, at most ``single_step_tolerance`` of the
+  examples are fooled by FGSM but not by PGD (``pgd_steps`` steps of 2.5·eps/steps);
+* ``more-iterations-and-restarts``: PGD with twice the steps and ``restarts`` random restarts
+  lowers accuracy by at most ``restart_tolerance``;
+* ``noise-weaker-than-attacks``: accuracy under uniform noise in the eps ball is at least
+  the accuracy under every gradient attack (within ``noise_tolerance``);
+* ``monotonic-in-eps``: PGD accuracy does not rise with eps by more than ``monotonic_tolerance``;
+* ``reaches-chance``: PGD accuracy at ``large_eps`` (0.5 for [0, 1] pixels: every image
+  can be turned grey) is at most ``chance_factor`` × chance (chance = 1 / classes).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .robustness import _positive, import_advertorch
+from .strong_eval import StrongRobustnessResult, pgd_name, strong_robustness
+
+__all__ = ["CHECKS", "Check", "format_checks", "gradient_masking_checks"]
+
+CHECKS = ("deterministic-forward", "input-gradients", "iterative-beats-single-step", "more-iterations-and-restarts",
+          "noise-weaker-than-attacks", "monotonic-in-eps", "reaches-chance")
+_ATTACK_CHECKS = CHECKS[2:]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: ``status`` is ``"pass"`` or ``"warn"``; ``values`` holds the numbers behind ``detail``."""
+    name: str
+    status: str
+    detail: str
+    values: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.status not in ("pass", "warn"):
+            raise ValueError(f"status must be 'pass' or 'warn', got {self.status!r}")
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def line(self) -> str:
+        return f"{self.status.upper()}  {self.name}: {self.detail}"
+
+    __str__ = line
+
+
+def format_checks(checks: Iterable[Check]) -> str:
+    """One ``PASS  name: detail`` / ``WARN  name: detail`` line per check."""
+    return "\n".join(check.line() for check in checks)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _status(ok: bool) -> str:
+    return "pass" if ok else "warn"
+
+
+# --------------------------------------------------------------------------- model-only checks
+
+def _determinism(model: nn.Module, batches) -> Check:
+    diff, finite = 0.0, True
+    with torch.no_grad():
+        for x, _ in batches:
+            a, b = model(x), model(x)
+            finite &= bool(torch.isfinite(a).all() and torch.isfinite(b).all())
+            if not torch.equal(a, b):
+                diff = max(diff, float((a - b).abs().nan_to_num(float("inf")).max()))
+    if not finite:
+        return Check("deterministic-forward", "warn", "the logits contain NaN or inf", {"max_abs_diff": diff})
+    if diff > 0:
+        return Check("deterministic-forward", "warn",
+                     f"two eval-mode forward passes differ (max |Δlogit| = {diff:.3g}): the model is randomized; "
+                     f"attack it with EOT (eot_samples) and report the randomness", {"max_abs_diff": diff})
+    return Check("deterministic-forward", "pass", "two eval-mode forward passes give identical logits",
+                 {"max_abs_diff": 0.0})
+
+
+def _gradients(model: nn.Module, batches, threshold: float, zero_tolerance: float) -> tuple[Check, bool]:
+    """The check, and whether any gradient reaches the input at all."""
+    total_abs, count, zero, n, finite = 0.0, 0, 0, 0, True
+    for x, y in batches:
+        x = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
+            if not loss.requires_grad:
+                return Check("input-gradients", "warn", "no gradient reaches the input (detached input, "
+                             "torch.no_grad or integer ops in forward): gradient attacks cannot run",
+                             {"mean_abs": 0.0, "zero_fraction": 1.0}), False
+            grad = torch.autograd.grad(loss, x, allow_unused=True)[0]
+        if grad is None:
+            return Check("input-gradients", "warn", "the loss does not depend differentiably on the input: "
+                         "gradient attacks cannot run", {"mean_abs": 0.0, "zero_fraction": 1.0}), False
+        finite &= bool(torch.isfinite(grad).all())
+        flat = grad.flatten(1)
+        total_abs += float(flat.abs().nan_to_num(0.0).sum())
+        count += flat.numel()
+        zero += int((flat == 0).all(dim=1).sum())
+        n += len(y)
+    mean_abs, zero_fraction = total_abs / max(count, 1), zero / max(n, 1)
+    values = {"mean_abs": mean_abs, "zero_fraction": zero_fraction, "finite": finite}
+    detail = (f"mean |∇x CE| = {mean_abs:.3g} (warn at or below {threshold:.3g}), exactly zero for "
+              f"{_pct(zero_fraction)} of examples (warn above {_pct(zero_tolerance)})")
+    if not finite:
+        return Check("input-gradients", "warn", "NaN or inf in the input gradient; " + detail, values), True
+    return Check("input-gradients", _status(mean_abs > threshold and zero_fraction <= zero_tolerance), detail,
+                 values), True
+
+
+# --------------------------------------------------------------------------- attack-based checks
+
+def _iterative(results: Sequence[StrongRobustnessResult], pgd: str, show: Mapping[str, str], tol: float) -> Check:
+    fractions = {r.eps: int((~r.correct["fgsm"] & r.correct[pgd]).sum()) / r.n_examples for r in results}
+    detail = ", ".join(f"eps {e:g}: {_pct(f)}" for e, f in fractions.items())
+    return Check("iterative-beats-single-step", _status(max(fractions.values()) <= tol),
+                 f"examples fooled by FGSM but not by {show[pgd]}: {detail} (warn above {_pct(tol)})",
+                 {"fgsm_only_fraction": fractions})
+
+
+def _restarts(results: Sequence[StrongRobustnessResult], pgd: str, strong: str, show: Mapping[str, str],
+              tol: float) -> Check:
+    pairs = {r.eps: (r.accuracy[pgd], r.accuracy[strong]) for r in results}
+    drop = max(a - b for a, b in pairs.values())
+    detail = ", ".join(f"eps {e:g}: {_pct(a)} -> {_pct(b)}" for e, (a, b) in pairs.items())
+    return Check("more-iterations-and-restarts", _status(drop <= tol),
+                 f"accuracy {show[pgd]} -> {show[strong]}: {detail} (warn on a drop above {100 * tol:.1f} pp)",
+                 {"accuracy": pairs, "max_drop": drop})
+
+
+def _noise(results: Sequence[StrongRobustnessResult], attacks: Sequence[str], show: Mapping[str, str],
+           tol: float) -> Check:
+    rows, ok = [], True
+    for r in results:
+        strongest = max(r.accuracy[a] for a in attacks)
+        ok &= r.accuracy["noise"] + tol >= strongest
+        rows.append(f"eps {r.eps:g}: noise {_pct(r.accuracy['noise'])} vs "
+                    + " / ".join(f"{show[a]} {_pct(r.accuracy[a])}" for a in attacks))
+    return Check("noise-weaker-than-attacks", _status(ok),
+                 "; ".join(rows) + f" (warn if noise beats an attack by more than {100 * tol:.1f} pp)",
+                 {"accuracy": {r.eps: {a: r.accuracy[a] for a in (*attacks, "noise")} for r in results}})
+
+
+def _monotonic(curve: Sequence[tuple[float, float]], label: str, tol: float) -> Check:
+    rise = max([b - a for (_, a), (_, b) in zip(curve, curve[1:])] + [0.0])
+    detail = " -> ".join(f"{_pct(a)} (eps {e:g})" for e, a in curve)
+    return Check("monotonic-in-eps", _status(rise <= tol),
+                 f"{label} accuracy {detail} (warn on a rise above {100 * tol:.1f} pp)",
+                 {"curve": list(curve), "max_rise": rise})
+
+
+def _chance(accuracy: float, eps: float, label: str, chance: float, factor: float) -> Check:
+    return Check("reaches-chance", _status(accuracy <= factor * chance),
+                 f"{label} accuracy at eps {eps:g}: {_pct(accuracy)} (chance {_pct(chance)}, warn above "
+                 f"{_pct(factor * chance)})", {"accuracy": accuracy, "chance": chance})
+
+
+# --------------------------------------------------------------------------- entry point
+
+def gradient_masking_checks(model: nn.Module, loader: Iterable, eps_list: Sequence[float],
+                            device: str | torch.device = "cpu", max_batches: int | None = None, *,
+                            large_eps: float = 0.5, num_classes: int | None = None, pgd_steps: int = 20,
+                            restarts: int = 3, noise_samples: int = 1, seed: int = 0,
+                            single_step_tolerance: float = 0.02, restart_tolerance: float = 0.03,
+                            noise_tolerance: float = 0.02, monotonic_tolerance: float = 0.02,
+                            chance_factor: float = 1.5, grad_threshold: float = 1e-10,
+                            zero_grad_tolerance: float = 0.05, only: Sequence[str] | None = None) -> list[Check]:
+    """Run the gradient-masking checks on the examples of ``loader`` (pixels in [0, 1],
+    true labels; at most ``max_batches`` batches, moved to ``device``) and return one
+    :class:`Check` per criterion, in the order of :data:`CHECKS` (``only`` selects some).
+
+    Attack checks use every eps of ``eps_list`` (pixel units): FGSM, PGD with ``pgd_steps``
+    steps of 2.5·eps/steps and one random start, PGD with ``2 · pgd_steps`` steps and
+    ``restarts`` restarts, and ``noise_samples`` uniform noise draws; ``large_eps`` adds a
+    PGD run for the chance check (``num_classes`` defaults to the logits' width).  The model
+    runs in eval mode with parameter gradients off (restored afterwards).  If the input
+    gradient is missing, the attack checks warn without running."""
+    selected = tuple(CHECKS if only is None else only)
+    unknown = [name for name in selected if name not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown check(s) {unknown}; choose from {CHECKS}")
+    eps_values = sorted({_positive(e, "eps") for e in eps_list})
+    if not eps_values:
+        raise ValueError("eps_list must hold at least one eps (pixel units, e.g. (0.1, 0.2, 0.3) for MNIST)")
+    large_eps = _positive(large_eps, "large_eps")
+    if int(pgd_steps) != pgd_steps or pgd_steps < 1 or int(restarts) != restarts or restarts < 1:
+        raise ValueError(f"pgd_steps and restarts must be integers >= 1, got {pgd_steps}, {restarts}")
+    batches = []
+    for i, (x, y) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batches.append((x.to(device), y.to(device)))
+    if not batches:
+        raise ValueError("the loader yielded no examples (empty dataset or max_batches=0)")
+
+    adv = import_advertorch()
+    found: dict[str, Check] = {}
+    with adv.context.ctx_noparamgrad_and_eval(model):
+        if num_classes is None:
+            with torch.no_grad():
+                num_classes = int(model(batches[0][0][:1]).shape[-1])
+        if "deterministic-forward" in selected:
+            found["deterministic-forward"] = _determinism(model, batches)
+        gradient, has_gradient = _gradients(model, batches, grad_threshold, zero_grad_tolerance)
+        if "input-gradients" in selected:
+            found["input-gradients"] = gradient
+
+        wanted = [name for name in _ATTACK_CHECKS if name in selected]
+        if wanted and not has_gradient:
+            for name in wanted:
+                found[name] = Check(name, "warn", "not run: " + gradient.detail)
+        elif wanted:
+            found.update(_attack_checks(model, batches, wanted, eps_values, large_eps, int(num_classes),
+                                        int(pgd_steps), int(restarts), int(noise_samples), seed,
+                                        single_step_tolerance, restart_tolerance, noise_tolerance,
+                                        monotonic_tolerance, chance_factor))
+    return [found[name] for name in CHECKS if name in found]
+
+
+def _attack_checks(model, batches, wanted, eps_values, large_eps, num_classes, steps, restarts, noise_samples, seed,
+                   single_tol, restart_tol, noise_tol, monotonic_tol, chance_factor) -> dict[str, Check]:
+    pgd, strong = pgd_name(0, steps, 1), pgd_name(1, 2 * steps, restarts)
+    show = {"fgsm": "FGSM", pgd: f"PGD-{steps}", strong: f"PGD-{2 * steps}x{restarts}"}
+    need_eps_runs = any(name in wanted for name in _ATTACK_CHECKS[:4])
+    need_strong = "more-iterations-and-restarts" in wanted
+    need_noise = "noise-weaker-than-attacks" in wanted
+
+    def run(eps: float, full: bool) -> StrongRobustnessResult:
+        configs = ((steps, 2 * steps), (1, restarts)) if full and need_strong else ((steps,), (1,))
+        return strong_robustness(model, batches, eps, pgd_steps=configs[0], pgd_restarts=configs[1],
+                                 autoattack=False, noise_samples=noise_samples if full and need_noise else 0,
+                                 seed=seed)
+
+    results = [run(e, True) for e in eps_values] if need_eps_runs else []
+    large = next((r for r in results if r.eps == large_eps), None)
+    if large is None and ("reaches-chance" in wanted or "monotonic-in-eps" in wanted):
+        large = run(large_eps, False)
+    out = {}
+    if "iterative-beats-single-step" in wanted:
+        out["iterative-beats-single-step"] = _iterative(results, pgd, show, single_tol)
+    if "more-iterations-and-restarts" in wanted:
+        out["more-iterations-and-restarts"] = _restarts(results, pgd, strong, show, restart_tol)
+    if "noise-weaker-than-attacks" in wanted:
+        attacks = ("fgsm", pgd, strong) if need_strong else ("fgsm", pgd)
+        out["noise-weaker-than-attacks"] = _noise(results, attacks, show, noise_tol)
+    if "monotonic-in-eps" in wanted:
+        curve = [(0.0, (results[0] if results else large).clean_accuracy)]
+        curve += [(r.eps, r.accuracy[pgd]) for r in results]
+        if large.eps not in eps_values:
+            curve.append((large.eps, large.accuracy[pgd]))
+        curve.sort(key=lambda point: point[0])
+        out["monotonic-in-eps"] = _monotonic(curve, show[pgd], monotonic_tol)
+    if "reaches-chance" in wanted:
+        out["reaches-chance"] = _chance(large.accuracy[pgd], large.eps, show[pgd], 1 / num_classes, chance_factor)
+    return out
+

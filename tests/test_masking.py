@@ -1,0 +1,168 @@
+"""Gradient-masking checks: an ordinary MLP passes; masked toy models are flagged.
+
+Victim: a tiny MLP trained for a fraction of a second on 1,000 embedded MNIST digits;
+checks run on 120 test digits."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from odezoo.data import load_embedded_mnist
+from odezoo.masking import CHECKS, Check, format_checks, gradient_masking_checks
+
+EPS_LIST = (0.1, 0.3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    splits = load_embedded_mnist(seed=0)
+    x, y = splits.train.tensors
+    xt, yt = splits.test.tensors
+    return x[:1000], y[:1000], xt[:120], yt[:120]
+
+
+@pytest.fixture(scope="module")
+def mlp(digits):
+    x, y, _, _ = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(15):
+        for i in range(0, len(x), 100):
+            loss = nn.functional.cross_entropy(model(x[i:i + 100]), y[i:i + 100])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def loader(digits):
+    _, _, x, y = digits
+    return [(x[i:i + 60], y[i:i + 60]) for i in range(0, len(x), 60)]
+
+
+class Quantized(nn.Module):
+    """Rounds the input to 5 grey levels: torch.round has a zero gradient everywhere."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(torch.round(x * 4) / 4)
+
+
+class Saturated(nn.Module):
+    """Logits × 1000: the softmax saturates, so CE gradients vanish on confident examples."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x) * 1000
+
+
+class AlwaysDropout(nn.Module):
+    """Dropout on the input that stays active in eval mode (a randomized defence)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(nn.functional.dropout(x, 0.2, training=True))
+
+
+class Detached(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x.detach())
+
+
+def by_name(checks):
+    return {check.name: check for check in checks}
+
+
+def test_ordinary_model_passes_everything(mlp, loader):
+    checks = gradient_masking_checks(mlp, loader, EPS_LIST)
+    assert [c.name for c in checks] == list(CHECKS)
+    assert all(c.passed for c in checks), format_checks(checks)
+    text = format_checks(checks)
+    assert text.splitlines()[0].startswith("PASS  deterministic-forward: ")
+    assert len(text.splitlines()) == len(CHECKS)
+    found = by_name(checks)
+    assert found["reaches-chance"].values["accuracy"] <= 0.15
+    curve = found["monotonic-in-eps"].values["curve"]
+    assert [e for e, _ in curve] == [0.0, 0.1, 0.3, 0.5]
+
+
+def test_quantized_input_is_flagged(mlp, loader):
+    found = by_name(gradient_masking_checks(Quantized(mlp), loader, EPS_LIST))
+    assert found["deterministic-forward"].passed
+    assert found["input-gradients"].status == "warn"
+    assert found["input-gradients"].values["zero_fraction"] == 1.0
+    assert found["noise-weaker-than-attacks"].status == "warn" or found["iterative-beats-single-step"].status == "warn"
+    assert found["noise-weaker-than-attacks"].status == "warn"  # FGSM does nothing, noise fools
+    assert found["reaches-chance"].status == "warn"
+    assert str(found["input-gradients"]).startswith("WARN  input-gradients: ")
+
+
+def test_saturated_logits_are_flagged(mlp, loader):
+    found = by_name(gradient_masking_checks(Saturated(mlp), loader, EPS_LIST,
+                                            only=("input-gradients", "noise-weaker-than-attacks")))
+    assert list(found) == ["input-gradients", "noise-weaker-than-attacks"]
+    assert found["input-gradients"].status == "warn" and found["input-gradients"].values["zero_fraction"] > 0.5
+    assert found["noise-weaker-than-attacks"].status == "warn"
+
+
+def test_randomized_forward_is_flagged(mlp, loader):
+    checks = gradient_masking_checks(AlwaysDropout(mlp), loader, EPS_LIST,
+                                     only=("deterministic-forward", "input-gradients"))
+    found = by_name(checks)
+    assert found["deterministic-forward"].status == "warn" and "EOT" in found["deterministic-forward"].detail
+    assert found["input-gradients"].passed
+    assert by_name(gradient_masking_checks(mlp, loader, EPS_LIST, only=("deterministic-forward",)))[
+        "deterministic-forward"].passed
+
+
+def test_missing_gradient_warns_without_attacking(mlp, loader):
+    checks = gradient_masking_checks(Detached(mlp), loader, EPS_LIST)
+    assert [c.status for c in checks] == ["pass"] + ["warn"] * (len(CHECKS) - 1)
+    assert all("not run" in c.detail for c in checks[2:])
+
+
+def test_model_state_restored(mlp, loader):
+    import copy
+
+    model = copy.deepcopy(mlp).train()
+    gradient_masking_checks(model, loader[:1], (0.1,), pgd_steps=3, restarts=1)
+    assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+def test_thresholds_and_validation(mlp, loader):
+    strict = by_name(gradient_masking_checks(mlp, loader, EPS_LIST, only=("reaches-chance",), chance_factor=0.0,
+                                             large_eps=0.05))
+    assert strict["reaches-chance"].status == "warn" and "eps 0.05" in strict["reaches-chance"].detail
+    with pytest.raises(ValueError, match="unknown check"):
+        gradient_masking_checks(mlp, loader, EPS_LIST, only=("gradients",))
+    with pytest.raises(ValueError, match="at least one eps"):
+        gradient_masking_checks(mlp, loader, ())
+    with pytest.raises(ValueError, match="no examples"):
+        gradient_masking_checks(mlp, loader, EPS_LIST, max_batches=0)
+    with pytest.raises(ValueError, match="status"):
+        Check("x", "fail", "")
+    assert format_checks([Check("a", "pass", "ok"), Check("b", "warn", "bad")]) == "PASS  a: ok\nWARN  b: bad"

@@ -1,0 +1,174 @@
+"""Stronger evaluation: FGSM, PGD configurations, AutoAttack (torchattacks), noise, worst case.
+
+A tiny MLP trained for a fraction of a second on 1,000 embedded MNIST digits is the victim;
+AutoAttack runs with few iterations to stay fast."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from odezoo import robustness as rob
+from odezoo import strong_eval as se
+from odezoo.data import load_embedded_mnist
+
+pytest.importorskip("torchattacks")
+
+EPS = 0.1
+FAST = {"autoattack_steps": 10, "square_queries": 50}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    splits = load_embedded_mnist(seed=0)
+    x, y = splits.train.tensors
+    xt, yt = splits.test.tensors
+    return x[:1000], y[:1000], xt[:120], yt[:120]
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    x, y, _, _ = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(15):
+        for i in range(0, len(x), 100):
+            loss = nn.functional.cross_entropy(model(x[i:i + 100]), y[i:i + 100])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture
+def model(trained):
+    return copy.deepcopy(trained)
+
+
+@pytest.fixture(scope="module")
+def loader(digits):
+    _, _, x, y = digits
+    return [(x[i:i + 60], y[i:i + 60]) for i in range(0, len(x), 60)]
+
+
+@pytest.fixture(scope="module")
+def standard(trained, loader):
+    return se.strong_robustness(trained, loader, EPS, autoattack_version="standard", **FAST)
+
+
+def test_all_attacks_run_and_are_named(standard, digits):
+    result = standard
+    assert result.attacks == ("fgsm", "pgd", "pgd-20x5", "autoattack", "noise")
+    assert result.n_examples == 120 and torch.equal(result.labels, digits[3])
+    assert all(ok.dtype == torch.bool and ok.shape == (120,) for ok in result.correct.values())
+    assert "7 steps of 0.03571, 1 restart" in result.descriptions["pgd"]  # auto step 2.5 * eps / steps
+    assert "20 steps of 0.0125, 5 restart" in result.descriptions["pgd-20x5"]
+    assert result.descriptions["autoattack"].endswith("APGD-CE (10 steps) -> APGD-T (10 steps, 9 target classes) "
+                                                      "-> FAB-T (10 steps, 9 target classes) -> Square (50 queries)")
+    assert list(result.stages) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert set(result.seconds) == set(result.attacks)
+
+
+def test_worst_case_is_per_example_minimum(standard):
+    result = standard
+    worst = result.worst
+    for name, ok in result.correct.items():
+        assert not bool((worst & ~ok).any()), f"an example counted robust was fooled by {name}"
+        assert result.worst_accuracy <= result.accuracy[name]
+    assert not bool((worst & ~result.clean).any())
+    expected = result.clean & torch.stack(list(result.correct.values())).all(0)
+    assert torch.equal(worst, expected)
+    assert result.accuracy["worst"] == pytest.approx(int(expected.sum()) / 120)
+
+
+def test_autoattack_is_a_cascade_below_clean(standard):
+    result = standard
+    aa = result.correct["autoattack"]
+    assert not bool((aa & ~result.clean).any())
+    assert result.accuracy["autoattack"] <= result.clean_accuracy
+    assert result.clean_accuracy > 0.8 and result.accuracy["autoattack"] < 0.5 * result.clean_accuracy
+    stages = list(result.stages.values())
+    for earlier, later in zip(stages, stages[1:]):  # survivors only shrink
+        assert not bool((later & ~earlier).any())
+    assert torch.equal(stages[-1], aa)
+    assert result.accuracy["noise"] >= result.accuracy["pgd"]  # an ordinary model: attacks beat noise
+
+
+def test_fast_variant(model, loader):
+    result = se.strong_robustness(model, loader, EPS, pgd_steps=7, pgd_restarts=1, fgsm_attack=False,
+                                  autoattack_version="fast", noise_samples=0, **FAST)
+    assert result.attacks == ("pgd", "autoattack")
+    assert list(result.stages) == ["apgd-ce", "apgd-dlr"]
+    assert "APGD-CE (10 steps) -> APGD-DLR (10 steps, untargeted)" in result.descriptions["autoattack"]
+    assert result.accuracy["autoattack"] <= result.clean_accuracy
+    assert result.accuracy["autoattack"] <= result.accuracy["pgd"] + 0.05
+
+
+def test_seeded_repeatable_and_global_rng_untouched(model, loader):
+    state = torch.get_rng_state()
+    kwargs = dict(pgd_steps=(3,), pgd_restarts=(2,), autoattack_version="fast", noise_samples=2, **FAST)
+    a = se.strong_robustness(model, loader, EPS, seed=3, **kwargs)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = se.strong_robustness(model, loader, EPS, seed=3, **kwargs)
+    assert all(torch.equal(a.correct[k], b.correct[k]) for k in a.correct)
+
+
+def test_model_state_restored(model, loader):
+    model.train()
+    model[1].weight.requires_grad_(False)
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    modes = []
+    model.register_forward_pre_hook(lambda m, _: modes.append((m.training, any(p.requires_grad for p in
+                                                                               m.parameters()))))
+    se.strong_robustness(model, loader[:1], EPS, pgd_steps=(2,), pgd_restarts=(1,), autoattack_version="fast",
+                         **FAST)
+    assert modes and all(mode == (False, False) for mode in modes)
+    assert model.training and {n: p.requires_grad for n, p in model.named_parameters()} == before
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_step_size_and_config_validation(model, loader):
+    one = loader[:1]
+    fixed = se.strong_robustness(model, one, EPS, pgd_steps=(4, 8), pgd_restarts=1, step_size=0.02,
+                                 autoattack=False, noise_samples=0)
+    assert fixed.attacks == ("fgsm", "pgd", "pgd-8x1") and "4 steps of 0.02" in fixed.descriptions["pgd"]
+    assert se.auto_step_size(0.3, 40) == pytest.approx(0.01875)
+    with pytest.raises(ValueError, match="same length"):
+        se.strong_robustness(model, one, EPS, pgd_steps=(7, 20), pgd_restarts=(1, 2, 3), autoattack=False)
+    with pytest.raises(ValueError, match="autoattack_version"):
+        se.strong_robustness(model, one, EPS, autoattack_version="plus")
+    with pytest.raises(ValueError, match="no examples"):
+        se.strong_robustness(model, one, EPS, max_batches=0, autoattack=False)
+    with pytest.raises(TypeError, match="true labels"):
+        se.strong_robustness(model, [(one[0][0], None)], EPS, autoattack=False)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        se.strong_robustness(model, [(one[0][0] * 2 - 1, one[0][1])], EPS, autoattack=False)
+
+
+def test_rows_match_results_table(standard, model, loader, tmp_path):
+    other = se.strong_robustness(model, loader, 0.2, autoattack=False, noise_samples=0, pgd_steps=(5,),
+                                 pgd_restarts=(1,))
+    rows = se.strong_results_table([standard, other], label="rk2_u")
+    assert rows[0] == {"solver": "rk2_u", "attack": "clean", "eps": 0.0, "accuracy": standard.clean_accuracy}
+    assert all(set(r) == {"solver", "attack", "eps", "accuracy"} for r in rows)
+    assert {(r["attack"], r["eps"]) for r in rows if r["attack"] == "worst"} == {("worst", EPS), ("worst", 0.2)}
+    lookup = {(r["attack"], r["eps"]): r["accuracy"] for r in rows}
+    assert lookup[("autoattack", EPS)] == standard.accuracy["autoattack"]
+    assert lookup[("worst", EPS)] == standard.worst_accuracy
+    both = se.strong_results_table({"a": standard, "b": [standard]})
+    assert {r["solver"] for r in both} == {"a", "b"}
+    converted = se.to_robustness_result([standard, other])
+    assert converted.robust_accuracy_of("pgd", 0.2) == other.accuracy["pgd"]
+    rob.save_csv(tmp_path / "strong.csv", rows)
+    assert (tmp_path / "strong.csv").read_text().startswith("solver,attack,eps,accuracy")
