@@ -483,9 +483,36 @@ def run_experiment(ctx: Context, name: str) -> Path:
     return folder
 
 
+def write_report(out: Path, docs: Path) -> Path:
+    """Copy every finished experiment's summary and figure into ``docs`` (results.md between
+    the generated markers, figures under results/)."""
+    import shutil
+
+    page = docs / "results.md"
+    text = page.read_text() if page.exists() else "<!-- generated:start -->\n<!-- generated:end -->\n"
+    start, end = "<!-- generated:start -->", "<!-- generated:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{page} lacks the markers {start} / {end}")
+    (docs / "results").mkdir(parents=True, exist_ok=True)
+    parts = []
+    for name in EXPERIMENTS:
+        summary = out / name / "summary.md"
+        if not summary.exists():
+            parts.append(f"### {name}\n\nNot run yet at this scale: `python recipes/reproduce.py {name} --scale "
+                         f"{out.name}`.\n")
+            continue
+        shutil.copy(out / name / f"{name}.png", docs / "results" / f"{name}.png")
+        body = summary.read_text().replace("\n## ", "\n#### ").replace("# ", "### ", 1)
+        parts.append(body + f"\n![{name}](results/{name}.png)\n")
+    head, rest = text.split(start, 1)
+    page.write_text(head + start + "\n" + "\n".join(parts) + end + rest.split(end, 1)[1])
+    return page
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", choices=EXPERIMENTS + ("all",))
+    p.add_argument("experiment", choices=EXPERIMENTS + ("all", "report"),
+                   help="an experiment, all of them, or report: copy finished results into docs/results.md")
     p.add_argument("--scale", choices=["small", "paper"], default="small")
     p.add_argument("--dry-run", action="store_true", help="tiny data, one epoch, two seeds: checks the pipeline")
     p.add_argument("--out", help="output folder (default runs/reproduce/<scale>)")
@@ -497,6 +524,9 @@ def main(argv=None):
                    help="skip the strong attacks (AutoAttack) and gradient-masking checks on each experiment's first model")
     args = p.parse_args(argv)
     ctx = Context(args)
+    if args.experiment == "report":
+        print(f"wrote {write_report(ctx.out, ROOT / 'docs')}")
+        return 0
     if ctx.scale == "paper" and not args.data_dir:
         p.error("--scale paper needs --data-dir (full MNIST / CIFAR-10; add nothing else: run "
                 "`python recipes/train.py --config recipes/configs/mnist_paper.yaml --data-dir DIR --download` "

@@ -54,3 +54,15 @@ def test_paper_scale_needs_data(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["table1", "--scale", "paper"])
     assert "--data-dir" in capsys.readouterr().err
+
+
+def test_report_copies_summaries_and_figures_into_the_docs(dry_run_all, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.md").write_text("# Results\n\nprose\n<!-- generated:start -->\nold\n<!-- generated:end -->\ntail\n")
+    page = reproduce.write_report(dry_run_all, docs)
+    text = page.read_text()
+    assert text.startswith("# Results\n\nprose\n") and text.endswith("tail\n") and "old" not in text
+    for name in reproduce.EXPERIMENTS:
+        assert f"![{name}](results/{name}.png)" in text and (docs / "results" / f"{name}.png").exists()
+    assert "PASS  input-gradients" in text
