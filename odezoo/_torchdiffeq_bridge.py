@@ -30,10 +30,33 @@ if not isinstance(SOLVERS, dict) or getattr(_adjoint, "SOLVERS", None) is not SO
         "dict shared with odeint_adjoint. Install a supported version: "
         "pip install 'torchdiffeq>=0.2.3,<0.3'")
 
+try:  # only a fast path needs these; without them every call goes through the wrapper
+    from torchdiffeq._impl.misc import _PerturbFunc, _null_callback
+except ImportError:  # pragma: no cover - depends on the installed torchdiffeq
+    _PerturbFunc = _null_callback = None
+
 #: torchdiffeq's own method names, captured before odezoo adds any.
 TORCHDIFFEQ_METHODS = frozenset(SOLVERS)
 
-__all__ = ["FixedGridODESolver", "Perturb", "TORCHDIFFEQ_METHODS", "install", "uninstall", "installed"]
+__all__ = ["FixedGridODESolver", "Perturb", "TORCHDIFFEQ_METHODS", "install", "uninstall", "installed",
+           "unwrap_perturb", "is_null_callback"]
+
+
+def unwrap_perturb(func):
+    """The function inside torchdiffeq's ``_PerturbFunc`` wrapper, or None if ``func`` is not one.
+
+    With ``perturb=Perturb.NONE`` the wrapper only casts ``t`` to the real dtype of ``y``
+    (computing ``y.abs()`` to learn it) before calling what it wraps, so a solver that casts
+    its stage times itself may call the wrapped function directly.
+    """
+    if _PerturbFunc is not None and type(func) is _PerturbFunc:
+        return func.base_func
+    return None
+
+
+def is_null_callback(callback) -> bool:
+    """Whether ``callback`` is torchdiffeq's do-nothing default."""
+    return _null_callback is not None and callback is _null_callback
 
 
 def install(name: str, solver_class: type) -> None:

@@ -307,7 +307,8 @@ class MetaSolver:
         if self.mode == "smoothing" and self.per_sample:
             entry["per_sample_seed"] = self._round_seed
         self.history.append(entry)
-        log.debug("MetaSolver round %d: %s", self.round, self.describe())
+        if log.isEnabledFor(logging.DEBUG):  # describe() formats every label: skip it unless shown
+            log.debug("MetaSolver round %d: %s", self.round, self.describe())
 
     def describe(self) -> str:
         """One line naming the active solver(s), for progress bars and logs."""

@@ -147,17 +147,22 @@ def draw(family: SolverFamily, distribution, center: Mapping[str, float], n: int
     ``MAX_ROUNDS`` rounds without filling every slot a ``ValueError`` explains why.
     """
     center = {p: float(center[p]) for p in family.params}
-    out = {p: torch.empty(n, dtype=torch.float64) for p in family.params}
-    missing = torch.arange(n)
+    out = missing = None
     for _ in range(MAX_ROUNDS):
-        if len(missing) == 0:
-            return out
-        raw = distribution.sample_raw(center, len(missing), generator)
+        raw = distribution.sample_raw(center, n if missing is None else len(missing), generator)
         values = {p: raw[p].to(torch.float64).reshape(-1) for p in family.params}
-        ok = torch.from_numpy(family.support_mask({p: v.numpy() for p, v in values.items()}))
+        mask = family.support_mask({p: v.numpy() for p, v in values.items()})
+        if missing is None:
+            if mask.all():  # the usual case: every first draw is accepted, nothing to merge
+                return values
+            out = {p: torch.empty(n, dtype=torch.float64) for p in family.params}
+            missing = torch.arange(n)
+        ok = torch.from_numpy(mask)
         for p in family.params:
             out[p][missing[ok]] = values[p][ok]
         missing = missing[~ok]
+        if len(missing) == 0:
+            return out
     raise ValueError(
         f"{family.name}: could not draw {len(missing)} of {n} parameter points inside the sampling "
         f"support ({family.support_text()}) in {MAX_ROUNDS} rounds of {distribution!r} centered at "

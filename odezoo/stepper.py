@@ -7,12 +7,14 @@ alpha=..)``), tensors when a parameter needs a gradient or differs per sample.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from . import _torchdiffeq_bridge as bridge
 from ._torchdiffeq_bridge import FixedGridODESolver, Perturb
 from .family import SolverFamily
 
@@ -46,6 +48,14 @@ def _nonzero(entries):
     return tuple((j, a) for j, a in enumerate(entries) if not (isinstance(a, float) and a == 0.0))
 
 
+@functools.lru_cache(maxsize=4096)
+def _float_plan(family: SolverFamily, key: tuple[float, ...]) -> StepPlan:
+    tableau = family.tableau(**dict(zip(family.params, key)))
+    A, b, c = tableau.A.tolist(), tableau.b.tolist(), tableau.c.tolist()
+    return StepPlan(rows=tuple(_nonzero(A[i][:i]) for i in range(1, tableau.stages)),
+                    weights=_nonzero(b), nodes=tuple(c))
+
+
 def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) -> StepPlan:
     """Validate ``params`` for ``family`` and precompute the coefficients for ``y0``."""
     resolved = family.resolve(params)
@@ -63,10 +73,7 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
             raise ValueError(f"{family.name}: parameter {name} must be a number or a tensor, got {value!r}")
 
     if not tensors:
-        tableau = family.tableau(**resolved)
-        A, b, c = tableau.A.tolist(), tableau.b.tolist(), tableau.c.tolist()
-        return StepPlan(rows=tuple(_nonzero(A[i][:i]) for i in range(1, tableau.stages)),
-                        weights=_nonzero(b), nodes=tuple(c))
+        return _float_plan(family, tuple(float(resolved[p]) for p in family.params))
 
     family.check(resolved)
     batch = None
@@ -92,12 +99,18 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
                     weights=_nonzero(b), nodes=tuple(c), batch=batch)
 
 
-def _combine(base, terms, ks, dt):
-    """``base + Σ (coef·dt)·k_j`` (just the sum when ``base`` is None), using one fused
-    tensor operation per term: ``add(alpha=float)`` or ``addcmul`` for tensor coefficients."""
+def _scale(plan: StepPlan, dt):
+    """``(rows, weights)`` of ``plan`` with every coefficient multiplied by the step ``dt``."""
+    return (tuple(tuple((j, a * dt) for j, a in row) for row in plan.rows),
+            tuple((i, b * dt) for i, b in plan.weights))
+
+
+def _combine(base, terms, ks):
+    """``base + Σ c_j·k_j`` over ``terms`` = ((j, c_j), ...) with the step already in
+    ``c_j`` (just the sum when ``base`` is None): one fused tensor operation per term,
+    ``add(alpha=float)`` or ``addcmul`` for tensor coefficients."""
     out = None
-    for j, coef in terms:
-        scaled = coef * dt
+    for j, scaled in terms:
         k = ks[j]
         if out is None:
             if base is None:
@@ -113,6 +126,15 @@ def _combine(base, terms, ks, dt):
     if out is None:
         return base if base is not None else torch.zeros_like(ks[0])
     return out
+
+
+def _direct(base):
+    """Call ``base(t, y)`` the way torchdiffeq's wrapper does with ``Perturb.NONE``: ``t``
+    cast to the real dtype of ``y`` (a no-op for stage times cast once per solve)."""
+    def call(t, y):
+        real = y.dtype.to_real()
+        return base(t if t.dtype == real else t.to(real), y)
+    return call
 
 
 class ParameterizedRKSolver(FixedGridODESolver):
@@ -146,46 +168,68 @@ class ParameterizedRKSolver(FixedGridODESolver):
         self.plan = make_plan(family, params, y0)
 
     # -- one step --------------------------------------------------------------
-    def _stages(self, func, y0, times, dt):
-        """All stage derivatives k_1..k_s; ``times[i]`` is stage i's time, ``dt`` a float or tensor."""
-        plan = self.plan
-        ks = [func(times[0], y0, perturb=Perturb.NEXT if self.perturb else Perturb.NONE)]
-        for i, terms in enumerate(plan.rows, start=1):
-            y_i = _combine(y0, terms, ks, dt)
-            node = plan.nodes[i]
-            if self.perturb and isinstance(node, float) and node == 1.0:
-                ks.append(func(times[i], y_i, perturb=Perturb.PREV))
-            else:
-                ks.append(func(times[i], y_i))
+    def _stage_calls(self, func):
+        """One callable ``(t, y) -> f`` per stage, calling ``func`` (torchdiffeq's wrapper).
+
+        With ``perturb``, the first stage evaluates just after ``t0`` and stages at node 1
+        just before ``t1`` (torchdiffeq's convention), through its wrapper.  Without it the
+        wrapper would only cast ``t``, so the wrapped function is called directly.
+        """
+        nodes = self.plan.nodes
+        base = None if self.perturb else bridge.unwrap_perturb(func)
+        if base is not None:
+            return [_direct(base)] * len(nodes)
+        if not self.perturb:
+            return [func] * len(nodes)
+        return [functools.partial(func, perturb=Perturb.NEXT)] + [
+            functools.partial(func, perturb=Perturb.PREV if _is(node, 1.0) else Perturb.NONE)
+            for node in nodes[1:]]
+
+    def _stages(self, calls, y0, times, rows):
+        """All stage derivatives k_1..k_s; ``times[i]`` is stage i's time, ``rows`` the
+        plan's rows already multiplied by the step."""
+        ks = [calls[0](times[0], y0)]
+        for i, terms in enumerate(rows, start=1):
+            ks.append(calls[i](times[i], _combine(y0, terms, ks)))
         return ks
 
     def _step_func(self, func, t0, dt, t1, y0):
+        # Used by torchdiffeq's event handling; integrate() does not call it.
         times = [t0 if _is(node, 0.0) else t1 if _is(node, 1.0) else t0 + node * dt
                  for node in self.plan.nodes]
-        ks = self._stages(func, y0, times, dt)
-        return _combine(None, self.plan.weights, ks, dt), ks[0]
+        rows, weights = _scale(self.plan, dt)
+        ks = self._stages(self._stage_calls(func), y0, times, rows)
+        return _combine(None, weights, ks), ks[0]
 
     # -- the whole grid --------------------------------------------------------
     def integrate(self, t):
-        """Same contract and results as ``FixedGridODESolver.integrate``; the grid's
-        bookkeeping runs on Python floats (one host sync per solve, none per step) unless
-        the time grid itself needs a gradient."""
+        """Same contract and results as ``FixedGridODESolver.integrate``.
+
+        Everything that does not change from step to step is prepared once per solve: the
+        grid's bookkeeping runs on Python floats (one host sync per solve, none per step)
+        unless the time grid itself needs a gradient; the stage times of every step are
+        computed at once; coefficients times the step are computed once per distinct step
+        size; and without ``perturb`` the function is called without torchdiffeq's wrapper,
+        whose only work would be to cast ``t`` (and compute ``y.abs()`` to find the dtype)."""
         time_grid = self.grid_constructor(self.func, self.y0, t)
         assert time_grid[0] == t[0] and time_grid[-1] == t[-1]
         grid_values = time_grid.tolist()
         t_values = t.tolist()
         plan = self.plan
         differentiable_time = time_grid.requires_grad
+        calls = self._stage_calls(self.func)
+        callback = self.func.callback_step
+        if bridge.is_null_callback(callback):
+            callback = None
 
         t0s, t1s = time_grid[:-1], time_grid[1:]
         dts = t1s - t0s
-        # Stage times of every step for scalar nodes, in one tensor op per node.
-        columns = [None if not isinstance(node, float)
-                   else t0s.unbind(0) if node == 0.0
-                   else t1s.unbind(0) if node == 1.0
-                   else (t0s + node * dts).unbind(0)
-                   for node in plan.nodes]
         t0_list, t1_list, dt_list = t0s.unbind(0), t1s.unbind(0), dts.unbind(0)
+        stage_dtype = self.y0.dtype.to_real()
+        # Stage times of every step, one column per node, in a few tensor ops per solve.
+        step_times = list(zip(*(self._node_times(node, t0s, t1s, dts, t0_list, stage_dtype)
+                                for node in plan.nodes)))
+        scaled_by_dt = {}  # step size -> (rows, weights) multiplied by that step
 
         solution = [self.y0]
         j = 1
@@ -193,17 +237,41 @@ class ParameterizedRKSolver(FixedGridODESolver):
         for n in range(len(grid_values) - 1):
             t0, t1, dt = t0_list[n], t1_list[n], dt_list[n]
             t0f, t1f = grid_values[n], grid_values[n + 1]
-            coef_dt = dt if differentiable_time else t1f - t0f
-            times = [column[n] if column is not None else t0 + node * dt
-                     for column, node in zip(columns, plan.nodes)]
-            self.func.callback_step(t0, y0, dt)
-            ks = self._stages(self.func, y0, times, coef_dt)
-            y1 = _combine(y0, plan.weights, ks, coef_dt)
+            if differentiable_time:
+                rows, weights = _scale(plan, dt)
+            else:
+                step = t1f - t0f
+                scaled = scaled_by_dt.get(step)
+                if scaled is None:
+                    scaled = scaled_by_dt[step] = _scale(plan, step)
+                rows, weights = scaled
+            times = step_times[n]
+            if callback is not None:
+                callback(t0, y0, dt)
+            ks = self._stages(calls, y0, times, rows)
+            y1 = _combine(y0, weights, ks)
             while j < len(t_values) and t1f >= t_values[j]:
                 solution.append(self._interpolate(t0, t1, t0f, t1f, y0, y1, ks[0], t[j], t_values[j]))
                 j += 1
             y0 = y1
         return torch.stack(solution)
+
+    @staticmethod
+    def _node_times(node, t0s, t1s, dts, t0_list, stage_dtype):
+        """Stage times ``t0 + node·dt`` of one node for every step, as a tuple over steps.
+
+        Float nodes give times in ``stage_dtype``, the dtype the function receives them in.
+        Tensor nodes (per-sample or differentiable parameters) are computed in the node's
+        dtype for all steps at once, broadcasting over the steps in dim 0.
+        """
+        if isinstance(node, float):
+            if node == 0.0 and t0s.dtype == stage_dtype:
+                return t0_list
+            column = t0s if node == 0.0 else t1s if node == 1.0 else t0s + node * dts
+            return column.to(stage_dtype).unbind(0)
+        shape = (-1,) + (1,) * node.ndim
+        dts, t0s = dts.to(node.dtype).reshape(shape), t0s.to(node.dtype).reshape(shape)
+        return (node.unsqueeze(0) * dts + t0s).unbind(0)
 
     def _interpolate(self, t0, t1, t0f, t1f, y0, y1, f0, t_j, t_jf):
         if self.interp == "linear":

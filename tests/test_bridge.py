@@ -214,3 +214,46 @@ def test_bad_options_raise_value_error(options, match):
 def test_unknown_method_is_a_value_error_listing_ours():
     with pytest.raises(ValueError, match="rk4_uv"):
         odeint(forced, Y0, T, method="rk4_vu")
+
+
+class Recorder(torch.nn.Module):
+    """``forced`` that records every time it is called with and every step callback."""
+
+    def __init__(self):
+        super().__init__()
+        self.times, self.steps = [], []
+
+    def forward(self, t, y):
+        self.times.append((t.dtype, float(t)))
+        return forced(t, y)
+
+    def callback_step(self, t0, y0, dt):
+        self.steps.append((float(t0), float(dt)))
+
+
+@pytest.mark.parametrize("perturb", [False, True])
+def test_function_sees_the_same_times_and_callbacks_as_builtin(perturb):
+    # float32 state on a float64 time grid: torchdiffeq casts t to the state's dtype
+    t = torch.tensor([0.0, 0.35, 1.0], dtype=torch.float64)
+    y0 = Y0.float()
+    calls = {}
+    for method, params in (("rk4_uv", {"u": 1 / 3, "v": 2 / 3}), ("rk4", {})):
+        func = Recorder()
+        y = odeint(func, y0, t, method=method, options={"step_size": 0.1, "perturb": perturb, **params})
+        calls[method] = (func.times, func.steps, y)
+    ours, theirs = calls["rk4_uv"], calls["rk4"]
+    assert ours[0] == theirs[0] and all(dtype == torch.float32 for dtype, _ in ours[0])
+    assert ours[1] == theirs[1] and len(ours[1]) == 10
+    # rk4 sums its stages in another order: equal up to float32 rounding
+    assert (ours[2] - theirs[2]).abs().max() < 1e-6
+
+
+def test_tuple_state_matches_builtin():
+    def f(t, state):
+        y, z = state
+        return forced(t, y), -z * torch.sin(t)
+    state = (Y0, torch.ones(2))
+    ours = odeint(f, state, T, method="rk2_u", options={"u": 0.5, "step_size": 0.05})
+    theirs = odeint(f, state, T, method="midpoint", options={"step_size": 0.05})
+    for a, b in zip(ours, theirs):
+        assert (a - b).abs().max() < 1e-12
