@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import torch
 
 from .tableau import ButcherTableau
 
@@ -105,6 +106,8 @@ class SolverFamily:
     def check(self, params: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` if any value is non-finite or lies on (or within rounding
         of) a singular set.  Values may be floats or arrays (checked elementwise)."""
+        if _plain_numbers_pass(self, params) or _tensors_pass(self, params):
+            return
         values = {}
         for p in self.params:
             array = np.asarray(_to_numpy(params[p]), dtype=np.float64)
@@ -158,7 +161,7 @@ class SolverFamily:
         Raises ``ValueError`` for unknown names, non-finite values and singular points.
         """
         resolved = self.resolve(params)
-        key = tuple(_scalar(self.name, p, resolved[p]) for p in self.params)
+        key = tuple(as_real(self.name, p, resolved[p]) for p in self.params)
         return _tableau(self, key)
 
     def coefficients(self, params: Mapping[str, Any]):
@@ -169,7 +172,8 @@ class SolverFamily:
         return self.name
 
 
-def _scalar(family: str, name: str, value) -> float:
+def as_real(family: str, name: str, value) -> float:
+    """``value`` as a float, or a ValueError naming the family and parameter."""
     try:
         if hasattr(value, "numel") and value.numel() != 1:
             raise TypeError
@@ -187,6 +191,36 @@ def _tableau(family: SolverFamily, key: tuple[float, ...]) -> ButcherTableau:
         return ButcherTableau(A, b, c)
     except ValueError as error:
         raise ValueError(f"{family.name} at {params}: {error}") from None
+
+
+def _plain_numbers_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool:
+    """Fast path of ``check`` for plain Python numbers: True when they are fine.  False
+    sends ``check`` down the general NumPy path, which also explains any failure."""
+    try:
+        values = {p: params[p] for p in family.params}
+        if not all(type(v) is float or type(v) is int for v in values.values()):
+            return False
+        return (all(math.isfinite(v) for v in values.values())
+                and all(abs(float(constraint.expression(**values))) >= SINGULAR_TOL
+                        for constraint in family.constraints))
+    except (ArithmeticError, TypeError, ValueError):
+        return False
+
+
+def _tensors_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool:
+    """Fast path of ``check`` for tensors (per-sample or differentiable parameters): the
+    test in torch with one host sync, where converting to NumPy would cost more than a
+    small solve.  False sends ``check`` down the NumPy path, which explains any failure."""
+    if not any(isinstance(params[p], torch.Tensor) for p in family.params):
+        return False
+    try:
+        values = {p: torch.as_tensor(params[p]).detach().to(torch.float64) for p in family.params}
+        ok = torch.stack([torch.isfinite(v).all() for v in values.values()]).all()
+        for constraint in family.constraints:
+            ok = ok & (torch.as_tensor(constraint.expression(**values)).abs() >= SINGULAR_TOL).all()
+        return bool(ok)
+    except (ArithmeticError, TypeError, ValueError, RuntimeError):
+        return False
 
 
 def _to_numpy(value):

@@ -19,8 +19,10 @@ import torch
 from torchdiffeq import odeint, odeint_adjoint
 
 from . import _torchdiffeq_bridge as bridge
+from .family import as_real
 from .registry import registry
 from .sampling import make_distribution, draw, validate_probabilities
+from .stepper import float_plan
 
 __all__ = ["SolverSpec", "MetaSolver"]
 
@@ -66,7 +68,8 @@ class SolverSpec:
                        if not (isinstance(v, torch.Tensor) and v.ndim > 0)}
             resolved = family.resolve(self.params)  # unknown names -> ValueError
             if len(scalars) == len(self.params):
-                family.tableau(**scalars)  # singular points -> ValueError now, not mid-training
+                # singular points -> ValueError now, not mid-training; the plan is cached for the solve
+                float_plan(family, tuple(as_real(family.name, p, resolved[p]) for p in family.params))
             else:
                 family.check(resolved)
         elif self.method in bridge.TORCHDIFFEQ_METHODS:
@@ -120,6 +123,12 @@ def _fmt(value):
     return f"{float(value):.4g}"
 
 
+#: Random choices (parameter points, spec indices, round seeds) are drawn this many rounds
+#: at a time in one vectorized draw and handed out one per ``resample()``: drawing a single
+#: point per batch costs more than solving a small model (see docs/benchmarks.md).
+DRAW_BLOCK = 64
+
+
 class MetaSolver:
     """Chooses the solver an :class:`~odezoo.ODEBlock` integrates with.
 
@@ -154,6 +163,9 @@ class MetaSolver:
         self._eval_spec = eval_spec
         self._override: list[SolverSpec] | None = None
         self._round_seed: int | None = None
+        self._block: list = []  # random choices drawn DRAW_BLOCK rounds at a time
+        self._block_pos = 0
+        self._block_state: torch.Tensor | None = None  # generator state before this block
         self._current = self._initial()
         self._log()
 
@@ -211,18 +223,36 @@ class MetaSolver:
         return list(self.specs)
 
     def _draw_switching(self) -> list[SolverSpec]:
-        index = int(torch.multinomial(torch.tensor(self.probs, dtype=torch.float64), 1,
-                                      generator=self.generator))
-        return [self.specs[index]]
+        return [self.specs[self._next_draw()]]
 
     def _draw_smoothing(self) -> list[SolverSpec]:
         if self.per_sample:
             # The batch size is known only at solve time: draw a seed now, the points then.
-            self._round_seed = int(torch.randint(0, 2 ** 62, (1,), generator=self.generator))
+            self._round_seed = self._next_draw()
             return [SolverSpec(self.family.name, self.center, self.step_size, self.n_steps)]
-        point = draw(self.family, self.distribution, self.center, 1, self.generator)
-        params = {p: float(v[0]) for p, v in point.items()}
-        return [SolverSpec(self.family.name, params, self.step_size, self.n_steps)]
+        return [SolverSpec(self.family.name, self._next_draw(), self.step_size, self.n_steps)]
+
+    def _next_draw(self):
+        """The next of this block's random choices; a new block is drawn when it is used up."""
+        if self._block_pos >= len(self._block):
+            self._block_state = self.generator.get_state()
+            self._block = self._draw_block()
+            self._block_pos = 0
+        value = self._block[self._block_pos]
+        self._block_pos += 1
+        return value
+
+    def _draw_block(self) -> list:
+        """``DRAW_BLOCK`` random choices in one vectorized draw: spec indices (switching),
+        round seeds (per-sample smoothing) or parameter points (smoothing)."""
+        if self.mode == "switching":
+            probs = torch.tensor(self.probs, dtype=torch.float64)
+            return torch.multinomial(probs, DRAW_BLOCK, replacement=True, generator=self.generator).tolist()
+        if self.per_sample:
+            return torch.randint(0, 2 ** 62, (DRAW_BLOCK,), generator=self.generator).tolist()
+        points = draw(self.family, self.distribution, self.center, DRAW_BLOCK, self.generator)
+        columns = [points[p].tolist() for p in self.family.params]
+        return [dict(zip(self.family.params, values)) for values in zip(*columns)]
 
     def resample(self):
         """Draw the next solver (fixed and ensemble modes keep theirs). Returns ``current``."""
@@ -320,7 +350,10 @@ class MetaSolver:
 
     def state_dict(self) -> dict:
         """Everything needed to continue the same sequence of solvers (tensors and plain data)."""
-        return {"mode": self.mode, "round": self.round, "generator": self.generator.get_state(),
+        blocked = self._block_state is not None
+        return {"mode": self.mode, "round": self.round,
+                "generator": self._block_state if blocked else self.generator.get_state(),
+                "block_pos": self._block_pos if blocked else None,
                 "current": [s.to_dict() for s in self._current], "round_seed": self._round_seed,
                 "history": list(self.history)}
 
@@ -329,6 +362,11 @@ class MetaSolver:
             raise ValueError(f"MetaSolver.load_state_dict: state is for mode {state.get('mode')!r}, "
                              f"this MetaSolver is {self.mode!r}")
         self.generator.set_state(state["generator"])
+        self._block, self._block_pos, self._block_state = [], 0, None
+        if state.get("block_pos") is not None:  # redraw the block the saved run was using
+            self._block_state = self.generator.get_state()
+            self._block = self._draw_block()
+            self._block_pos = int(state["block_pos"])
         self.round = int(state["round"])
         self._current = [SolverSpec.from_dict(d) for d in state["current"]]
         self._round_seed = state.get("round_seed")

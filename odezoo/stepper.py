@@ -17,8 +17,9 @@ import torch
 from . import _torchdiffeq_bridge as bridge
 from ._torchdiffeq_bridge import FixedGridODESolver, Perturb
 from .family import SolverFamily
+from .tableau import validate as tableau_validate
 
-__all__ = ["ParameterizedRKSolver", "StepPlan", "make_plan"]
+__all__ = ["ParameterizedRKSolver", "StepPlan", "float_plan", "make_plan"]
 
 _TORCHDIFFEQ_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb")
 _PASSED_BY_TORCHDIFFEQ = ("rtol", "atol", "norm")
@@ -49,10 +50,17 @@ def _nonzero(entries):
 
 
 @functools.lru_cache(maxsize=4096)
-def _float_plan(family: SolverFamily, key: tuple[float, ...]) -> StepPlan:
-    tableau = family.tableau(**dict(zip(family.params, key)))
-    A, b, c = tableau.A.tolist(), tableau.b.tolist(), tableau.c.tolist()
-    return StepPlan(rows=tuple(_nonzero(A[i][:i]) for i in range(1, tableau.stages)),
+def float_plan(family: SolverFamily, key: tuple[float, ...]) -> StepPlan:
+    """The validated plan of ``family`` at the parameter values ``key`` (in ``family.params``
+    order).  Cached: a solver whose parameters repeat (fixed, switching, evaluation) builds
+    it once; a smoothed solver builds one per draw, in plain Python, a few microseconds."""
+    params = dict(zip(family.params, key))
+    family.check(params)  # singular points -> ValueError naming the constraint
+    try:
+        A, b, c = tableau_validate(*family.coefficients(params))
+    except ValueError as error:
+        raise ValueError(f"{family.name} at {params}: {error}") from None
+    return StepPlan(rows=tuple(_nonzero(A[i][:i]) for i in range(1, len(c))),
                     weights=_nonzero(b), nodes=tuple(c))
 
 
@@ -73,7 +81,7 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
             raise ValueError(f"{family.name}: parameter {name} must be a number or a tensor, got {value!r}")
 
     if not tensors:
-        return _float_plan(family, tuple(float(resolved[p]) for p in family.params))
+        return float_plan(family, tuple(float(resolved[p]) for p in family.params))
 
     family.check(resolved)
     batch = None
