@@ -1,0 +1,364 @@
+#!/usr/bin/env python
+"""Time odezoo's generic Runge–Kutta stepper against torchdiffeq's hand-written solvers.
+
+    python benchmarks/run.py                      # full run on the default device
+    python benchmarks/run.py --threads 1 --reps 20
+    python benchmarks/run.py --device cuda --out results/cuda.json
+    python benchmarks/run.py --quick              # tiny sizes, a few reps (used by the tests)
+
+For every case two callables A (odezoo) and B (the baseline) are warmed up and then run
+alternately — A B, B A, A B, ... — so slow drifts of a shared machine hit both alike.  The
+table shows each side's median time, their ratio (median A / median B) and the target.
+"fwd" is an inference pass under ``torch.no_grad()``; "fwd+bwd" is a training step: the
+solve with autograd on, then ``backward()`` of the final state's sum.
+
+The results (with the machine, the library versions and every raw time) go to a JSON file.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# cases.py, then this checkout's odezoo and built-in families (also when not pip-installed)
+for index, path in enumerate((HERE, HERE.parent, HERE.parent / "plugins")):
+    sys.path.insert(index, str(path))
+
+import torch  # noqa: E402
+import torchdiffeq  # noqa: E402
+from torchdiffeq import odeint  # noqa: E402
+
+import odezoo  # noqa: E402
+from odezoo import MetaSolver, SolverSpec  # noqa: E402
+from cases import CASES, make_case  # noqa: E402
+
+STEP_SIZE = 0.125  # 8 steps over [0, 1], as in the paper
+#: (odezoo method, its parameters, torchdiffeq method that computes the same thing)
+FAMILY_PAIRS = [
+    ("rk2_u", {"u": 1 / 2}, "midpoint"),
+    ("rk4_uv", {"u": 1 / 3, "v": 2 / 3}, "rk4"),
+    ("rk4_u2", {"u": 1 / 3}, "rk4"),
+]
+#: target ratios (A / B must not exceed them); None: reported only
+TARGETS = {
+    ("family", "mlp", "fwd"): None,
+    ("family", "mlp", "fwd+bwd"): 0.95,
+    ("family", "conv", "fwd"): 1.00,
+    ("family", "conv", "fwd+bwd"): 1.00,
+    ("smoothing", None, None): 1.02,
+    ("per-sample", None, None): 1.05,
+    ("solver-work", "conv", "fwd"): 1.05,
+    ("solver-work", "mlp", "fwd"): None,
+}
+
+
+def target_for(kind: str, function: str, pass_: str):
+    for key in ((kind, function, pass_), (kind, None, None)):
+        if key in TARGETS:
+            return TARGETS[key]
+    return None
+
+
+# ---------------------------------------------------------------------------- timing
+class Timer:
+    """Wall-clock seconds of one call, with the device synchronized before and after."""
+
+    def __init__(self, device: torch.device):
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def __call__(self, fn) -> float:
+        self.sync()
+        start = time.perf_counter()
+        fn()
+        self.sync()
+        return time.perf_counter() - start
+
+
+def interleaved(a, b, *, timer: Timer, reps: int, warmup: int, budget: float):
+    """Times of ``a`` and ``b`` over alternating runs (AB, BA, AB, ...).
+
+    At least ``reps`` runs each; more (up to 10×) when one pair takes well under
+    ``budget`` seconds / ``reps``, so cheap cases get more samples for the same wall time.
+    """
+    for _ in range(warmup):
+        a()
+        b()
+    estimate = timer(a) + timer(b)
+    n = max(reps, min(10 * reps, int(budget / max(estimate, 1e-9))))
+    times_a, times_b = [], []
+    gc.collect()
+    for r in range(n):
+        if r % 2 == 0:
+            times_a.append(timer(a))
+            times_b.append(timer(b))
+        else:
+            times_b.append(timer(b))
+            times_a.append(timer(a))
+    return times_a, times_b
+
+
+def summary(times):
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {"median_ms": 1e3 * statistics.median(times), "q1_ms": 1e3 * q[0], "q3_ms": 1e3 * q[2],
+            "n": len(times)}
+
+
+# ---------------------------------------------------------------------------- passes
+def forward_pass(solve, func, y0):
+    def run():
+        with torch.no_grad():
+            solve(func, y0)
+    return run
+
+
+def training_pass(solve, func, y0):
+    """A training step's worth of work: solve with autograd on, then backward."""
+    params = list(func.parameters())
+    y0 = y0.detach().clone().requires_grad_(True)
+
+    def run():
+        for p in params:
+            p.grad = None
+        y0.grad = None
+        solve(func, y0)[-1].sum().backward()
+    return run
+
+
+PASSES = {"fwd": forward_pass, "fwd+bwd": training_pass}
+
+
+def odeint_solver(method, params, t, step_size):
+    options = {**params, "step_size": step_size}
+    return lambda func, y0: odeint(func, y0, t, method=method, options=options)
+
+
+def meta_solver(meta: MetaSolver, t):
+    """What a training loop does per batch: draw the next solver, then solve."""
+    def solve(func, y0):
+        meta.resample()
+        return meta.solve(func, y0, t)
+    return solve
+
+
+def fmt_params(params):
+    shown = {1 / 2: "1/2", 1 / 3: "1/3", 2 / 3: "2/3"}
+    return ",".join(f"{k}={shown.get(v, f'{v:g}')}" for k, v in params.items())
+
+
+# ---------------------------------------------------------------------------- the cases
+def build_comparisons(functions, device, quick):
+    """Yield (kind, function, pass, odezoo label, baseline label, A, B, extra)."""
+    t = torch.tensor([0.0, 1.0], device=device)
+    steps = round(1.0 / STEP_SIZE)
+    for name in functions:
+        func, y0 = make_case(name, device, quick=quick)
+        batch = y0.shape[0]
+
+        # 1. each family against torchdiffeq's hand-written solver for the same tableau
+        for method, params, builtin in FAMILY_PAIRS:
+            for pass_, make in PASSES.items():
+                yield ("family", name, pass_, f"{method}({fmt_params(params)})", builtin,
+                       make(odeint_solver(method, params, t, STEP_SIZE), func, y0),
+                       make(odeint_solver(builtin, {}, t, STEP_SIZE), func, y0), {})
+
+        # 2. smoothing, resampled every batch, against the fixed solver at its center.  The
+        # center is Ralston's u = 2/3, where no coefficient vanishes, so both sides do the same
+        # tensor work (at the midpoint u = 1/2, b_1 = 0 saves the fixed solver one operation).
+        for pass_, make in PASSES.items():
+            smooth = MetaSolver.smoothing("rk2_u", center={"u": 2 / 3}, distribution="normal", scale=0.1,
+                                          step_size=STEP_SIZE, seed=0)
+            fixed = MetaSolver.fixed(SolverSpec("rk2_u", {"u": 2 / 3}, step_size=STEP_SIZE))
+            yield ("smoothing", name, pass_, "smoothing rk2_u(u~N(2/3,0.1)), resampled",
+                   "fixed rk2_u(u=2/3)", make(meta_solver(smooth, t), func, y0),
+                   make(meta_solver(fixed, t), func, y0), {})
+
+        # 3. per-sample parameters against one scalar with the same number of operations
+        generator = torch.Generator().manual_seed(0)
+        u = torch.empty(batch, dtype=torch.float64).uniform_(0.5, 0.9, generator=generator).to(device)
+        u_scalar = float(u.mean())
+        for pass_, make in PASSES.items():
+            yield ("per-sample", name, pass_, "rk2_u(u per-sample)",
+                   f"rk2_u(u={u_scalar:.3f})", make(odeint_solver("rk2_u", {"u": u}, t, STEP_SIZE), func, y0),
+                   make(odeint_solver("rk2_u", {"u": u_scalar}, t, STEP_SIZE), func, y0), {})
+
+        # 4. the solve against stages × steps single function evaluations
+        t_eval = torch.tensor(0.5, device=device, dtype=y0.dtype)
+
+        def one_evaluation(func=func, y0=y0):
+            with torch.no_grad():
+                func(t_eval, y0)
+
+        for method, params, _ in FAMILY_PAIRS:
+            stages = odezoo.get_family(method).stages
+            yield ("solver-work", name, "fwd", f"{method}({fmt_params(params)}) solve",
+                   f"{stages}×{steps}×f", forward_pass(odeint_solver(method, params, t, STEP_SIZE), func, y0),
+                   one_evaluation, {"evaluations": stages * steps})
+
+
+# ---------------------------------------------------------------------------- environment
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device, args) -> dict:
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": socket.gethostname(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchdiffeq": getattr(torchdiffeq, "__version__", "?"),
+        "odezoo": odezoo.__version__,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "dtype": "float32",
+        "step_size": STEP_SIZE,
+        "reps_min": args.reps,
+        "quick": args.quick,
+    }
+    try:
+        env["load_average"] = os.getloadavg()
+    except OSError:
+        pass
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+# ---------------------------------------------------------------------------- output
+COLUMNS = ("case", "pass", "odezoo ms", "baseline ms", "ratio", "target", "holds?")
+
+
+def row_cells(row):
+    target = "—" if row["target"] is None else f"≤ {row['target']:.2f}"
+    holds = "—" if row["holds"] is None else ("yes" if row["holds"] else "NO")
+    return (row["case"], row["pass"], f"{row['odezoo']['median_ms']:.3f}",
+            f"{row['baseline']['median_ms']:.3f}", f"{row['ratio']:.3f}", target, holds)
+
+
+def format_table(rows, markdown=False):
+    cells = [COLUMNS] + [row_cells(r) for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+        lines += ["| " + " | ".join(c) + " |" for c in cells[1:]]
+        return "\n".join(lines)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    line = lambda c: "  ".join(x.ljust(w) if i < 2 else x.rjust(w) for i, (x, w) in enumerate(zip(c, widths)))  # noqa: E731
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(c) for c in cells[1:]])
+
+
+def header(env) -> str:
+    where = env.get("gpu", env["cpu"])
+    return (f"odezoo {env['odezoo']} benchmarks — {env['date']} on {env['hostname']}\n"
+            f"device {env['device']} ({where}); {env['threads']} torch thread(s), {env['cpu_count']} CPUs; "
+            f"python {env['python']}, torch {env['torch']}, torchdiffeq {env['torchdiffeq']}; "
+            f"float32, step 0.125 over [0, 1]")
+
+
+def default_out(device: torch.device) -> Path:
+    return HERE / "results" / f"{socket.gethostname()}-{device.type}.json"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and few reps (a smoke test)")
+    parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--reps", type=int, default=None,
+                        help="minimum interleaved repetitions per case (default 20; 3 with --quick)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds per case below which cheap cases get up to 10× the reps "
+                             "(default 4; 0.2 with --quick)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: torch's own; 1 with --quick)")
+    parser.add_argument("--functions", default=",".join(CASES),
+                        help=f"comma-separated ODE functions to run (default: {','.join(CASES)})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON output (default benchmarks/results/<hostname>-<device>.json)")
+    args = parser.parse_args(argv)
+    args.reps = args.reps if args.reps is not None else (3 if args.quick else 20)
+    args.budget = args.budget if args.budget is not None else (0.2 if args.quick else 4.0)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA device is available")
+    functions = [f.strip() for f in args.functions.split(",") if f.strip()]
+    unknown = sorted(set(functions) - set(CASES))
+    if unknown:
+        parser.error(f"unknown --functions {unknown}; choose from {sorted(CASES)}")
+    if args.threads is None and args.quick:
+        args.threads = 1
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    env = environment(device, args)
+    print(header(env), flush=True)
+    timer = Timer(device)
+    rows = []
+    for kind, function, pass_, label_a, label_b, a, b, extra in build_comparisons(functions, device, args.quick):
+        times_a, times_b = interleaved(a, b, timer=timer, reps=args.reps, warmup=1 if args.quick else 3,
+                                       budget=args.budget)
+        odezoo_s, baseline_s = summary(times_a), summary(times_b)
+        evaluations = extra.get("evaluations")
+        if evaluations:  # baseline = stages × steps × one evaluation
+            baseline_s = {k: v * evaluations if k.endswith("_ms") else v for k, v in baseline_s.items()}
+            baseline_s["one_evaluation_ms"] = baseline_s["median_ms"] / evaluations
+        ratio = odezoo_s["median_ms"] / baseline_s["median_ms"]
+        paired = statistics.median(x / (y * (evaluations or 1)) for x, y in zip(times_a, times_b))
+        target = target_for(kind, function, pass_)
+        row = {"case": f"{function}: {label_a} vs {label_b}", "kind": kind, "function": function, "pass": pass_,
+               "odezoo_label": label_a, "baseline_label": label_b, "odezoo": odezoo_s,
+               "baseline": baseline_s, "ratio": ratio, "paired_ratio_median": paired,
+               "target": target, "holds": None if target is None else bool(ratio <= target),
+               "odezoo_times_ms": [1e3 * x for x in times_a],
+               "baseline_times_ms": [1e3 * x * (evaluations or 1) for x in times_b]}
+        rows.append(row)
+        print(f"  {row['case']:<52} {pass_:<8} {odezoo_s['median_ms']:10.3f} {baseline_s['median_ms']:10.3f}"
+              f"  ratio {ratio:.3f}", flush=True)
+
+    print()
+    print(header(env))
+    print(format_table(rows))
+    checked = [r for r in rows if r["holds"] is not None]
+    failed = [r for r in checked if not r["holds"]]
+    print(f"\n{len(checked) - len(failed)} of {len(checked)} targets hold"
+          + ("" if not failed else ": missed " + "; ".join(f"{r['case']} {r['pass']} ({r['ratio']:.3f})"
+                                                            for r in failed)))
+
+    out = args.out or default_out(device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"environment": env, "rows": rows, "table_markdown": format_table(rows, True)},
+                              indent=1, default=float) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

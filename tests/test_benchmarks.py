@@ -1,0 +1,51 @@
+"""benchmarks/run.py runs end to end on a tiny case and writes complete JSON.
+
+No timing assertions: timings depend on the machine; docs/benchmarks.md reports them.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "run.py"
+
+KINDS = {"family", "smoothing", "per-sample", "solver-work"}
+
+
+def test_quick_benchmark_writes_every_case(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "holds?" in result.stdout and "torchdiffeq" in result.stdout
+
+    data = json.loads(out.read_text())
+    env = data["environment"]
+    for key in ("torch", "torchdiffeq", "python", "cpu", "threads", "device"):
+        assert env[key], key
+    rows = data["rows"]
+    seen = {(r["kind"], r["function"], r["pass"]) for r in rows}
+    for function in ("mlp", "conv"):
+        for kind in KINDS:
+            passes = ("fwd",) if kind == "solver-work" else ("fwd", "fwd+bwd")
+            for pass_ in passes:
+                assert (kind, function, pass_) in seen
+    baselines = {r["baseline_label"] for r in rows if r["kind"] == "family"}
+    assert {"midpoint", "rk4"} <= baselines
+    for row in rows:
+        assert row["odezoo"]["median_ms"] > 0 and row["baseline"]["median_ms"] > 0
+        assert row["ratio"] > 0 and row["paired_ratio_median"] > 0
+        assert len(row["odezoo_times_ms"]) >= 3
+        assert row["holds"] in (None, True, False)
+    assert data["table_markdown"].startswith("| case | pass |")
+
+
+def test_device_cross_checks_pass_on_cpu():
+    # benchmarks/cuda_crosscheck.py is meant for a lent GPU; on the CPU it must pass too,
+    # so the script cannot rot between GPU sessions.
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_crosscheck.py"), "--device", "cpu"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "all cross-checks passed" in result.stdout
+    assert result.stdout.count("  ok  ") >= 7
