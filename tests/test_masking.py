@@ -166,3 +166,15 @@ def test_thresholds_and_validation(mlp, loader):
     with pytest.raises(ValueError, match="status"):
         Check("x", "fail", "")
     assert format_checks([Check("a", "pass", "ok"), Check("b", "warn", "bad")]) == "PASS  a: ok\nWARN  b: bad"
+
+
+def test_fgsm_accuracy_rising_with_eps_is_flagged():
+    # What FGSM-trained models show (docs/results.md, fig3b): PGD falls, FGSM rises with eps.
+    from odezoo.masking import _monotonic
+    pgd = [(0.0, 0.95), (0.1, 0.60), (0.3, 0.05)]
+    fgsm = [(0.0, 0.95), (0.1, 0.70), (0.3, 0.80)]
+    check = _monotonic({"FGSM": fgsm, "PGD-20": pgd}, tol=0.02)
+    assert check.status == "warn" and check.values["worst"] == "FGSM"
+    assert "FGSM accuracy rises by 10.0 pp" in check.detail
+    assert check.values["curve"] == pgd
+    assert _monotonic({"FGSM": pgd, "PGD-20": pgd}, tol=0.02).passed
