@@ -214,11 +214,22 @@ def _tensors_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool:
     if not any(isinstance(params[p], torch.Tensor) for p in family.params):
         return False
     try:
-        values = {p: torch.as_tensor(params[p]).detach().to(torch.float64) for p in family.params}
-        ok = torch.stack([torch.isfinite(v).all() for v in values.values()]).all()
-        for constraint in family.constraints:
-            ok = ok & (torch.as_tensor(constraint.expression(**values)).abs() >= SINGULAR_TOL).all()
-        return bool(ok)
+        values = {}
+        for p in family.params:
+            value = params[p]
+            if isinstance(value, torch.Tensor):
+                value = value.detach()
+                values[p] = value if value.dtype == torch.float64 else value.to(torch.float64)
+            else:
+                values[p] = float(value)
+        # one reduction for everything: NaN fails ">=", inf makes the sum non-finite
+        tested = [v for v in values.values() if isinstance(v, torch.Tensor)]
+        finite = torch.isfinite(sum(v.sum() for v in tested))
+        distances = [torch.as_tensor(c.expression(**values), dtype=torch.float64).abs().min()
+                     for c in family.constraints]
+        if not distances:
+            return bool(finite)
+        return bool(finite & (torch.stack(distances).min() >= SINGULAR_TOL))
     except (ArithmeticError, TypeError, ValueError, RuntimeError):
         return False
 

@@ -278,8 +278,9 @@ class ParameterizedRKSolver(FixedGridODESolver):
             column = t0s if node == 0.0 else t1s if node == 1.0 else t0s + node * dts
             return column.to(stage_dtype).unbind(0)
         shape = (-1,) + (1,) * node.ndim
-        dts, t0s = dts.to(node.dtype).reshape(shape), t0s.to(node.dtype).reshape(shape)
-        return (node.unsqueeze(0) * dts + t0s).unbind(0)
+        if dts.dtype != node.dtype:
+            dts, t0s = dts.to(node.dtype), t0s.to(node.dtype)
+        return torch.addcmul(t0s.reshape(shape), node.unsqueeze(0), dts.reshape(shape)).unbind(0)
 
     def _interpolate(self, t0, t1, t0f, t1f, y0, y1, f0, t_j, t_jf):
         if self.interp == "linear":

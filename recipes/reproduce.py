@@ -418,6 +418,20 @@ def comparison(name, summary, rows) -> str:
             lines.append(f"\n{attack_name.upper()}: smoothing − standard = {100 * (b['mean'] - a['mean']):+.2f} points, "
                          f"{overlap(a, b)}; paired by seed: {100 * diff:+.2f} ± {100 * se:.2f} (n = {n}).")
         return "\n".join(lines)
+    if name == "variants":
+        lines = ["Seed-paired differences against the fixed solver, in points (mean ± SE over seeds; "
+                 "beyond its error bar when |mean| > 2 SE):", "",
+                 "| variant | clean | fgsm | pgd |", "|---|---|---|---|"]
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            if variant == "fixed":
+                continue
+            cells = []
+            for attack_name in ("clean", "fgsm", "pgd"):
+                diff, se, n = paired_difference(rows, "variant", "fixed", variant, attack_name)
+                beyond = " *" if n > 1 and abs(diff) > 2 * se else ""
+                cells.append(f"{100 * diff:+.2f} ± {100 * se:.2f}{beyond}")
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        return "\n".join(lines + ["", f"Paper: {PAPER[name]}"])
     return f"Paper: {PAPER[name]}"
 
 
