@@ -295,6 +295,9 @@ def main(argv=None) -> int:
                         help=f"comma-separated ODE functions to run (default: {','.join(CASES)})")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON output (default benchmarks/results/<hostname>-<device>.json)")
+    parser.add_argument("--docs", type=Path, default=None,
+                        help="also write the table into this Markdown file, between the lines "
+                             "<!-- table:start --> and <!-- table:end --> (e.g. docs/benchmarks.md)")
     args = parser.parse_args(argv)
     args.reps = args.reps if args.reps is not None else (3 if args.quick else 20)
     args.budget = args.budget if args.budget is not None else (0.2 if args.quick else 4.0)
@@ -346,18 +349,41 @@ def main(argv=None) -> int:
     print()
     print(header(env))
     print(format_table(rows))
-    checked = [r for r in rows if r["holds"] is not None]
-    failed = [r for r in checked if not r["holds"]]
-    print(f"\n{len(checked) - len(failed)} of {len(checked)} targets hold"
-          + ("" if not failed else ": missed " + "; ".join(f"{r['case']} {r['pass']} ({r['ratio']:.3f})"
-                                                            for r in failed)))
+    print(f"\n{verdict(rows)}")
 
     out = args.out or default_out(device)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"environment": env, "rows": rows, "table_markdown": format_table(rows, True)},
                               indent=1, default=float) + "\n")
     print(f"wrote {out}")
+    if args.docs is not None:
+        write_docs(args.docs, env, rows, out)
+        print(f"wrote {args.docs}")
     return 0
+
+
+def verdict(rows) -> str:
+    checked = [r for r in rows if r["holds"] is not None]
+    failed = [r for r in checked if not r["holds"]]
+    text = f"{len(checked) - len(failed)} of {len(checked)} targets hold"
+    return text + ("" if not failed else "; missed: " + "; ".join(
+        f"{r['case']} {r['pass']} ({r['ratio']:.3f} > {r['target']:.2f})" for r in failed))
+
+
+def write_docs(page: Path, env, rows, out: Path) -> None:
+    """Replace the table between the markers of ``page`` with this run's."""
+    start, end = "<!-- table:start -->", "<!-- table:end -->"
+    text = page.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{page} lacks the lines {start} / {end}")
+    try:
+        shown = out.resolve().relative_to(HERE.parent)
+    except ValueError:
+        shown = out
+    block = "\n".join([start, "", "```text", header(env), "```", "", format_table(rows, markdown=True), "",
+                        f"**{verdict(rows)}.** Command: `{env['command']}`; raw times in `{shown}`.", "", end])
+    head, rest = text.split(start, 1)
+    page.write_text(head + block + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ KINDS = {"family", "smoothing", "per-sample", "solver-work"}
 
 def test_quick_benchmark_writes_every_case(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--out", str(out)],
+    page = tmp_path / "page.md"
+    page.write_text("# before\n<!-- table:start -->\nSTALE TABLE\n<!-- table:end -->\nafter\n")
+    result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--out", str(out),
+                             "--docs", str(page)],
                             cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "holds?" in result.stdout and "torchdiffeq" in result.stdout
@@ -39,6 +42,9 @@ def test_quick_benchmark_writes_every_case(tmp_path):
         assert len(row["odezoo_times_ms"]) >= 3
         assert row["holds"] in (None, True, False)
     assert data["table_markdown"].startswith("| case | pass |")
+    text = page.read_text()
+    assert "STALE TABLE" not in text and text.startswith("# before\n") and text.endswith("after\n")
+    assert data["table_markdown"] in text and "targets hold" in text
 
 
 def test_device_cross_checks_pass_on_cpu():
