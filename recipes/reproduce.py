@@ -167,6 +167,18 @@ def mean_se(values):
     return mean, se, n
 
 
+#: two-sided 95% quantiles of Student's t by degrees of freedom (the 30-df value serves beyond)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t_975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (conservative between
+    tabulated values)."""
+    below = [d for d in _T975 if d <= df]
+    return _T975[max(below)] if below else float("inf")
+
+
 def summarize(rows, keys):
     """Group rows by ``keys`` (+ attack, eps) across seeds -> mean, standard error, n."""
     groups = defaultdict(list)
@@ -415,12 +427,16 @@ def comparison(name, summary, rows) -> str:
             a = next(s for s in summary if s["training"] == "standard" and s["attack"] == attack_name)
             b = next(s for s in summary if s["training"] == "smoothing" and s["attack"] == attack_name)
             diff, se, n = paired_difference(rows, "training", "standard", "smoothing", attack_name)
+            half = t_975(n - 1) * se if n > 1 else float("nan")
+            verdict = "beyond" if abs(diff) > half else "within"
             lines.append(f"\n{attack_name.upper()}: smoothing − standard = {100 * (b['mean'] - a['mean']):+.2f} points, "
-                         f"{overlap(a, b)}; paired by seed: {100 * diff:+.2f} ± {100 * se:.2f} (n = {n}).")
+                         f"{overlap(a, b)}; paired by seed: {100 * diff:+.2f} ± {100 * se:.2f} (n = {n}), "
+                         f"{verdict} its 95% interval (± {100 * half:.2f}).")
         return "\n".join(lines)
     if name == "variants":
-        lines = ["Seed-paired differences against the fixed solver, in points (mean ± SE over seeds; "
-                 "beyond its error bar when |mean| > 2 SE):", "",
+        lines = ["Seed-paired differences against the fixed solver, in points (mean ± SE over seeds). "
+                 "`*`: |mean| > t·SE with t the two-sided 95% Student-t value for n − 1 degrees of freedom "
+                 "(4.30 for 3 seeds); with this many comparisons expect about one `*` by chance in 20.", "",
                  "| variant | clean | fgsm | pgd |", "|---|---|---|---|"]
         for variant in dict.fromkeys(r["variant"] for r in rows):
             if variant == "fixed":
@@ -428,7 +444,7 @@ def comparison(name, summary, rows) -> str:
             cells = []
             for attack_name in ("clean", "fgsm", "pgd"):
                 diff, se, n = paired_difference(rows, "variant", "fixed", variant, attack_name)
-                beyond = " *" if n > 1 and abs(diff) > 2 * se else ""
+                beyond = " *" if n > 1 and abs(diff) > t_975(n - 1) * se else ""
                 cells.append(f"{100 * diff:+.2f} ± {100 * se:.2f}{beyond}")
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         return "\n".join(lines + ["", f"Paper: {PAPER[name]}"])
