@@ -209,27 +209,30 @@ def _plain_numbers_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool
 
 def _tensors_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool:
     """Fast path of ``check`` for tensors (per-sample or differentiable parameters): the
-    test in torch with one host sync, where converting to NumPy would cost more than a
-    small solve.  False sends ``check`` down the NumPy path, which explains any failure."""
+    test in a handful of torch operations and one host sync, where NumPy would cost more
+    than a small solve.  False sends ``check`` down the NumPy path, which explains any failure."""
     if not any(isinstance(params[p], torch.Tensor) for p in family.params):
         return False
     try:
-        values = {}
+        values, poison = {}, None
         for p in family.params:
             value = params[p]
             if isinstance(value, torch.Tensor):
                 value = value.detach()
-                values[p] = value if value.dtype == torch.float64 else value.to(torch.float64)
+                value = value if value.dtype == torch.float64 else value.to(torch.float64)
+                term = value.sum() * 0.0  # 0, or NaN when a value is inf or NaN
+                poison = term if poison is None else poison + term
             else:
-                values[p] = float(value)
-        # one reduction for everything: NaN fails ">=", inf makes the sum non-finite
-        tested = [v for v in values.values() if isinstance(v, torch.Tensor)]
-        finite = torch.isfinite(sum(v.sum() for v in tested))
-        distances = [torch.as_tensor(c.expression(**values), dtype=torch.float64).abs().min()
+                value = float(value)
+                if not math.isfinite(value):
+                    return False
+            values[p] = value
+        distances = [torch.as_tensor(c.expression(**values), dtype=torch.float64).abs().reshape(-1)
                      for c in family.constraints]
         if not distances:
-            return bool(finite)
-        return bool(finite & (torch.stack(distances).min() >= SINGULAR_TOL))
+            return float(poison) == 0.0
+        nearest = (distances[0] if len(distances) == 1 else torch.cat(distances)).min()
+        return float(nearest + poison) >= SINGULAR_TOL  # NaN compares False
     except (ArithmeticError, TypeError, ValueError, RuntimeError):
         return False
 

@@ -108,29 +108,34 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
 
 
 def _scale(plan: StepPlan, dt):
-    """``(rows, weights)`` of ``plan`` with every coefficient multiplied by the step ``dt``."""
-    return (tuple(tuple((j, a * dt) for j, a in row) for row in plan.rows),
-            tuple((i, b * dt) for i, b in plan.weights))
+    """``(rows, weights)`` of ``plan`` as terms ``(j, coef, value)`` meaning ``value·coef·k_j``
+    with the step ``dt`` folded in: float coefficients times a float step become one float;
+    tensor coefficients keep the float step as ``value`` (``addcmul``'s scalar, so scaling
+    costs no tensor operation); a tensor step (differentiable time) multiplies every coefficient."""
+    def term(j, a):
+        if isinstance(dt, float) and not isinstance(a, float):
+            return (j, a, dt)
+        return (j, a * dt, 1.0)
+    return (tuple(tuple(term(j, a) for j, a in row) for row in plan.rows),
+            tuple(term(i, b) for i, b in plan.weights))
 
 
 def _combine(base, terms, ks):
-    """``base + Σ c_j·k_j`` over ``terms`` = ((j, c_j), ...) with the step already in
-    ``c_j`` (just the sum when ``base`` is None): one fused tensor operation per term,
-    ``add(alpha=float)`` or ``addcmul`` for tensor coefficients."""
+    """``base + Σ value·coef·k_j`` over ``terms`` from :func:`_scale` (just the sum when
+    ``base`` is None): one fused tensor operation per term, ``add(alpha=float)`` for float
+    coefficients, ``addcmul(value=float)`` for tensor ones."""
     out = None
-    for j, scaled in terms:
+    for j, coef, value in terms:
         k = ks[j]
-        if out is None:
-            if base is None:
-                out = k * scaled
-            elif isinstance(scaled, float):
-                out = torch.add(base, k, alpha=scaled)
+        if isinstance(coef, float):
+            if out is None:
+                out = k * coef if base is None else torch.add(base, k, alpha=coef)
             else:
-                out = torch.addcmul(base, k, scaled)
-        elif isinstance(scaled, float):
-            out.add_(k, alpha=scaled)
+                out.add_(k, alpha=coef)
+        elif out is None:
+            out = (k * coef) * value if base is None else torch.addcmul(base, k, coef, value=value)
         else:
-            out.addcmul_(k, scaled)
+            out.addcmul_(k, coef, value=value)
     if out is None:
         return base if base is not None else torch.zeros_like(ks[0])
     return out
