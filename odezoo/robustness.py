@@ -226,7 +226,9 @@ def evaluate_robustness(model: nn.Module, loader: Iterable, attacks: Sequence[st
 
     ``loader`` yields ``(x in [0, 1], true labels)``; batches are moved to ``device`` (the
     model must already be there).  ``pgd_kwargs`` go to :func:`pgd` (``step_size``,
-    ``n_iter``, ``restarts``, ``rand_init``, ``seed``).  ``max_batches`` stops early.
+    ``n_iter``, ``restarts``, ``rand_init``, ``seed``); with a ``seed``, batch ``i`` uses
+    ``seed + i``, so the random starts differ between batches and the whole evaluation is
+    reproducible.  ``max_batches`` stops early.
 
     Randomized models: ``before_batch()`` (e.g. ``meta.resample``) is called before every
     prediction and, through :class:`EOTModel`, before every forward pass of an attack.  With
@@ -249,11 +251,12 @@ def evaluate_robustness(model: nn.Module, loader: Iterable, attacks: Sequence[st
             if max_batches is not None and i >= max_batches:
                 break
             x, y = x.to(device), y.to(device)
+            batch_pgd = pgd_kwargs if pgd_kwargs.get("seed") is None else {**pgd_kwargs, "seed": pgd_kwargs["seed"] + i}
             clean += int(_correct(model, x, y, before_batch).sum())
             for e in eps_values:
                 all_ok = torch.ones_like(y, dtype=torch.bool)
                 for a in attacks:
-                    x_adv = fgsm(attacked, x, y, e) if a == "fgsm" else pgd(attacked, x, y, e, **pgd_kwargs)
+                    x_adv = fgsm(attacked, x, y, e) if a == "fgsm" else pgd(attacked, x, y, e, **batch_pgd)
                     ok = _correct(model, x_adv, y, before_batch)
                     hits[(a, e)] += int(ok.sum())
                     all_ok &= ok

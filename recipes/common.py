@@ -123,11 +123,13 @@ def pgd_step_for(eps: float, steps: int, step_size) -> float:
 
 
 def robustness_rows(model, loader, label, attacks, eps_list, pgd_steps=7, pgd_step_size="auto", restarts=1,
-                    device="cpu", max_batches=None, eot_samples=1, before_batch=None, worst_case=False):
+                    device="cpu", max_batches=None, eot_samples=1, before_batch=None, worst_case=False,
+                    pgd_seed=0):
     """Rows {solver, attack, eps, accuracy} (clean as attack "clean", eps 0) for one model/solver.
 
     Each eps gets its own PGD step size when ``pgd_step_size`` is "auto"; otherwise one run
-    covers every eps."""
+    covers every eps.  ``pgd_seed`` fixes PGD's random starts (None: fresh ones each run), so
+    evaluating the same model twice gives the same numbers."""
     from odezoo.robustness import evaluate_robustness, results_table
 
     kwargs = dict(device=device, max_batches=max_batches, eot_samples=eot_samples, before_batch=before_batch)
@@ -135,7 +137,7 @@ def robustness_rows(model, loader, label, attacks, eps_list, pgd_steps=7, pgd_st
               else [list(eps_list)])
     rows, clean_done = [], False
     for group in groups or [[]]:
-        pgd_kwargs = {"n_iter": pgd_steps, "restarts": restarts,
+        pgd_kwargs = {"n_iter": pgd_steps, "restarts": restarts, "seed": pgd_seed,
                       "step_size": pgd_step_for(group[0], pgd_steps, pgd_step_size) if group else 2 / 255}
         result = evaluate_robustness(model, loader, attacks=tuple(attacks), eps_list=tuple(group),
                                      pgd_kwargs=pgd_kwargs, **kwargs)

@@ -291,6 +291,19 @@ def test_evaluate_robustness(model, digits):
     assert short.n_examples == 100 and short.worst_case == {}
 
 
+def test_seeded_evaluation_is_reproducible_with_distinct_starts_per_batch(model, digits, monkeypatch):
+    _, _, x, y = digits
+    loader = DataLoader(TensorDataset(x, y), batch_size=50)
+    kwargs = dict(attacks=("pgd",), eps_list=(EPS,), pgd_kwargs={"step_size": 0.025, "n_iter": 3, "seed": 7})
+    first = rob.evaluate_robustness(model, loader, **kwargs)
+    assert rob.evaluate_robustness(model, loader, **kwargs) == first
+    seeds = []
+    real_pgd = rob.pgd
+    monkeypatch.setattr(rob, "pgd", lambda *a, **k: seeds.append(k["seed"]) or real_pgd(*a, **k))
+    rob.evaluate_robustness(model, loader, **kwargs)
+    assert seeds == [7, 8, 9, 10]
+
+
 def test_evaluate_robustness_rejects_bad_arguments(model, batch):
     with pytest.raises(ValueError, match="choose from"):
         rob.evaluate_robustness(model, [batch], attacks=("cw",))
