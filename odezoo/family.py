@@ -218,21 +218,22 @@ def _tensors_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool:
         for p in family.params:
             value = params[p]
             if isinstance(value, torch.Tensor):
-                value = value.detach()
+                value = value.detach() if value.requires_grad else value
                 value = value if value.dtype == torch.float64 else value.to(torch.float64)
-                term = value.sum() * 0.0  # 0, or NaN when a value is inf or NaN
+                term = value.sum()
                 poison = term if poison is None else poison + term
             else:
                 value = float(value)
                 if not math.isfinite(value):
                     return False
             values[p] = value
-        distances = [torch.as_tensor(c.expression(**values), dtype=torch.float64).abs().reshape(-1)
-                     for c in family.constraints]
+        poison = poison * 0.0  # 0, or NaN when some value is inf or NaN
+        distances = [torch.as_tensor(c.expression(**values), dtype=torch.float64) for c in family.constraints]
         if not distances:
             return float(poison) == 0.0
-        nearest = (distances[0] if len(distances) == 1 else torch.cat(distances)).min()
-        return float(nearest + poison) >= SINGULAR_TOL  # NaN compares False
+        if len(distances) > 1:
+            distances = [torch.cat([d.reshape(-1) for d in distances])]
+        return float(distances[0].abs().min() + poison) >= SINGULAR_TOL  # NaN compares False
     except (ArithmeticError, TypeError, ValueError, RuntimeError):
         return False
 

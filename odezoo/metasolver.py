@@ -230,7 +230,7 @@ class MetaSolver:
             # The batch size is known only at solve time: draw a seed now, the points then.
             self._round_seed = self._next_draw()
             return [SolverSpec(self.family.name, self.center, self.step_size, self.n_steps)]
-        return [SolverSpec(self.family.name, self._next_draw(), self.step_size, self.n_steps)]
+        return [self._next_draw()]
 
     def _next_draw(self):
         """The next of this block's random choices; a new block is drawn when it is used up."""
@@ -244,7 +244,8 @@ class MetaSolver:
 
     def _draw_block(self) -> list:
         """``DRAW_BLOCK`` random choices in one vectorized draw: spec indices (switching),
-        round seeds (per-sample smoothing) or parameter points (smoothing)."""
+        round seeds (per-sample smoothing) or solvers at parameter points (smoothing; built
+        and validated together, which is cheaper than one at a time between solves)."""
         if self.mode == "switching":
             probs = torch.tensor(self.probs, dtype=torch.float64)
             return torch.multinomial(probs, DRAW_BLOCK, replacement=True, generator=self.generator).tolist()
@@ -252,7 +253,8 @@ class MetaSolver:
             return torch.randint(0, 2 ** 62, (DRAW_BLOCK,), generator=self.generator).tolist()
         points = draw(self.family, self.distribution, self.center, DRAW_BLOCK, self.generator)
         columns = [points[p].tolist() for p in self.family.params]
-        return [dict(zip(self.family.params, values)) for values in zip(*columns)]
+        return [SolverSpec(self.family.name, dict(zip(self.family.params, values)), self.step_size, self.n_steps)
+                for values in zip(*columns)]
 
     def resample(self):
         """Draw the next solver (fixed and ensemble modes keep theirs). Returns ``current``."""
