@@ -1,10 +1,10 @@
-"""ODE functions timed by ``benchmarks/run.py`` (self-contained: no odezoo model code).
+"""ODE functions timed by ``benchmarks/run.py``.
 
 * :class:`MLPFunc` — a small MLP on a (batch, 64) state; the tensors are tiny, so a solve
   is dominated by per-step Python and dispatch overhead.
-* :class:`ConvODEFunc` — the MNIST ODE function of the paper's appendix A.1 on a
-  (batch, 64, 6, 6) state: GroupNorm, ReLU, ConcatConv(65→64, 3×3), GroupNorm, ReLU,
-  ConcatConv(65→64, 3×3), GroupNorm, where ConcatConv appends a channel filled with t.
+* ``odezoo.models.MnistODEFunc`` — the MNIST ODE function of the paper's appendix A.1, the
+  one the recipes train, on a (batch, 64, 6, 6) state: GroupNorm, ReLU, ConcatConv(65→64, 3×3),
+  GroupNorm, ReLU, ConcatConv(65→64, 3×3), GroupNorm, where ConcatConv appends a channel of t.
 
 Both accept a scalar ``t`` or a per-sample ``t`` broadcastable against ``x[:, :1]``
 (shape ``(batch, 1)`` resp. ``(batch, 1, 1, 1)``), which is what odezoo passes when a
@@ -15,40 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConcatConv2d", "ConcatLinear", "ConvODEFunc", "MLPFunc", "make_case", "CASES"]
+from odezoo.models import MnistODEFunc
 
-
-class ConcatConv2d(nn.Module):
-    """``conv(cat([x, t·1], dim=1))``: a 3×3 convolution that also sees the time."""
-
-    def __init__(self, dim_in: int, dim_out: int, kernel_size: int = 3, padding: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(dim_in + 1, dim_out, kernel_size, padding=padding)
-
-    def forward(self, t, x):
-        tt = torch.ones_like(x[:, :1]) * t
-        return self.conv(torch.cat([tt, x], dim=1))
-
-
-class ConvODEFunc(nn.Module):
-    """The MNIST ODE function (appendix A.1); ``dim`` channels, GroupNorm(min(32, dim), dim)."""
-
-    def __init__(self, dim: int = 64):
-        super().__init__()
-        groups = min(32, dim)
-        self.norm1 = nn.GroupNorm(groups, dim)
-        self.conv1 = ConcatConv2d(dim, dim)
-        self.norm2 = nn.GroupNorm(groups, dim)
-        self.conv2 = ConcatConv2d(dim, dim)
-        self.norm3 = nn.GroupNorm(groups, dim)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, t, x):
-        out = self.relu(self.norm1(x))
-        out = self.conv1(t, out)
-        out = self.relu(self.norm2(out))
-        out = self.conv2(t, out)
-        return self.norm3(out)
+__all__ = ["ConcatLinear", "MLPFunc", "make_case", "CASES"]
 
 
 class ConcatLinear(nn.Module):
@@ -76,7 +45,7 @@ class MLPFunc(nn.Module):
 #: name -> (constructor, full-size state shape, quick state shape, description)
 CASES = {
     "mlp": (MLPFunc, (256, 64), (8, 16), "small MLP, state 256×64 (overhead-bound)"),
-    "conv": (ConvODEFunc, (128, 64, 6, 6), (4, 8, 6, 6), "MNIST ODE function, state 128×64×6×6"),
+    "conv": (MnistODEFunc, (128, 64, 6, 6), (4, 8, 6, 6), "MNIST ODE function, state 128×64×6×6"),
 }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .tableau import ButcherTableau
+from .tableau import validate as validate_tableau
 
 __all__ = ["SolverFamily", "Constraint", "DistributionSpec", "SINGULAR_TOL"]
 
@@ -168,6 +169,16 @@ class SolverFamily:
         """(A, b, c) from the formula, entries float or tensor; params already resolved and checked."""
         return self.formula(**params)
 
+    def checked_coefficients(self, key: tuple[float, ...]):
+        """(A, b, c) as Python floats at the parameter values ``key`` (in ``params`` order),
+        after the singular-set check and the tableau checks; ``ValueError`` names the failure."""
+        params = dict(zip(self.params, key))
+        self.check(params)  # singular points -> ValueError naming the constraint
+        try:
+            return validate_tableau(*self.formula(**params))
+        except ValueError as error:
+            raise ValueError(f"{self.name} at {params}: {error}") from None
+
     def __str__(self):
         return self.name
 
@@ -184,13 +195,7 @@ def as_real(family: str, name: str, value) -> float:
 
 @lru_cache(maxsize=4096)
 def _tableau(family: SolverFamily, key: tuple[float, ...]) -> ButcherTableau:
-    params = dict(zip(family.params, key))
-    family.check(params)
-    A, b, c = family.formula(**params)
-    try:
-        return ButcherTableau(A, b, c)
-    except ValueError as error:
-        raise ValueError(f"{family.name} at {params}: {error}") from None
+    return ButcherTableau(*family.checked_coefficients(key))
 
 
 def _plain_numbers_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool:

@@ -17,7 +17,6 @@ import torch
 from . import _torchdiffeq_bridge as bridge
 from ._torchdiffeq_bridge import FixedGridODESolver, Perturb
 from .family import SolverFamily
-from .tableau import validate as tableau_validate
 
 __all__ = ["ParameterizedRKSolver", "StepPlan", "float_plan", "make_plan"]
 
@@ -54,12 +53,7 @@ def float_plan(family: SolverFamily, key: tuple[float, ...]) -> StepPlan:
     """The validated plan of ``family`` at the parameter values ``key`` (in ``family.params``
     order).  Cached: a solver whose parameters repeat (fixed, switching, evaluation) builds
     it once; a smoothed solver builds one per draw, in plain Python, a few microseconds."""
-    params = dict(zip(family.params, key))
-    family.check(params)  # singular points -> ValueError naming the constraint
-    try:
-        A, b, c = tableau_validate(*family.coefficients(params))
-    except ValueError as error:
-        raise ValueError(f"{family.name} at {params}: {error}") from None
+    A, b, c = family.checked_coefficients(key)
     return StepPlan(rows=tuple(_nonzero(A[i][:i]) for i in range(1, len(c))),
                     weights=_nonzero(b), nodes=tuple(c))
 
