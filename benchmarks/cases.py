@@ -2,7 +2,7 @@
 
 * :class:`MLPFunc` — a small MLP on a (batch, 64) state; the tensors are tiny, so a solve
   is dominated by per-step Python and dispatch overhead.
-* ``odezoo.models.MnistODEFunc`` — the MNIST ODE function of the paper's appendix A.1, the
+* ``odezoo.experiments.models.MnistODEFunc`` — the MNIST ODE function of the paper's appendix A.1, the
   one the recipes train, on a (batch, 64, 6, 6) state: GroupNorm, ReLU, ConcatConv(65→64, 3×3),
   GroupNorm, ReLU, ConcatConv(65→64, 3×3), GroupNorm, where ConcatConv appends a channel of t.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from odezoo.models import MnistODEFunc
+from odezoo.experiments.models import MnistODEFunc
 
 __all__ = ["ConcatLinear", "MLPFunc", "make_case", "CASES"]
 

@@ -15,7 +15,9 @@ from .family import Constraint, DistributionSpec, SolverFamily, SINGULAR_TOL
 from .hookspecs import hookimpl, hookspec
 from .tableau import ButcherTableau
 from .registry import ENTRY_POINT_GROUP, OdezooPluginWarning, registry as _registry
-from .metasolver import MetaSolver, SolverSpec
+from .metasolver import (EnsembleSolver, FixedSolver, MetaSolver, PerSampleSmoothingSolver, SmoothingSolver,
+                         SwitchingSolver)
+from .spec import SolverSpec
 from .odeblock import ODEBlock, ensemble_predict, solver_blocks, using_solver
 from .sampling import Cauchy, Choice, Normal, ParameterDistribution, Uniform
 
@@ -65,6 +67,7 @@ __all__ = [
     "ENTRY_POINT_GROUP", "OdezooPluginWarning",
     "families", "get_family", "register_plugin", "unregister_plugin", "plugin_manager",
     "plugin_problems", "hookimpl", "hookspec", "odeint", "odeint_adjoint",
-    "MetaSolver", "SolverSpec", "ODEBlock", "ensemble_predict", "solver_blocks", "using_solver",
+    "MetaSolver", "FixedSolver", "SwitchingSolver", "SmoothingSolver", "PerSampleSmoothingSolver",
+    "EnsembleSolver", "SolverSpec", "ODEBlock", "ensemble_predict", "solver_blocks", "using_solver",
     "Normal", "Uniform", "Cauchy", "Choice", "ParameterDistribution",
 ]

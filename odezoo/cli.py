@@ -3,17 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from fractions import Fraction
 
 import odezoo
-
-
-def parse_number(text: str) -> float:
-    """'0.3', '1/3', '-2e-3' -> float."""
-    try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"not a number: {text!r} (use e.g. 0.3 or 1/3)") from None
+from odezoo.parsing import parse_number
 
 
 def _families_table() -> str:
@@ -48,6 +40,7 @@ def _parse_params(family, extras: list[str]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="odezoo", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"odezoo {odezoo.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("families", help="list every registered solver family")
     tab = sub.add_parser("tableau", help="print a family's Butcher tableau and its verified order",

@@ -12,7 +12,7 @@ import torch
 from .tableau import ButcherTableau
 from .tableau import validate as validate_tableau
 
-__all__ = ["SolverFamily", "Constraint", "DistributionSpec", "SINGULAR_TOL"]
+__all__ = ["SolverFamily", "Constraint", "DistributionSpec", "SINGULAR_TOL", "as_real"]
 
 #: |expression| below this counts as singular: coefficients would be ~1/SINGULAR_TOL or worse.
 SINGULAR_TOL = 1e-6
@@ -170,14 +170,11 @@ class SolverFamily:
         return self.formula(**params)
 
     def checked_coefficients(self, key: tuple[float, ...]):
-        """(A, b, c) as Python floats at the parameter values ``key`` (in ``params`` order),
-        after the singular-set check and the tableau checks; ``ValueError`` names the failure."""
-        params = dict(zip(self.params, key))
-        self.check(params)  # singular points -> ValueError naming the constraint
-        try:
-            return validate_tableau(*self.formula(**params))
-        except ValueError as error:
-            raise ValueError(f"{self.name} at {params}: {error}") from None
+        """(A, b, c) as tuples of Python floats at the parameter values ``key`` (in ``params``
+        order), after the singular-set check and the tableau checks; ``ValueError`` names the
+        failure.  The one path from scalar parameters to coefficients: tableaux, solver specs
+        and the stepper all come through here.  Cached per point."""
+        return _checked_coefficients(self, tuple(key))
 
     def __str__(self):
         return self.name
@@ -191,6 +188,17 @@ def as_real(family: str, name: str, value) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{family}: parameter {name} must be a real number here, got {value!r}") from None
+
+
+@lru_cache(maxsize=4096)
+def _checked_coefficients(family: SolverFamily, key: tuple[float, ...]):
+    params = dict(zip(family.params, key))
+    family.check(params)  # singular points -> ValueError naming the constraint
+    try:
+        A, b, c = validate_tableau(*family.formula(**params))
+    except ValueError as error:
+        raise ValueError(f"{family.name} at {params}: {error}") from None
+    return tuple(tuple(row) for row in A), tuple(b), tuple(c)
 
 
 @lru_cache(maxsize=4096)

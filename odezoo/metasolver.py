@@ -1,132 +1,46 @@
-"""``SolverSpec`` and ``MetaSolver``: fixed, switching, smoothing and ensembles of solvers.
+"""``MetaSolver``: fixed, switching, smoothing and ensembles of solvers — one small class per mode.
 
 The paper's method (sections 3–4): while a neural ODE trains, the solver is drawn anew —
 from a finite set (*switching*) or from a continuous distribution over a family's
 parameters (*smoothing*) — or several solvers' outputs are averaged (*ensemble*).  When to
-draw is the caller's choice: call :meth:`MetaSolver.resample` once per epoch (the paper) or
-once per batch (the original code).
+draw is the caller's choice: call :meth:`MetaSolver.resample` once per batch (the paper's
+code) or once per epoch (the paper's text).
+
+Build one with the factories :meth:`MetaSolver.fixed`, :meth:`~MetaSolver.switching`,
+:meth:`~MetaSolver.smoothing` and :meth:`~MetaSolver.ensemble`; each returns the class of
+its mode (:class:`FixedSolver`, :class:`SwitchingSolver`, :class:`SmoothingSolver`,
+:class:`PerSampleSmoothingSolver`, :class:`EnsembleSolver`), all behind one interface.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import secrets
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
-from torchdiffeq import odeint, odeint_adjoint
 
-from . import _torchdiffeq_bridge as bridge
-from .family import as_real
 from .registry import registry
-from .sampling import make_distribution, draw, validate_probabilities
-from .stepper import float_plan
+from .sampling import draw, make_distribution, validate_probabilities
+from .spec import SolverSpec
 
-__all__ = ["SolverSpec", "MetaSolver"]
+__all__ = ["MetaSolver", "FixedSolver", "SwitchingSolver", "SmoothingSolver", "PerSampleSmoothingSolver",
+           "EnsembleSolver", "MODES", "DRAW_BLOCK"]
 
 log = logging.getLogger(__name__)
 
 MODES = ("fixed", "switching", "smoothing", "ensemble")
 
-
-def _uniform_grid(n_steps: int):
-    def grid(func, y0, t):
-        g = torch.linspace(float(t[0]), float(t[-1]), n_steps + 1, dtype=t.dtype, device=t.device)
-        g[0], g[-1] = t[0], t[-1]
-        return g
-    return grid
-
-
-@dataclass(frozen=True)
-class SolverSpec:
-    """One concrete solver: a method, its parameters and a grid.
-
-    ``method`` is a registered family (``rk2_u``, ...) or one of torchdiffeq's fixed-grid
-    methods (``euler``, ``midpoint``, ``rk4``, ...).  Give ``n_steps`` (uniform steps over
-    each integration interval) or ``step_size``, not both; with neither, the solver steps
-    from output time to output time.  Parameters are validated on construction.
-    """
-
-    method: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    step_size: float | None = None
-    n_steps: int | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "params", dict(self.params))
-        if self.step_size is not None and self.n_steps is not None:
-            raise ValueError(f"SolverSpec({self.method!r}): give step_size or n_steps, not both")
-        if self.n_steps is not None and (int(self.n_steps) != self.n_steps or self.n_steps < 1):
-            raise ValueError(f"SolverSpec({self.method!r}): n_steps must be a positive integer, got {self.n_steps!r}")
-        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
-            raise ValueError(f"SolverSpec({self.method!r}): step_size must be positive, got {self.step_size!r}")
-        family = registry.families().get(self.method)
-        if family is not None:
-            scalars = {k: v for k, v in self.params.items()
-                       if not (isinstance(v, torch.Tensor) and v.ndim > 0)}
-            resolved = family.resolve(self.params)  # unknown names -> ValueError
-            if len(scalars) == len(self.params):
-                # singular points -> ValueError now, not mid-training; the plan is cached for the solve
-                float_plan(family, tuple(as_real(family.name, p, resolved[p]) for p in family.params))
-            else:
-                family.check(resolved)
-        elif self.method in bridge.TORCHDIFFEQ_METHODS:
-            if self.params:
-                raise ValueError(f"SolverSpec({self.method!r}): torchdiffeq's {self.method!r} takes no "
-                                 f"parameters, got {sorted(self.params)}")
-        else:
-            known = sorted(registry.families()) + sorted(bridge.TORCHDIFFEQ_METHODS)
-            raise ValueError(f"SolverSpec: unknown method {self.method!r}; choose one of {known}")
-
-    @property
-    def family(self):
-        return registry.families().get(self.method)
-
-    def options(self) -> dict[str, Any]:
-        """The ``options`` for ``torchdiffeq.odeint``."""
-        options = dict(self.params)
-        if self.n_steps is not None:
-            options["grid_constructor"] = _uniform_grid(int(self.n_steps))
-        elif self.step_size is not None:
-            options["step_size"] = self.step_size
-        return options
-
-    def solve(self, func, y0, t, adjoint: bool = False, **kwargs):
-        integrate = odeint_adjoint if adjoint else odeint
-        return integrate(func, y0, t, method=self.method, options=self.options(), **kwargs)
-
-    def label(self) -> str:
-        params = ",".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
-        grid = f"{self.n_steps} steps" if self.n_steps else f"h={self.step_size:g}" if self.step_size else "output grid"
-        return f"{self.method}({params}; {grid})" if params else f"{self.method}({grid})"
-
-    def to_dict(self) -> dict:
-        return {"method": self.method, "params": {k: _plain(v) for k, v in self.params.items()},
-                "step_size": self.step_size, "n_steps": self.n_steps}
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "SolverSpec":
-        return cls(data["method"], dict(data.get("params") or {}), data.get("step_size"), data.get("n_steps"))
-
-
-def _plain(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
-    return float(value)
-
-
-def _fmt(value):
-    if isinstance(value, torch.Tensor) and value.ndim > 0:
-        return f"[{value.numel()} per-sample, mean {float(value.double().mean()):.4g}]"
-    return f"{float(value):.4g}"
-
-
 #: Random choices (parameter points, spec indices, round seeds) are drawn this many rounds
 #: at a time in one vectorized draw and handed out one per ``resample()``: drawing a single
 #: point per batch costs more than solving a small model (see docs/benchmarks.md).
 DRAW_BLOCK = 64
+
+
+def _specs(specs: Sequence[SolverSpec | Mapping], what: str) -> list[SolverSpec]:
+    if not specs:
+        raise ValueError(f"{what} needs at least one SolverSpec")
+    return [s if isinstance(s, SolverSpec) else SolverSpec(**s) for s in specs]
 
 
 class MetaSolver:
@@ -135,157 +49,94 @@ class MetaSolver:
     Build one with :meth:`fixed`, :meth:`switching`, :meth:`smoothing` or :meth:`ensemble`.
     ``current`` is the active solver (a list for ensembles); ``resample()`` draws the next
     one; ``with meta.evaluating():`` fixes the deterministic evaluation solver;
-    ``history`` logs every draw; ``state_dict()`` / ``load_state_dict()`` let a resumed run
-    continue the same sequence.
+    ``history`` logs every draw (one dict per round: ``round``, ``mode``, ``solvers`` — a list
+    of :meth:`SolverSpec.to_dict` — and, for per-sample smoothing, ``per_sample_seed``);
+    ``state_dict()`` / ``load_state_dict()`` let a resumed run continue the same sequence.
     """
 
-    def __init__(self, mode: str, *, specs: Sequence[SolverSpec] = (), probs=None, weights=None,
-                 family=None, center=None, distribution=None, n_steps=None, step_size=None,
-                 per_sample: bool = False, eval_spec: SolverSpec | None = None, seed: int | None = None):
-        if mode not in MODES:
-            raise ValueError(f"unknown MetaSolver mode {mode!r}; choose one of {MODES}")
-        self.mode = mode
-        self.specs = [s if isinstance(s, SolverSpec) else SolverSpec(**s) for s in specs]
-        self.probs = probs
-        self.weights = weights
-        self.family = family
-        self.center = center
-        self.distribution = distribution
-        self.n_steps = n_steps
-        self.step_size = step_size
-        self.per_sample = per_sample
-        self.seed = seed
-        self.generator = torch.Generator()
-        # No seed: fresh entropy, without touching torch's global RNG (torch.seed() would reseed it).
-        self.generator.manual_seed(seed if seed is not None else secrets.randbits(63))
+    mode: str = ""
+
+    def __init__(self, *args, **kwargs):
+        if type(self) is MetaSolver:
+            raise TypeError("build a MetaSolver with MetaSolver.fixed(spec), .switching(specs), "
+                            ".smoothing(method, ...) or .ensemble(specs)")
         self.round = 0
         self.history: list[dict] = []
-        self._eval_spec = eval_spec
         self._override: list[SolverSpec] | None = None
-        self._round_seed: int | None = None
-        self._block: list = []  # random choices drawn DRAW_BLOCK rounds at a time
-        self._block_pos = 0
-        self._block_state: torch.Tensor | None = None  # generator state before this block
-        self._current = self._initial()
-        self._log()
+        self._current: list[SolverSpec] = []
 
-    # ------------------------------------------------------------------ constructors
-    @classmethod
-    def fixed(cls, spec: SolverSpec) -> "MetaSolver":
+    # ------------------------------------------------------------------ factories
+    @staticmethod
+    def fixed(spec: SolverSpec) -> "FixedSolver":
         """Always ``spec``."""
-        return cls("fixed", specs=[spec])
+        return FixedSolver(spec)
 
-    @classmethod
-    def switching(cls, specs: Sequence[SolverSpec], probs: Sequence[float] | None = None,
-                  seed: int | None = None, eval_spec: SolverSpec | None = None) -> "MetaSolver":
+    @staticmethod
+    def switching(specs: Sequence[SolverSpec], probs: Sequence[float] | None = None,
+                  seed: int | None = None, eval_spec: SolverSpec | None = None) -> "SwitchingSolver":
         """Draw one of ``specs`` (with ``probs``, default uniform) at each ``resample()``.
         Evaluation uses ``eval_spec`` (default: the most probable spec, the first on ties)."""
-        if not specs:
-            raise ValueError("MetaSolver.switching needs at least one SolverSpec")
-        probs = validate_probabilities(probs, len(specs), "MetaSolver.switching probs")
-        return cls("switching", specs=specs, probs=probs, seed=seed, eval_spec=eval_spec)
+        return SwitchingSolver(specs, probs=probs, seed=seed, eval_spec=eval_spec)
 
-    @classmethod
-    def smoothing(cls, method: str, center: Mapping[str, float] | None = None, distribution=None,
-                  scale=None, *, n_steps: int | None = None, step_size: float | None = None,
-                  per_sample: bool = False, seed: int | None = None) -> "MetaSolver":
+    @staticmethod
+    def smoothing(method: str, center: Mapping[str, float] | None = None, distribution=None, scale=None, *,
+                  n_steps: int | None = None, step_size: float | None = None, per_sample: bool = False,
+                  seed: int | None = None) -> "SmoothingSolver":
         """Draw the family's parameters around ``center`` (default: the family's defaults)
         from ``distribution`` (``normal``/``uniform``/``cauchy``, a custom object, or None
         for the family's registered default), truncated to the family's sampling support.
 
-        With ``per_sample=True`` every sample of a batch gets its own draw; ``resample()``
-        then starts a new round of per-sample draws.  Evaluation uses the center.
-        """
-        family = registry.get(method)
-        center = family.resolve(center)
-        if not family.in_support(center):
-            raise ValueError(f"MetaSolver.smoothing: center {center} is outside {method}'s sampling "
-                             f"support ({family.support_text()})")
-        dist = make_distribution(distribution, scale, family)
-        eval_spec = SolverSpec(method, center, step_size=step_size, n_steps=n_steps)
-        return cls("smoothing", family=family, center=center, distribution=dist, n_steps=n_steps,
-                   step_size=step_size, per_sample=per_sample, seed=seed, eval_spec=eval_spec)
+        With ``per_sample=True`` every sample of a batch gets its own draw
+        (:class:`PerSampleSmoothingSolver`); ``resample()`` then starts a new round of
+        per-sample draws.  Evaluation uses the center."""
+        cls = PerSampleSmoothingSolver if per_sample else SmoothingSolver
+        return cls(method, center, distribution, scale, n_steps=n_steps, step_size=step_size, seed=seed)
 
-    @classmethod
-    def ensemble(cls, specs: Sequence[SolverSpec], weights: Sequence[float] | None = None) -> "MetaSolver":
+    @staticmethod
+    def ensemble(specs: Sequence[SolverSpec], weights: Sequence[float] | None = None) -> "EnsembleSolver":
         """Average the final states of several solvers with ``weights`` (default equal)."""
-        if not specs:
-            raise ValueError("MetaSolver.ensemble needs at least one SolverSpec")
-        weights = validate_probabilities(weights, len(specs), "MetaSolver.ensemble weights")
-        return cls("ensemble", specs=specs, weights=weights)
+        return EnsembleSolver(specs, weights)
 
-    # ------------------------------------------------------------------ drawing
-    def _initial(self) -> list[SolverSpec]:
-        if self.mode == "smoothing":
-            return self._draw_smoothing()
-        if self.mode == "switching":
-            return self._draw_switching()
-        return list(self.specs)
+    @staticmethod
+    def of(solver: "MetaSolver | SolverSpec") -> "MetaSolver":
+        """``solver`` itself if it is a MetaSolver; a :class:`SolverSpec` wrapped in :meth:`fixed`."""
+        if isinstance(solver, SolverSpec):
+            return FixedSolver(solver)
+        if not isinstance(solver, MetaSolver):
+            raise ValueError(f"expected a MetaSolver or a SolverSpec, got {solver!r}")
+        return solver
 
-    def _draw_switching(self) -> list[SolverSpec]:
-        return [self.specs[self._next_draw()]]
-
-    def _draw_smoothing(self) -> list[SolverSpec]:
-        if self.per_sample:
-            # The batch size is known only at solve time: draw a seed now, the points then.
-            self._round_seed = self._next_draw()
-            return [SolverSpec(self.family.name, self.center, self.step_size, self.n_steps)]
-        return [self._next_draw()]
-
-    def _next_draw(self):
-        """The next of this block's random choices; a new block is drawn when it is used up."""
-        if self._block_pos >= len(self._block):
-            self._block_state = self.generator.get_state()
-            self._block = self._draw_block()
-            self._block_pos = 0
-        value = self._block[self._block_pos]
-        self._block_pos += 1
-        return value
-
-    def _draw_block(self) -> list:
-        """``DRAW_BLOCK`` random choices in one vectorized draw: spec indices (switching),
-        round seeds (per-sample smoothing) or solvers at parameter points (smoothing; built
-        and validated together, which is cheaper than one at a time between solves)."""
-        if self.mode == "switching":
-            probs = torch.tensor(self.probs, dtype=torch.float64)
-            return torch.multinomial(probs, DRAW_BLOCK, replacement=True, generator=self.generator).tolist()
-        if self.per_sample:
-            return torch.randint(0, 2 ** 62, (DRAW_BLOCK,), generator=self.generator).tolist()
-        points = draw(self.family, self.distribution, self.center, DRAW_BLOCK, self.generator)
-        columns = [points[p].tolist() for p in self.family.params]
-        return [SolverSpec(self.family.name, dict(zip(self.family.params, values)), self.step_size, self.n_steps)
-                for values in zip(*columns)]
+    # ------------------------------------------------------------------ drawing (per mode)
+    def _draw(self) -> list[SolverSpec]:
+        """The solvers of the next round (fixed modes: the same ones)."""
+        return self._current
 
     def resample(self):
-        """Draw the next solver (fixed and ensemble modes keep theirs). Returns ``current``."""
+        """Draw the next solver (fixed and ensemble keep theirs).  Returns ``current``."""
         self.round += 1
-        if self.mode in ("switching", "smoothing"):
-            self._current = self._initial()
+        self._current = self._draw()
         self._log()
         return self.current
 
     def per_sample_params(self, batch: int) -> dict[str, torch.Tensor]:
-        """This round's per-sample parameters for a batch of ``batch`` samples (same round,
-        same batch size -> the same draws, so blocks sharing this MetaSolver agree)."""
-        if not (self.mode == "smoothing" and self.per_sample):
-            raise ValueError("per_sample_params needs MetaSolver.smoothing(..., per_sample=True)")
-        generator = torch.Generator().manual_seed(self._round_seed)
-        return draw(self.family, self.distribution, self.center, batch, generator)
+        """This round's per-sample parameters (per-sample smoothing only)."""
+        raise ValueError("per_sample_params needs MetaSolver.smoothing(..., per_sample=True)")
 
+    # ------------------------------------------------------------------ the active solver
     @property
     def current(self) -> SolverSpec | list[SolverSpec]:
-        """The active solver; a list of specs in ensemble mode."""
-        specs = self._active()
-        return specs if self.mode == "ensemble" else specs[0]
+        """The active solver."""
+        return self._active()[0]
 
     @property
     def eval_spec(self) -> SolverSpec | None:
         """The deterministic solver used inside ``evaluating()`` (None: keep ``current``)."""
-        if self._eval_spec is not None:
-            return self._eval_spec
-        if self.mode == "switching":
-            return self.specs[max(range(len(self.specs)), key=lambda i: (self.probs[i], -i))]
         return None
+
+    @property
+    def randomized(self) -> bool:
+        """Whether the solver changes between rounds (switching or smoothing, not overridden)."""
+        return False
 
     def _active(self) -> list[SolverSpec]:
         return self._override if self._override is not None else self._current
@@ -308,71 +159,256 @@ class MetaSolver:
         finally:
             self._override = previous
 
-    @property
-    def randomized(self) -> bool:
-        """Whether the solver changes between rounds (switching or smoothing, not overridden)."""
-        return self._override is None and self.mode in ("switching", "smoothing")
-
     # ------------------------------------------------------------------ solving
     def solve(self, func, y0: torch.Tensor, t: torch.Tensor, adjoint: bool = False, **kwargs):
-        """Integrate like ``torchdiffeq.odeint``; an ensemble returns the weighted average of
-        its members' solutions."""
+        """Integrate like ``torchdiffeq.odeint``; several active specs (an ensemble, or
+        ``using`` a list) return the weighted average of their solutions."""
         specs = self._active()
-        if self._override is None and self.mode == "smoothing" and self.per_sample:
-            params = {p: v.to(y0.device) for p, v in self.per_sample_params(y0.shape[0]).items()}
-            return SolverSpec(self.family.name, params, self.step_size, self.n_steps).solve(
-                func, y0, t, adjoint=adjoint, **kwargs)
         if len(specs) == 1:
             return specs[0].solve(func, y0, t, adjoint=adjoint, **kwargs)
-        weights = self.weights if (self._override is None and self.mode == "ensemble") \
-            else [1.0 / len(specs)] * len(specs)
-        out = None
-        for weight, spec in zip(weights, specs):
-            term = weight * spec.solve(func, y0, t, adjoint=adjoint, **kwargs)
-            out = term if out is None else out + term
-        return out
+        return _average(specs, self._weights(), func, y0, t, adjoint, kwargs)
+
+    def _weights(self) -> list[float]:
+        return [1.0 / len(self._active())] * len(self._active())
 
     # ------------------------------------------------------------------ logging and state
     def _log(self):
-        entry = {"round": self.round, "mode": self.mode,
-                 "solvers": [s.to_dict() for s in self._current]}
-        if self.mode == "smoothing" and self.per_sample:
-            entry["per_sample_seed"] = self._round_seed
+        entry = {"round": self.round, "mode": self.mode, "solvers": [s.to_dict() for s in self._current]}
+        entry.update(self._log_extra())
         self.history.append(entry)
         if log.isEnabledFor(logging.DEBUG):  # describe() formats every label: skip it unless shown
             log.debug("MetaSolver round %d: %s", self.round, self.describe())
 
+    def _log_extra(self) -> dict:
+        return {}
+
     def describe(self) -> str:
         """One line naming the active solver(s), for progress bars and logs."""
-        specs = self._active()
-        text = " + ".join(s.label() for s in specs)
-        if self.mode == "smoothing" and self.per_sample and self._override is None:
-            return f"{self.family.name} per-sample around {specs[0].label()}"
-        return text
+        return " + ".join(s.label() for s in self._active())
 
     def state_dict(self) -> dict:
         """Everything needed to continue the same sequence of solvers (tensors and plain data)."""
-        blocked = self._block_state is not None
-        return {"mode": self.mode, "round": self.round,
-                "generator": self._block_state if blocked else self.generator.get_state(),
-                "block_pos": self._block_pos if blocked else None,
-                "current": [s.to_dict() for s in self._current], "round_seed": self._round_seed,
+        return {"mode": self.mode, "round": self.round, "current": [s.to_dict() for s in self._current],
                 "history": list(self.history)}
 
     def load_state_dict(self, state: Mapping) -> None:
+        """Continue from ``state_dict()``; a state of another mode is refused."""
         if state.get("mode") != self.mode:
             raise ValueError(f"MetaSolver.load_state_dict: state is for mode {state.get('mode')!r}, "
                              f"this MetaSolver is {self.mode!r}")
+        current = [SolverSpec.from_dict(d) for d in state["current"]]
+        self._load_random_state(state)
+        self.round = int(state["round"])
+        self._current = current
+        self.history = list(state.get("history", []))
+
+    def _load_random_state(self, state: Mapping) -> None:
+        pass
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.mode}: {self.describe()})"
+
+
+def _average(specs, weights, func, y0, t, adjoint, kwargs):
+    out = None
+    for weight, spec in zip(weights, specs):
+        term = weight * spec.solve(func, y0, t, adjoint=adjoint, **kwargs)
+        out = term if out is None else out + term
+    return out
+
+
+class FixedSolver(MetaSolver):
+    """Always the same solver."""
+
+    mode = "fixed"
+
+    def __init__(self, spec: SolverSpec):
+        super().__init__()
+        if not isinstance(spec, SolverSpec):
+            raise ValueError(f"MetaSolver.fixed needs a SolverSpec, got {spec!r}")
+        self.specs = [spec]
+        self._current = [spec]
+        self._log()
+
+
+class EnsembleSolver(MetaSolver):
+    """Averages the solutions of several solvers with fixed weights."""
+
+    mode = "ensemble"
+
+    def __init__(self, specs: Sequence[SolverSpec], weights: Sequence[float] | None = None):
+        super().__init__()
+        self.specs = _specs(specs, "MetaSolver.ensemble")
+        self.weights = validate_probabilities(weights, len(self.specs), "MetaSolver.ensemble weights")
+        self._current = list(self.specs)
+        self._log()
+
+    @property
+    def current(self) -> list[SolverSpec]:
+        """The member solvers (a list)."""
+        return self._active()
+
+    def _weights(self) -> list[float]:
+        return self.weights if self._override is None else super()._weights()
+
+
+class _RandomSolver(MetaSolver):
+    """Shared machinery of the randomized modes: a seeded generator whose choices are drawn
+    ``DRAW_BLOCK`` rounds at a time (resumable mid-block through ``state_dict``)."""
+
+    def __init__(self, seed: int | None):
+        super().__init__()
+        self.seed = seed
+        self.generator = torch.Generator()
+        # No seed: fresh entropy, without touching torch's global RNG (torch.seed() would reseed it).
+        self.generator.manual_seed(seed if seed is not None else secrets.randbits(63))
+        self._block: list = []
+        self._block_pos = 0
+        self._block_state: torch.Tensor | None = None  # generator state before this block
+
+    def _start(self):
+        self._current = self._draw()
+        self._log()
+
+    def _draw_block(self) -> list:
+        raise NotImplementedError
+
+    def _next_draw(self):
+        """The next of this block's random choices; a new block is drawn when it is used up."""
+        if self._block_pos >= len(self._block):
+            self._block_state = self.generator.get_state()
+            self._block = self._draw_block()
+            self._block_pos = 0
+        value = self._block[self._block_pos]
+        self._block_pos += 1
+        return value
+
+    @property
+    def randomized(self) -> bool:
+        return self._override is None
+
+    def state_dict(self) -> dict:
+        blocked = self._block_state is not None
+        return {**super().state_dict(),
+                "generator": self._block_state if blocked else self.generator.get_state(),
+                "block_pos": self._block_pos if blocked else None}
+
+    def _load_random_state(self, state: Mapping) -> None:
         self.generator.set_state(state["generator"])
         self._block, self._block_pos, self._block_state = [], 0, None
         if state.get("block_pos") is not None:  # redraw the block the saved run was using
             self._block_state = self.generator.get_state()
             self._block = self._draw_block()
             self._block_pos = int(state["block_pos"])
-        self.round = int(state["round"])
-        self._current = [SolverSpec.from_dict(d) for d in state["current"]]
-        self._round_seed = state.get("round_seed")
-        self.history = list(state.get("history", []))
 
-    def __repr__(self):
-        return f"MetaSolver({self.mode}: {self.describe()})"
+
+class SwitchingSolver(_RandomSolver):
+    """Draws one of a finite set of solvers at each round."""
+
+    mode = "switching"
+
+    def __init__(self, specs: Sequence[SolverSpec], probs: Sequence[float] | None = None, seed: int | None = None,
+                 eval_spec: SolverSpec | None = None):
+        specs = _specs(specs, "MetaSolver.switching")
+        probs = validate_probabilities(probs, len(specs), "MetaSolver.switching probs")
+        super().__init__(seed)
+        self.specs, self.probs, self._eval_spec = specs, probs, eval_spec
+        self._start()
+
+    def _draw_block(self) -> list:
+        probs = torch.tensor(self.probs, dtype=torch.float64)
+        return torch.multinomial(probs, DRAW_BLOCK, replacement=True, generator=self.generator).tolist()
+
+    def _draw(self) -> list[SolverSpec]:
+        return [self.specs[self._next_draw()]]
+
+    @property
+    def eval_spec(self) -> SolverSpec:
+        if self._eval_spec is not None:
+            return self._eval_spec
+        return self.specs[max(range(len(self.specs)), key=lambda i: (self.probs[i], -i))]
+
+
+class SmoothingSolver(_RandomSolver):
+    """Draws a family's parameters from a distribution around a center at each round."""
+
+    mode = "smoothing"
+    per_sample = False
+
+    def __init__(self, method: str, center: Mapping[str, float] | None = None, distribution=None, scale=None, *,
+                 n_steps: int | None = None, step_size: float | None = None, seed: int | None = None):
+        family = registry.get(method)
+        center = family.resolve(center)
+        if not family.in_support(center):
+            raise ValueError(f"MetaSolver.smoothing: center {center} is outside {method}'s sampling "
+                             f"support ({family.support_text()})")
+        dist = make_distribution(distribution, scale, family)
+        self._eval_spec = SolverSpec(method, center, step_size=step_size, n_steps=n_steps)
+        super().__init__(seed)
+        self.family, self.center, self.distribution = family, center, dist
+        self.n_steps, self.step_size = n_steps, step_size
+        self._start()
+
+    @property
+    def eval_spec(self) -> SolverSpec:
+        return self._eval_spec
+
+    def _spec(self, params) -> SolverSpec:
+        return SolverSpec(self.family.name, params, self.step_size, self.n_steps)
+
+    def _draw_block(self) -> list:
+        """``DRAW_BLOCK`` solvers at parameter points, drawn in one vectorized draw and
+        validated together (cheaper than one at a time between solves)."""
+        points = draw(self.family, self.distribution, self.center, DRAW_BLOCK, self.generator)
+        columns = [points[p].tolist() for p in self.family.params]
+        return [self._spec(dict(zip(self.family.params, values))) for values in zip(*columns)]
+
+    def _draw(self) -> list[SolverSpec]:
+        return [self._next_draw()]
+
+
+class PerSampleSmoothingSolver(SmoothingSolver):
+    """Smoothing where every sample of a batch gets its own parameter draw.
+
+    The batch size is known only at solve time, so each round draws a seed; the points are
+    drawn from it when the batch arrives (same round, same batch size -> same draws, so
+    blocks sharing this MetaSolver agree)."""
+
+    per_sample = True
+
+    def __init__(self, *args, **kwargs):
+        self._round_seed: int | None = None
+        super().__init__(*args, **kwargs)
+
+    def _draw_block(self) -> list:
+        return torch.randint(0, 2 ** 62, (DRAW_BLOCK,), generator=self.generator).tolist()
+
+    def _draw(self) -> list[SolverSpec]:
+        self._round_seed = self._next_draw()
+        return [self._spec(self.center)]
+
+    def per_sample_params(self, batch: int) -> dict[str, torch.Tensor]:
+        """This round's per-sample parameters for a batch of ``batch`` samples."""
+        generator = torch.Generator().manual_seed(self._round_seed)
+        return draw(self.family, self.distribution, self.center, batch, generator)
+
+    def solve(self, func, y0: torch.Tensor, t: torch.Tensor, adjoint: bool = False, **kwargs):
+        if self._override is not None:
+            return super().solve(func, y0, t, adjoint=adjoint, **kwargs)
+        params = {p: v.to(y0.device) for p, v in self.per_sample_params(y0.shape[0]).items()}
+        return self._spec(params).solve(func, y0, t, adjoint=adjoint, **kwargs)
+
+    def _log_extra(self) -> dict:
+        return {"per_sample_seed": self._round_seed}
+
+    def describe(self) -> str:
+        if self._override is not None:
+            return super().describe()
+        return f"{self.family.name} per-sample around {self._current[0].label()}"
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "round_seed": self._round_seed}
+
+    def _load_random_state(self, state: Mapping) -> None:
+        super()._load_random_state(state)
+        self._round_seed = state.get("round_seed")

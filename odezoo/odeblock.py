@@ -7,7 +7,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .metasolver import MetaSolver, SolverSpec
+from .metasolver import MetaSolver
+from .sampling import validate_probabilities
+from .spec import SolverSpec
 
 __all__ = ["ODEBlock", "solver_blocks", "using_solver", "ensemble_predict"]
 
@@ -42,12 +44,8 @@ class ODEBlock(nn.Module):
     def __init__(self, func, solver: MetaSolver | SolverSpec, t: Sequence[float] | torch.Tensor = (0.0, 1.0),
                  adjoint: bool = False, return_trajectory: bool = False):
         super().__init__()
-        if isinstance(solver, SolverSpec):
-            solver = MetaSolver.fixed(solver)
-        if not isinstance(solver, MetaSolver):
-            raise ValueError(f"ODEBlock: solver must be a MetaSolver or SolverSpec, got {solver!r}")
         self.func = func
-        self.solver = solver
+        self.solver = MetaSolver.of(solver)
         t = torch.as_tensor(t, dtype=torch.get_default_dtype())
         if t.ndim != 1 or len(t) < 2:
             raise ValueError(f"ODEBlock: t must hold at least two times, got {t.tolist()}")
@@ -97,8 +95,6 @@ def ensemble_predict(model: nn.Module, x: torch.Tensor, specs: Sequence[SolverSp
                      weights: Sequence[float] | None = None) -> torch.Tensor:
     """"Ensemble of models for free" (the paper, section 3): class probabilities of one
     trained model run with each solver in ``specs``, averaged (weighted)."""
-    from .sampling import validate_probabilities
-
     weights = validate_probabilities(weights, len(specs), "ensemble_predict weights")
     probs = None
     for weight, spec in zip(weights, specs):

@@ -15,9 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import evaluate  # noqa: E402
 import train  # noqa: E402
-from common import ROOT  # noqa: E402
 
-from odezoo.plots import plot_accuracy_vs_eps, plot_training_curves  # noqa: E402
+from odezoo.experiments.plots import plot_accuracy_vs_eps, plot_training_curves  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RUNS = [("fixed", "mnist_rk2_fixed.yaml"), ("smoothing", "mnist_rk2_smoothing.yaml")]
 

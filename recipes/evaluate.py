@@ -14,21 +14,18 @@ solver_grid.png and accuracy_vs_<param>.png.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fail, robustness_rows  # noqa: E402
-
-from odezoo import using_solver  # noqa: E402
-from odezoo.data import get_datasets, make_loaders  # noqa: E402
-from odezoo.models import build_model  # noqa: E402
-from odezoo.plots import plot_accuracy_vs_eps, plot_accuracy_vs_param, plot_solver_grid  # noqa: E402
-from odezoo.robustness import save_csv, save_json  # noqa: E402
-from odezoo.solver_config import meta_solver_from_config, parse_number_list, parse_solver_grid  # noqa: E402
-from odezoo.training import CheckpointError, load_checkpoint, resolve_device  # noqa: E402
+from odezoo import using_solver
+from odezoo.experiments.config import fail, meta_solver_from_config, parse_number_list, parse_solver_grid
+from odezoo.experiments.data import get_datasets, make_loaders
+from odezoo.experiments.evaluation import robustness_rows
+from odezoo.experiments.io import CheckpointError, load_checkpoint, save_csv, save_json
+from odezoo.experiments.models import build_model
+from odezoo.experiments.plots import plot_accuracy_vs_eps, plot_accuracy_vs_param, plot_solver_grid, solver_label
+from odezoo.experiments.training import resolve_device
 
 
 def parse_args(argv=None):
@@ -125,11 +122,9 @@ def main(argv=None):
                                     for r in rows])
     plot_accuracy_vs_eps(rows, out / "accuracy_vs_eps.png", title=f"{cfg['name']}: accuracy vs ε")
     if len(specs) > 1:
-        from odezoo.plots import _param_label
-
         train_cell = None
         if train_spec is not None:
-            train_cell = (_param_label({"solver": "", "method": train_spec.method, "params": train_spec.params}),
+            train_cell = (solver_label({"solver": "", "method": train_spec.method, "params": train_spec.params}),
                           train_spec.n_steps)
         attack = "pgd" if "pgd" in attacks else (attacks[0] if attacks else "clean")
         plot_solver_grid(rows, out / "solver_grid.png", attack=attack, eps=max(eps) if eps else None,

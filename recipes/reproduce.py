@@ -33,14 +33,16 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train  # noqa: E402
-from common import DEFAULTS, ROOT, deep_update, robustness_rows  # noqa: E402
 
-from odezoo.data import get_datasets, make_loaders  # noqa: E402
-from odezoo.models import build_model  # noqa: E402
-from odezoo.plots import plt  # noqa: E402  (matplotlib with the Agg backend)
-from odezoo.robustness import save_csv  # noqa: E402
-from odezoo.solver_config import meta_solver_from_config  # noqa: E402
-from odezoo.training import load_checkpoint, resolve_device  # noqa: E402
+from odezoo.experiments.config import DEFAULTS, deep_update, meta_solver_from_config  # noqa: E402
+from odezoo.experiments.data import get_datasets, make_loaders  # noqa: E402
+from odezoo.experiments.evaluation import robustness_rows  # noqa: E402
+from odezoo.experiments.io import load_checkpoint, save_csv  # noqa: E402
+from odezoo.experiments.models import build_model  # noqa: E402
+from odezoo.experiments.plots import new_figure, save_figure  # noqa: E402
+from odezoo.experiments.training import resolve_device  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # ε (pixels) at which each experiment's first model gets the strong attacks and checks.
 CHECK_EPS = {"fig3a": [0.1, 0.2, 0.3], "fig3b": [0.1, 0.2, 0.3], "fig4": [2 / 255, 4 / 255, 8 / 255],
@@ -217,7 +219,8 @@ def fig3a(ctx, folder):
                       if r["attack"] != "clean"]
             rows += [{"u": u, "seed": seed, **r} for r in found]
     summary = summarize(rows, ["u"])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = new_figure(figsize=(6, 4))
+    ax = axes[0][0]
     for name, label in [("clean", "clean"), ("pgd", "PGD ε=0.3, 7×2/255 (paper)"), ("pgd20", "PGD ε=0.3, 20 steps")]:
         pts = sorted((s["u"], s["mean"], s["se"]) for s in summary if s["attack"] == name)
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[0 if math.isnan(p[2]) else p[2] for p in pts],
@@ -248,7 +251,8 @@ def fig3b(ctx, folder):
                 rows.append({"u": u, "seed": seed, "epoch": record["epoch"] + 1, "attack": "clean", "eps": 0.0,
                              "accuracy": record["val_acc"]})
     summary = summarize(rows, ["u", "epoch"])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = new_figure(figsize=(6, 4))
+    ax = axes[0][0]
     for u in grid:
         pts = sorted((s["epoch"], s["mean"], s["se"]) for s in summary if s["u"] == u and s["attack"] == "pgd")
         ys = [p[1] for p in pts]
@@ -275,7 +279,8 @@ def fig4(ctx, folder):
             model, meta, loader, nb, _ = trained_model(ctx, folder, f"u{u:g}_seed{seed}", cfg)
             rows += [{"u": u, "seed": seed, **r} for r in attack(ctx, model, meta, loader, nb, ["fgsm"], eps, PAPER_PGD)]
     summary = summarize(rows, ["u"])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = new_figure(figsize=(6, 4))
+    ax = axes[0][0]
     for u in grid:
         pts = sorted((s["eps"], s["mean"], s["se"]) for s in summary if s["u"] == u)
         ax.errorbar([255 * p[0] for p in pts], [p[1] for p in pts], yerr=[0 if math.isnan(p[2]) else p[2] for p in pts],
@@ -304,8 +309,8 @@ def fig5(ctx, folder):
             found = attack(ctx, model, meta, loader, nb, ["fgsm", "pgd"], eps, STRONG_PGD)
             rows += [{"solver": label, "seed": seed, **{k: v for k, v in r.items() if k != "solver"}} for r in found]
     summary = summarize(rows, ["solver"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, name in zip(axes, ["fgsm", "pgd"]):
+    fig, axes = new_figure(2, figsize=(10, 4))
+    for ax, name in zip(axes[0], ["fgsm", "pgd"]):
         for label in dict.fromkeys(r["solver"] for r in rows):
             pts = sorted((s["eps"], s["mean"], s["se"]) for s in summary
                          if s["solver"] == label and s["attack"] in (name, "clean"))
@@ -315,7 +320,7 @@ def fig5(ctx, folder):
         ax.set_xlabel("ε")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[0][1].legend(fontsize=8)
     return rows, summary, fig, ctx.mnist(), _table(summary, "solver", ["clean", "fgsm", "pgd"])
 
 
@@ -373,7 +378,8 @@ def variants(ctx, folder):
 
 def _bars(summary, key, names, ylabel):
     """Grouped bars (clean, FGSM, PGD) per ``key`` value, with standard-error whiskers."""
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names)), 4))
+    fig, axes = new_figure(figsize=(max(6, 1.3 * len(names)), 4))
+    ax = axes[0][0]
     for i, attack_name in enumerate(["clean", "fgsm", "pgd"]):
         vals = [next(s for s in summary if s[key] == n and s["attack"] == attack_name) for n in names]
         ax.bar([j + 0.27 * (i - 1) for j in range(len(names))], [v["mean"] for v in vals], width=0.25,
@@ -454,8 +460,8 @@ def comparison(name, summary, rows) -> str:
 def stronger_evaluation(ctx: Context, name: str) -> str:
     """Strong attacks (per-example worst case incl. AutoAttack) and gradient-masking checks on
     the experiment's first model, as Markdown."""
-    from odezoo.masking import format_checks, gradient_masking_checks
-    from odezoo.strong_eval import strong_results_table, strong_robustness
+    from odezoo.experiments.masking import format_checks, gradient_masking_checks
+    from odezoo.experiments.evaluation import strong_results_table, strong_robustness
 
     label, model, meta, loader = ctx.probe
     eps_list = CHECK_EPS[name][:1] if ctx.dry_run else CHECK_EPS[name]
@@ -494,9 +500,7 @@ def run_experiment(ctx: Context, name: str) -> Path:
     save_csv(folder / "raw.csv", rows)
     save_csv(folder / "summary.csv", summary)
     fig.suptitle(f"{name}: {RUNNERS[name].__doc__.strip().splitlines()[0]}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(folder / f"{name}.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, folder / f"{name}.png")
     minutes = (time.time() - started) / 60
     text = [f"# {name} — {ctx.scale} scale{' (dry run: not a result)' if ctx.dry_run else ''}", "",
             RUNNERS[name].__doc__.strip(), "",

@@ -21,16 +21,17 @@ import torch
 import yaml
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, append_jsonl, fail, load_config, robustness_rows, truncate_jsonl,  # noqa: E402
-                    write_json)
+import odezoo
+from odezoo.experiments.config import fail, load_config, meta_solver_from_config
+from odezoo.experiments.data import get_datasets, make_loaders
+from odezoo.experiments.evaluation import robustness_rows
+from odezoo.experiments.io import (CheckpointError, append_jsonl, load_checkpoint, save_checkpoint, save_csv,
+                                   save_json, truncate_jsonl)
+from odezoo.experiments.models import build_model, count_parameters
+from odezoo.experiments.training import (TrainingDiverged, accuracy, adversarial_batch, check_loss, resolve_device,
+                                         seed_everything)
 
-import odezoo  # noqa: E402
-from odezoo.data import get_datasets, make_loaders  # noqa: E402
-from odezoo.models import build_model, count_parameters  # noqa: E402
-from odezoo.solver_config import meta_solver_from_config  # noqa: E402
-from odezoo.training import (CheckpointError, TrainingDiverged, accuracy, adversarial_batch,  # noqa: E402
-                             check_loss, load_checkpoint, resolve_device, save_checkpoint, seed_everything)
+ROOT = Path(__file__).resolve().parent.parent
 
 DRY_RUN = {"epochs": 1, "subset": 64, "batch_size": 16}
 
@@ -240,7 +241,7 @@ def main(argv=None):
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "meta_solver": meta.state_dict(), "rng": {"torch": torch.get_rng_state()},
                 "epoch": epoch, "best_val": best_val, "config": cfg})
-            write_json(out / "solver_history.json", meta.history)
+            save_json(out / "solver_history.json", meta.history)
             robust = f" robust_val {record['robust_val_acc']:.4f}" if "robust_val_acc" in record else ""
             print(f"epoch {epoch + 1}/{cfg['epochs']}: loss {record['train_loss']:.4f} train_acc "
                   f"{record['train_acc']:.4f} val_acc {val_acc:.4f}{robust} ({record['seconds']:.1f}s) "
@@ -273,8 +274,6 @@ def main(argv=None):
         print(f"DDP: {world} ranks {'agree' if weights_agree else 'DISAGREE'} on the final weights")
     print(f"best epoch {best['epoch'] + 1}: val_acc {best['val_acc']:.4f} test_acc {test_acc:.4f}")
     if not args.no_eval and cfg["eval"]["attacks"]:
-        from odezoo.robustness import save_csv, save_json
-
         ev = cfg["eval"]
         with meta.evaluating():
             rows = robustness_rows(model, test_loader, summary["solver"], ev["attacks"], ev["eps"],
@@ -285,7 +284,7 @@ def main(argv=None):
         summary["robustness"] = rows
         for row in rows:
             print(f"  {row['attack']:>6} eps={row['eps']:<8.4g} accuracy {row['accuracy']:.4f}")
-    write_json(out / "summary.json", summary)
+    save_json(out / "summary.json", summary)
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0

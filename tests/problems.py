@@ -3,6 +3,7 @@ tell the members of a family apart, nor see most order-4 conditions)."""
 import math
 
 import torch
+from torch import nn
 from torchdiffeq import odeint
 
 
@@ -47,3 +48,16 @@ def convergence_slope(method, params, steps=(32, 64, 128, 256), t_end=2.0):
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
     slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
     return slope, errors
+
+
+class ConcatField(nn.Module):
+    """ConcatConv-style: appends t as a feature, so per-sample t must broadcast."""
+
+    def __init__(self, dim=3):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = nn.Parameter(torch.randn(dim + 1, dim, generator=g, dtype=torch.float64) * 0.5)
+
+    def forward(self, t, y):
+        tt = torch.ones_like(y[:, :1]) * t
+        return torch.tanh(torch.cat([y, tt], dim=1) @ self.w)

@@ -1,4 +1,5 @@
-from odezoo.cli import main, parse_number
+from odezoo.cli import main
+from odezoo.parsing import parse_number
 
 
 def test_families_table(capsys):

@@ -1,8 +1,9 @@
 """The built-in solver families of odezoo, one module per family.
 
 Each module is a pluggy plugin: it implements ``odezoo_register_families`` exactly as a
-third-party package would, and is listed in the ``odezoo`` entry-point group of odezoo's
-own ``pyproject.toml``.
+third-party package would.  They are listed here, once; odezoo registers them before the
+third-party plugins of the ``odezoo`` entry-point group (so ``ODEZOO_DISABLE_PLUGIN_AUTOLOAD=1``
+still leaves the built-ins).
 """
 
 BUILTIN_FAMILY_MODULES = (

@@ -34,10 +34,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .robustness import _positive, import_advertorch
-from .strong_eval import StrongRobustnessResult, pgd_name, strong_robustness
+from .attacks import import_advertorch, positive_number
+from .evaluation import StrongRobustnessResult, pgd_name, strong_robustness
 
-__all__ = ["CHECKS", "Check", "format_checks", "gradient_masking_checks"]
+__all__ = ["CHECKS", "Check", "format_checks", "gradient_masking_checks", "monotonic_check"]
 
 CHECKS = ("deterministic-forward", "input-gradients", "iterative-beats-single-step", "more-iterations-and-restarts",
           "noise-weaker-than-attacks", "monotonic-in-eps", "reaches-chance")
@@ -163,7 +163,7 @@ def _noise(results: Sequence[StrongRobustnessResult], attacks: Sequence[str], sh
                  {"accuracy": {r.eps: {a: r.accuracy[a] for a in (*attacks, "noise")} for r in results}})
 
 
-def _monotonic(curves: Mapping[str, Sequence[tuple[float, float]]], tol: float) -> Check:
+def monotonic_check(curves: Mapping[str, Sequence[tuple[float, float]]], tol: float) -> Check:
     """Warn when any attack's accuracy rises with eps; ``curves`` maps a label to (eps, accuracy)
     points sorted by eps.  A rising single-step curve is the classic sign of a masked or
     catastrophically overfitted model (FGSM-trained models often show it)."""
@@ -210,10 +210,10 @@ def gradient_masking_checks(model: nn.Module, loader: Iterable, eps_list: Sequen
     unknown = [name for name in selected if name not in CHECKS]
     if unknown:
         raise ValueError(f"unknown check(s) {unknown}; choose from {CHECKS}")
-    eps_values = sorted({_positive(e, "eps") for e in eps_list})
+    eps_values = sorted({positive_number(e, "eps") for e in eps_list})
     if not eps_values:
         raise ValueError("eps_list must hold at least one eps (pixel units, e.g. (0.1, 0.2, 0.3) for MNIST)")
-    large_eps = _positive(large_eps, "large_eps")
+    large_eps = positive_number(large_eps, "large_eps")
     if int(pgd_steps) != pgd_steps or pgd_steps < 1 or int(restarts) != restarts or restarts < 1:
         raise ValueError(f"pgd_steps and restarts must be integers >= 1, got {pgd_steps}, {restarts}")
     batches = []
@@ -282,7 +282,7 @@ def _attack_checks(model, batches, wanted, eps_values, large_eps, num_classes, s
             if large.eps not in eps_values:
                 curve.append((large.eps, large.accuracy[attack]))
             curves[show[attack]] = sorted(curve, key=lambda point: point[0])
-        out["monotonic-in-eps"] = _monotonic(curves, monotonic_tol)
+        out["monotonic-in-eps"] = monotonic_check(curves, monotonic_tol)
     if "reaches-chance" in wanted:
         out["reaches-chance"] = _chance(large.accuracy[pgd], large.eps, show[pgd], 1 / num_classes, chance_factor)
     return out

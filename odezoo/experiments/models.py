@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .metasolver import MetaSolver, SolverSpec
-from .odeblock import ODEBlock
+from odezoo import MetaSolver, ODEBlock, SolverSpec
 
 __all__ = ["MnistODENet", "Cifar10ODENet", "count_parameters", "build_model", "MODELS"]
 
@@ -63,21 +62,13 @@ class MnistODEFunc(nn.Module):
         return self.norm3(out)
 
 
-def _as_meta(solver) -> MetaSolver:
-    if isinstance(solver, SolverSpec):
-        return MetaSolver.fixed(solver)
-    if not isinstance(solver, MetaSolver):
-        raise ValueError(f"solver must be a MetaSolver or SolverSpec, got {solver!r}")
-    return solver
-
-
 class MnistODENet(nn.Module):
     """MNIST ODE network (appendix A.1; ~208k parameters): a convolutional downsampler to
     64 × 6 × 6, one ODE block, then ReLU, average pooling and a linear layer."""
 
     def __init__(self, solver: MetaSolver | SolverSpec, channels: int = 64, adjoint: bool = False):
         super().__init__()
-        self.solver = _as_meta(solver)
+        self.solver = MetaSolver.of(solver)
         self.normalize = Normalize(MNIST_MEAN, MNIST_STD)
         self.downsample = nn.Sequential(
             nn.Conv2d(1, channels, 3, 1), group_norm(channels), nn.ReLU(),
@@ -140,7 +131,7 @@ class Cifar10ODENet(nn.Module):
 
     def __init__(self, solver: MetaSolver | SolverSpec, width: int = 64, adjoint: bool = False):
         super().__init__()
-        self.solver = _as_meta(solver)
+        self.solver = MetaSolver.of(solver)
         self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
         self.stem = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.block1 = PreBasicBlock(width, width)

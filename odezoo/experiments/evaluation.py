@@ -1,9 +1,11 @@
-"""Stronger L∞ robustness evaluation than the paper's FGSM + PGD-7.
+"""Robustness evaluation: accuracy under attack, the stronger per-example evaluation, result tables.
 
+:func:`evaluate_robustness` measures clean accuracy and accuracy under FGSM and PGD at
+several eps (the paper's evaluation); :func:`robustness_rows` turns it into table rows.
 :func:`strong_robustness` runs, on the same examples and at one ``eps`` (pixel units,
 inputs in [0, 1]):
 
-* ``fgsm``  — advertorch FGSM (:func:`odezoo.robustness.fgsm`);
+* ``fgsm``  — advertorch FGSM (:func:`odezoo.experiments.attacks.fgsm`);
 * ``pgd``   — the configured PGD (advertorch, first entry of ``pgd_steps``/``pgd_restarts``);
 * ``pgd-<steps>x<restarts>`` — each further PGD configuration (more iterations, restarts);
 * ``autoattack`` — a parameter-free ensemble built from torchattacks' components and run as
@@ -17,13 +19,12 @@ inputs in [0, 1]):
 
 Every example keeps a boolean "still correct" per attack; ``result.worst`` is the
 **per-example worst case**: correct on the clean input *and* under every attack.
-Conventions of :mod:`odezoo.robustness` hold throughout: true labels, model in eval mode
+Conventions of :mod:`odezoo.experiments.attacks` hold throughout: true labels, model in eval mode
 with parameter gradients off (restored afterwards), accuracies are fractions in [0, 1].
 """
 from __future__ import annotations
 
-import contextlib
-import io
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,29 +33,145 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .robustness import (EOTModel, RobustnessResult, _check_inputs, _correct, _positive, fgsm, import_advertorch, pgd,
-                         results_table)
+from .attacks import (ATTACKS, AUTOATTACK_VERSIONS, EOTModel, autoattack_components, check_attack_inputs,
+                      correct_predictions, fgsm, import_advertorch, import_torchattacks, pgd, pgd_step_size,
+                      positive_number, run_torchattack, uniform_noise)
 
-__all__ = ["AUTOATTACK_VERSIONS", "StrongRobustnessResult", "strong_robustness", "pgd_name", "auto_step_size",
-           "to_robustness_result", "strong_results_table", "import_torchattacks"]
+__all__ = ["RobustnessResult", "evaluate_robustness", "results_table", "robustness_rows",
+           "StrongRobustnessResult", "strong_robustness", "pgd_name", "to_robustness_result",
+           "strong_results_table"]
 
-AUTOATTACK_VERSIONS = ("standard", "fast")
-
-
-def import_torchattacks():
-    """Import torchattacks (>= 3.5) with a helpful message when it is missing."""
-    try:
-        import torchattacks
-    except ImportError as error:
-        raise ImportError("AutoAttack needs torchattacks: pip install 'torchattacks>=3.5' "
-                          f"(or pip install 'odezoo[recipes]'); import failed with: {error}") from error
-    return torchattacks
+# --------------------------------------------------------------------------- the paper's evaluation
 
 
-def auto_step_size(eps: float, steps: int) -> float:
-    """PGD step size ``2.5 · eps / steps`` (Madry et al. 2018): enough to cross the ball."""
-    return 2.5 * float(eps) / max(int(steps), 1)
+@dataclass
+class RobustnessResult:
+    """Accuracies (fractions in [0, 1]) over ``n_examples`` test examples.
 
+    ``accuracy[(attack, eps)]``; ``worst_case[eps]``: examples correct under every attack at
+    that eps (per-example worst case; only with two or more attacks)."""
+    clean_accuracy: float
+    accuracy: dict[tuple[str, float], float]
+    n_examples: int
+    worst_case: dict[float, float] = field(default_factory=dict)
+    eot_samples: int = 1
+
+    def robust_accuracy_of(self, attack: str, eps: float) -> float:
+        for (name, value), acc in self.accuracy.items():
+            if name == attack and math.isclose(value, float(eps), rel_tol=1e-9, abs_tol=1e-12):
+                return acc
+        raise KeyError(f"no result for attack {attack!r} at eps {eps}; evaluated: {sorted(self.accuracy)}")
+
+    def to_dict(self) -> dict:
+        return {"clean_accuracy": self.clean_accuracy, "n_examples": self.n_examples, "eot_samples": self.eot_samples,
+                "accuracy": [{"attack": a, "eps": e, "accuracy": v} for (a, e), v in self.accuracy.items()],
+                "worst_case": [{"eps": e, "accuracy": v} for e, v in self.worst_case.items()]}
+
+
+def evaluate_robustness(model: nn.Module, loader: Iterable, attacks: Sequence[str] = ATTACKS,
+                        eps_list: Sequence[float] = (0.1, 0.2, 0.3), pgd_kwargs: Mapping[str, Any] | None = None,
+                        device: str | torch.device = "cpu", max_batches: int | None = None, eot_samples: int = 1,
+                        before_batch: Callable[[], Any] | None = None) -> RobustnessResult:
+    """Clean accuracy and accuracy under each attack in ``attacks`` at each ``eps`` (pixels).
+
+    ``loader`` yields ``(x in [0, 1], true labels)``; batches are moved to ``device`` (the
+    model must already be there).  ``pgd_kwargs`` go to :func:`pgd` (``step_size``,
+    ``n_iter``, ``restarts``, ``rand_init``, ``seed``); with a ``seed``, batch ``i`` uses
+    ``seed + i``, so the random starts differ between batches and the whole evaluation is
+    reproducible.  ``max_batches`` stops early.
+
+    Randomized models: ``before_batch()`` (e.g. ``meta.resample``) is called before every
+    prediction and, through :class:`EOTModel`, before every forward pass of an attack.  With
+    ``eot_samples > 1`` each attack forward averages the logits of that many passes, so
+    the attack follows the expected gradient (EOT); predictions stay single passes, as the
+    randomized model would answer when deployed."""
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown attack(s) {unknown}; choose from {ATTACKS}")
+    eps_values = [positive_number(e, "eps", allow_zero=True) for e in eps_list]
+    pgd_kwargs = dict(pgd_kwargs or {})
+    attacked = model if eot_samples == 1 and before_batch is None else EOTModel(model, eot_samples, before_batch)
+    adv = import_advertorch()
+    clean = 0
+    hits = {(a, e): 0 for a in attacks for e in eps_values}
+    worst = {e: 0 for e in eps_values}
+    total = 0
+    with adv.context.ctx_noparamgrad_and_eval(model):
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            batch_pgd = pgd_kwargs if pgd_kwargs.get("seed") is None else {**pgd_kwargs, "seed": pgd_kwargs["seed"] + i}
+            clean += int(correct_predictions(model, x, y, before_batch).sum())
+            for e in eps_values:
+                all_ok = torch.ones_like(y, dtype=torch.bool)
+                for a in attacks:
+                    x_adv = fgsm(attacked, x, y, e) if a == "fgsm" else pgd(attacked, x, y, e, **batch_pgd)
+                    ok = correct_predictions(model, x_adv, y, before_batch)
+                    hits[(a, e)] += int(ok.sum())
+                    all_ok &= ok
+                worst[e] += int(all_ok.sum())
+            total += len(y)
+    if total == 0:
+        raise ValueError("the loader yielded no examples (empty dataset or max_batches=0)")
+    return RobustnessResult(clean_accuracy=clean / total, accuracy={k: v / total for k, v in hits.items()},
+                            n_examples=total, eot_samples=int(eot_samples),
+                            worst_case={e: v / total for e, v in worst.items()} if len(attacks) > 1 else {})
+
+
+# --------------------------------------------------------------------------- tables
+
+def results_table(results: RobustnessResult | Mapping[str, RobustnessResult], label: str = "model",
+                  include_worst_case: bool = False) -> list[dict[str, Any]]:
+    """Rows ``{"solver", "attack", "eps", "accuracy"}``; clean accuracy is attack "clean" at eps 0.
+
+    ``results`` is one result (labelled ``label``) or a mapping label -> result.  With
+    ``include_worst_case`` the per-example worst case over attacks is added as attack "worst"."""
+    if isinstance(results, RobustnessResult):
+        results = {label: results}
+    rows = []
+    for name, result in results.items():
+        rows.append({"solver": name, "attack": "clean", "eps": 0.0, "accuracy": result.clean_accuracy})
+        rows += [{"solver": name, "attack": a, "eps": e, "accuracy": v} for (a, e), v in result.accuracy.items()]
+        if include_worst_case:
+            rows += [{"solver": name, "attack": "worst", "eps": e, "accuracy": v} for e, v in result.worst_case.items()]
+    return rows
+
+
+
+def robustness_rows(model: nn.Module, loader: Iterable, label: str, attacks: Sequence[str], eps_list: Sequence[float],
+                    pgd_steps: int = 7, pgd_step_size: float | str = "auto", restarts: int = 1,
+                    device: str | torch.device = "cpu", max_batches: int | None = None, eot_samples: int = 1,
+                    before_batch: Callable[[], Any] | None = None, worst_case: bool = False,
+                    pgd_seed: int | None = 0) -> list[dict[str, Any]]:
+    """Rows {solver, attack, eps, accuracy} (clean as attack "clean", eps 0) for one model/solver.
+
+    Each eps gets its own PGD step size when ``pgd_step_size`` is "auto"; otherwise one run
+    covers every eps.  ``pgd_seed`` fixes PGD's random starts (None: fresh ones each run), so
+    evaluating the same model twice gives the same numbers."""
+    kwargs = dict(device=device, max_batches=max_batches, eot_samples=eot_samples, before_batch=before_batch)
+    auto = pgd_step_size in ("auto", None)
+    groups = [[e] for e in eps_list] if auto and "pgd" in attacks else [list(eps_list)]
+    rows, clean_done = [], False
+    for group in groups or [[]]:
+        pgd_kwargs = {"n_iter": pgd_steps, "restarts": restarts, "seed": pgd_seed,
+                      "step_size": _step_size(group[0] if group else 0.0, pgd_steps, pgd_step_size)}
+        result = evaluate_robustness(model, loader, attacks=tuple(attacks), eps_list=tuple(group),
+                                     pgd_kwargs=pgd_kwargs, **kwargs)
+        for row in results_table(result, label=label, include_worst_case=worst_case):
+            if row["attack"] == "clean":
+                if clean_done:
+                    continue
+                clean_done = True
+            rows.append({**row, "eps": float(row["eps"]), "accuracy": float(row["accuracy"])})
+    return rows
+
+
+def _step_size(eps: float, steps: int, step_size) -> float:
+    return 2 / 255 if eps == 0 and step_size in ("auto", None) else pgd_step_size(eps, steps, step_size)
+
+
+# --------------------------------------------------------------------------- the stronger evaluation
 
 def pgd_name(index: int, steps: int, restarts: int) -> str:
     """Attack name of the ``index``-th PGD configuration: ``"pgd"`` for the first (the
@@ -138,49 +255,12 @@ def _pgd_configs(pgd_steps, pgd_restarts, step_size, eps: float) -> list[tuple[s
         raise ValueError(f"step_size must be 'auto', one number or one per PGD configuration, got {step_size!r}")
     configs = []
     for i, (s, r, a) in enumerate(zip(steps, restarts, sizes)):
-        a = auto_step_size(eps, s) if a == "auto" else _positive(a, "step_size")
+        a = pgd_step_size(eps, s, a)
         configs.append((pgd_name(i, s, r), int(s), int(r), a))
     names = [c[0] for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate PGD configurations {names}")
     return configs
-
-
-def _uniform_noise(x: torch.Tensor, eps: float) -> torch.Tensor:
-    return (x + eps * (2 * torch.rand_like(x) - 1)).clamp(0, 1)
-
-
-def _autoattack_components(ta, model: nn.Module, eps: float, version: str, steps: int, square_queries: int,
-                           n_classes: int, seed: int) -> list[tuple[str, str, Any]]:
-    """(name, description, torchattacks attack) in cascade order."""
-    targets = min(9, n_classes - 1)
-    with contextlib.redirect_stdout(io.StringIO()):  # torchattacks prints for parameter-free models
-        apgd_ce = ta.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed)
-        if version == "fast":
-            second = ta.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="dlr", seed=seed)
-            components = [("apgd-ce", f"APGD-CE ({steps} steps)", apgd_ce),
-                          ("apgd-dlr", f"APGD-DLR ({steps} steps, untargeted)", second)]
-        else:
-            apgd_t = ta.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, n_classes=n_classes, seed=seed)
-            fab_t = ta.FAB(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, multi_targeted=True,
-                           n_classes=n_classes, seed=seed)
-            square = ta.Square(model, norm="Linf", eps=eps, n_queries=square_queries, n_restarts=1, seed=seed)
-            components = [("apgd-ce", f"APGD-CE ({steps} steps)", apgd_ce),
-                          ("apgd-t", f"APGD-T ({steps} steps, {targets} target classes)", apgd_t),
-                          ("fab-t", f"FAB-T ({steps} steps, {targets} target classes)", fab_t),
-                          ("square", f"Square ({square_queries} queries)", square)]
-    for _, _, attack in components:
-        if hasattr(attack, "n_target_classes"):
-            attack.n_target_classes = targets
-    return components
-
-
-def _run_torchattack(attack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    attack.set_device(x.device)
-    devices = list(range(torch.cuda.device_count())) if x.is_cuda else []
-    # torchattacks reseeds the global RNG: keep the caller's stream untouched
-    with torch.random.fork_rng(devices=devices), torch.enable_grad():
-        return attack(x, y).detach()
 
 
 def _describe(configs, fgsm_on: bool, noise_samples: int, aa_components, version: str) -> dict[str, str]:
@@ -217,9 +297,9 @@ def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: st
     for Square.  ``noise_samples`` uniform draws per example (0 disables; an example
     survives noise only if it survives every draw).  ``seed`` fixes every random start
     (the global RNG is left as it was).  Randomized models: as in
-    :func:`odezoo.robustness.evaluate_robustness` (``before_batch``, ``eot_samples``).
+    :func:`evaluate_robustness` (``before_batch``, ``eot_samples``).
     """
-    eps = _positive(eps, "eps", allow_zero=True)
+    eps = positive_number(eps, "eps", allow_zero=True)
     if autoattack and autoattack_version not in AUTOATTACK_VERSIONS:
         raise ValueError(f"unknown autoattack_version {autoattack_version!r}; choose from {AUTOATTACK_VERSIONS}")
     if int(autoattack_steps) != autoattack_steps or autoattack_steps < 1 or int(square_queries) != square_queries \
@@ -248,7 +328,7 @@ def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: st
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            _check_inputs(x, y, eps)
+            check_attack_inputs(x, y, eps)
             x, y = x.to(device), y.to(device)
             with torch.no_grad():
                 if before_batch is not None:
@@ -261,21 +341,21 @@ def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: st
 
             if fgsm_attack:
                 start = time.perf_counter()
-                record("fgsm", _correct(model, fgsm(attacked, x, y, eps), y, before_batch), start)
+                record("fgsm", correct_predictions(model, fgsm(attacked, x, y, eps), y, before_batch), start)
             for name, s, r, a in configs:
                 start = time.perf_counter()
                 x_adv = pgd(attacked, x, y, eps, step_size=a, n_iter=s, restarts=r, seed=batch_seed)
-                record(name, _correct(model, x_adv, y, before_batch), start)
+                record(name, correct_predictions(model, x_adv, y, before_batch), start)
             if ta is not None:
                 start = time.perf_counter()
-                aa_components = _autoattack_components(ta, attacked, eps, autoattack_version, int(autoattack_steps),
+                aa_components = autoattack_components(ta, attacked, eps, autoattack_version, int(autoattack_steps),
                                                        int(square_queries), logits.shape[-1], batch_seed)
                 robust = ok_clean.clone()
                 for stage, _, attack in aa_components:
                     index = robust.nonzero().flatten()
                     if index.numel():
-                        x_adv = _run_torchattack(attack, x[index], y[index])
-                        robust[index] = _correct(model, x_adv, y[index], before_batch)
+                        x_adv = run_torchattack(attack, x[index], y[index])
+                        robust[index] = correct_predictions(model, x_adv, y[index], before_batch)
                     stages.setdefault(stage, []).append(robust.cpu().clone())
                 record("autoattack", robust, start)
             if noise_samples:
@@ -284,7 +364,7 @@ def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: st
                 with torch.random.fork_rng(devices=devices):
                     torch.manual_seed(batch_seed)
                     for _ in range(int(noise_samples)):
-                        ok &= _correct(model, _uniform_noise(x, eps), y, before_batch)
+                        ok &= correct_predictions(model, uniform_noise(x, eps), y, before_batch)
                 record("noise", ok, start)
     if not clean:
         raise ValueError("the loader yielded no examples (empty dataset or max_batches=0)")
@@ -313,7 +393,7 @@ def to_robustness_result(results: StrongRobustnessResult | Sequence[StrongRobust
 def strong_results_table(results: StrongRobustnessResult | Sequence[StrongRobustnessResult]
                          | Mapping[str, StrongRobustnessResult | Sequence[StrongRobustnessResult]],
                          label: str = "model") -> list[dict[str, Any]]:
-    """Rows ``{"solver", "attack", "eps", "accuracy"}`` as :func:`odezoo.robustness.results_table`
+    """Rows ``{"solver", "attack", "eps", "accuracy"}`` as :func:`results_table`
     writes them: attack ``"clean"`` at eps 0, one row per attack and eps, and attack
     ``"worst"`` (the per-example worst case over the clean input and all attacks).
 

@@ -8,47 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from odezoo.data import load_embedded_mnist
-from odezoo.masking import CHECKS, Check, format_checks, gradient_masking_checks
+from odezoo.experiments.masking import CHECKS, Check, format_checks, gradient_masking_checks
 
 EPS_LIST = (0.1, 0.3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    splits = load_embedded_mnist(seed=0)
-    x, y = splits.train.tensors
-    xt, yt = splits.test.tensors
-    return x[:1000], y[:1000], xt[:120], yt[:120]
-
-
-@pytest.fixture(scope="module")
-def mlp(digits):
-    x, y, _, _ = digits
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(15):
-        for i in range(0, len(x), 100):
-            loss = nn.functional.cross_entropy(model(x[i:i + 100]), y[i:i + 100])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def loader(digits):
-    _, _, x, y = digits
-    return [(x[i:i + 60], y[i:i + 60]) for i in range(0, len(x), 60)]
+@pytest.fixture
+def mlp(trained):
+    return trained
 
 
 class Quantized(nn.Module):
@@ -170,11 +137,11 @@ def test_thresholds_and_validation(mlp, loader):
 
 def test_fgsm_accuracy_rising_with_eps_is_flagged():
     # What FGSM-trained models show (docs/results.md, fig3b): PGD falls, FGSM rises with eps.
-    from odezoo.masking import _monotonic
+    from odezoo.experiments.masking import monotonic_check
     pgd = [(0.0, 0.95), (0.1, 0.60), (0.3, 0.05)]
     fgsm = [(0.0, 0.95), (0.1, 0.70), (0.3, 0.80)]
-    check = _monotonic({"FGSM": fgsm, "PGD-20": pgd}, tol=0.02)
+    check = monotonic_check({"FGSM": fgsm, "PGD-20": pgd}, tol=0.02)
     assert check.status == "warn" and check.values["worst"] == "FGSM"
     assert "FGSM accuracy rises by 10.0 pp" in check.detail
     assert check.values["curve"] == pgd
-    assert _monotonic({"FGSM": pgd, "PGD-20": pgd}, tol=0.02).passed
+    assert monotonic_check({"FGSM": pgd, "PGD-20": pgd}, tol=0.02).passed

@@ -1,4 +1,8 @@
-"""PNG plots of robustness results and training curves (matplotlib, headless).
+"""PNG plots of robustness results and training curves.
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects, never through ``pyplot``: no
+global backend switch, no figure manager, nothing left open — importing this module does
+not change how the rest of a program plots.
 
 Result rows are dicts with at least ``solver`` (label), ``attack`` (``clean``, ``fgsm``,
 ``pgd``, ...), ``eps`` and ``accuracy``; grid plots also use ``method``, ``params`` and
@@ -6,32 +10,43 @@ Result rows are dicts with at least ``solver`` (label), ``attack`` (``clean``, `
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from .io import read_jsonl
 
-__all__ = ["plot_accuracy_vs_eps", "plot_solver_grid", "plot_accuracy_vs_param", "plot_training_curves"]
+__all__ = ["new_figure", "save_figure", "solver_label", "plot_accuracy_vs_eps", "plot_solver_grid",
+           "plot_accuracy_vs_param", "plot_training_curves"]
 
 
-def _save(fig, path) -> Path:
+def new_figure(ncols: int = 1, nrows: int = 1, figsize=(6, 4)):
+    """A fresh ``(Figure, axes)``; ``axes`` is a 2-D array of shape ``(nrows, ncols)``."""
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def save_figure(fig: Figure, path, tight: bool = True) -> Path:
+    """Save ``fig`` as a PNG (folders created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
+
+
 
 
 def plot_accuracy_vs_eps(rows, path, title="Robust accuracy vs ε"):
     """One panel per attack; one line per solver; ε = 0 is the clean accuracy."""
     clean = {r["solver"]: r["accuracy"] for r in rows if r["attack"] == "clean"}
     attacks = sorted({r["attack"] for r in rows if r["attack"] != "clean"})
-    fig, axes = plt.subplots(1, max(1, len(attacks)), figsize=(5 * max(1, len(attacks)), 4), squeeze=False)
+    fig, axes = new_figure(max(1, len(attacks)), figsize=(5 * max(1, len(attacks)), 4))
     for ax, attack in zip(axes[0], attacks or ["clean"]):
         lines = defaultdict(list)
         for r in rows:
@@ -47,10 +62,11 @@ def plot_accuracy_vs_eps(rows, path, title="Robust accuracy vs ε"):
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _param_label(row) -> str:
+def solver_label(row) -> str:
+    """``method(p=v, ...)`` of a result row (its ``solver`` label when it has no method)."""
     params = row.get("params") or {}
     text = ",".join(f"{k}={v:.3g}" for k, v in params.items())
     return f"{row.get('method', row['solver'])}({text})" if text else str(row.get("method", row["solver"]))
@@ -58,47 +74,47 @@ def _param_label(row) -> str:
 
 def plot_solver_grid(rows, path, attack="pgd", eps=None, train_solver=None,
                      title="Solver overfitting: accuracy across solvers and step counts"):
-    """Heatmaps (clean | attack at eps) over solver parameters × number of steps.
+    """Heat maps (clean | attack at eps) over solver parameters × number of steps.
 
-    The training solver's cell is outlined: a model that only works with it shows one
-    bright cell in a dark row or column."""
-    import numpy as np
-
+    Each panel's colour range comes from its own data (a 97–99 % grid still shows which
+    cells are lower), the value is printed in every cell, the colour bar sits beside its
+    panel, and the training solver ``(label, n_steps)`` is outlined: a model that only works
+    with it shows one bright cell in a darker row or column."""
     attacked = [r for r in rows if r["attack"] == attack and (eps is None or abs(r["eps"] - eps) < 1e-12)]
     panels = [("clean", [r for r in rows if r["attack"] == "clean"])]
     if attacked:
-        panels.append((f"{attack.upper()} ε={attacked[0]['eps']:.3g}", attacked))
-    solvers = sorted({_param_label(r) for r in panels[0][1]})
-    steps = sorted({r.get("n_steps") for r in panels[0][1]}, key=lambda s: (s is None, s))
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 * len(steps) * len(panels) + 3, 0.45 * len(solvers) + 2),
-                             squeeze=False)
+        panels.append((f"{attack} ε={attacked[0]['eps']:.3g}", attacked))
+    solvers = sorted({solver_label(r) for r in panels[0][1]})
+    steps = sorted({r.get("n_steps") for r in panels[0][1]}, key=lambda s: (s is None, s or 0))
+    fig, axes = new_figure(len(panels), figsize=(1.1 * len(steps) * len(panels) + 4.5 * len(panels),
+                                                 0.45 * len(solvers) + 2))
     for ax, (name, subset) in zip(axes[0], panels):
         grid = np.full((len(solvers), len(steps)), np.nan)
         for r in subset:
-            grid[solvers.index(_param_label(r)), steps.index(r.get("n_steps"))] = r["accuracy"]
-        image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+            grid[solvers.index(solver_label(r)), steps.index(r.get("n_steps"))] = r["accuracy"]
+        finite = grid[np.isfinite(grid)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if high - low < 1e-3:
+            low, high = low - 0.005, high + 0.005
+        image = ax.imshow(grid, vmin=low, vmax=high, cmap="viridis", aspect="auto")
+        middle = (low + high) / 2
         for i in range(len(solvers)):
             for j in range(len(steps)):
                 if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if grid[i, j] < 0.6 else "black")
+                    ax.text(j, i, f"{100 * grid[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                            color="white" if grid[i, j] < middle else "black")
         if train_solver is not None:
             label, n = train_solver
             if label in solvers and n in steps:
-                ax.add_patch(plt.Rectangle((steps.index(n) - 0.5, solvers.index(label) - 0.5), 1, 1,
-                                           fill=False, edgecolor="red", linewidth=2.5))
-        ax.set_xticks(range(len(steps)), [str(s) for s in steps])
+                ax.add_patch(Rectangle((steps.index(n) - 0.5, solvers.index(label) - 0.5), 1, 1,
+                                       fill=False, edgecolor="red", linewidth=2.5))
+        ax.set_xticks(range(len(steps)), ["adaptive" if s is None else str(s) for s in steps])
         ax.set_yticks(range(len(solvers)), solvers, fontsize=7)
-        ax.set_xlabel("steps")
-        ax.set_title(name)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="accuracy")
-    fig.suptitle(title + ("  (red: training solver)" if train_solver else ""), fontsize=9)
-    fig.subplots_adjust(right=0.85)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+        ax.set_xlabel("solver steps")
+        ax.set_title(f"{name} (accuracy, %)", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, format=lambda v, _: f"{100 * v:.1f}")
+    fig.suptitle(title + ("  (red box: training solver)" if train_solver else ""), fontsize=9)
+    return save_figure(fig, path)
 
 
 def plot_accuracy_vs_param(rows, path, param="u", title=None):
@@ -110,7 +126,8 @@ def plot_accuracy_vs_param(rows, path, param="u", title=None):
             key = f"{r['attack']}" + (f" ε={r['eps']:.3g}" if r["attack"] != "clean" else "") + \
                   (f", {r['n_steps']} steps" if r.get("n_steps") else "")
             lines[key].append((params[param], r["accuracy"]))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = new_figure()
+    ax = axes[0][0]
     for key, points in sorted(lines.items()):
         ax.plot(*zip(*sorted(points)), marker="o", label=key)
     ax.set_xlabel(param)
@@ -119,13 +136,14 @@ def plot_accuracy_vs_param(rows, path, param="u", title=None):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title or f"Accuracy vs solver parameter {param}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(metrics_jsonl, path, title="Training"):
-    records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+    records = read_jsonl(metrics_jsonl)
     epochs = [r["epoch"] + 1 for r in records]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = new_figure(2, figsize=(10, 4))
+    left, right = axes[0]
     left.plot(epochs, [r["train_loss"] for r in records], marker="o")
     left.set_xlabel("epoch")
     left.set_ylabel("train loss")
@@ -140,4 +158,4 @@ def plot_training_curves(metrics_jsonl, path, title="Training"):
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

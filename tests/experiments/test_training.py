@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 from odezoo import MetaSolver, SolverSpec
-from odezoo.models import Cifar10ODENet, MnistODENet, build_model, count_parameters
-from odezoo.solver_config import meta_solver_from_config, parse_number_list, parse_solver_grid
-from odezoo.training import (CheckpointError, TrainingDiverged, adversarial_batch, check_loss, load_checkpoint,
-                             save_checkpoint)
+from odezoo.experiments.models import Cifar10ODENet, MnistODENet, build_model, count_parameters
+from odezoo.experiments.config import meta_solver_from_config, parse_number_list, parse_solver_grid
+from odezoo.experiments.io import CheckpointError, load_checkpoint, save_checkpoint
+from odezoo.experiments.training import TrainingDiverged, adversarial_batch, check_loss
 
 
 def test_paper_models_build_and_run_on_unit_images():

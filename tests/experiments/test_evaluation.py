@@ -10,56 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from odezoo import robustness as rob
-from odezoo import strong_eval as se
-from odezoo.data import load_embedded_mnist
+from odezoo.experiments import attacks as rob
+from odezoo.experiments import evaluation as se
+from odezoo.experiments import io as eio
 
 pytest.importorskip("torchattacks")
 
 EPS = 0.1
 FAST = {"autoattack_steps": 10, "square_queries": 50}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    splits = load_embedded_mnist(seed=0)
-    x, y = splits.train.tensors
-    xt, yt = splits.test.tensors
-    return x[:1000], y[:1000], xt[:120], yt[:120]
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    x, y, _, _ = digits
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(15):
-        for i in range(0, len(x), 100):
-            loss = nn.functional.cross_entropy(model(x[i:i + 100]), y[i:i + 100])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
-@pytest.fixture
-def model(trained):
-    return copy.deepcopy(trained)
-
-
-@pytest.fixture(scope="module")
-def loader(digits):
-    _, _, x, y = digits
-    return [(x[i:i + 60], y[i:i + 60]) for i in range(0, len(x), 60)]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +28,7 @@ def standard(trained, loader):
 def test_all_attacks_run_and_are_named(standard, digits):
     result = standard
     assert result.attacks == ("fgsm", "pgd", "pgd-20x5", "autoattack", "noise")
-    assert result.n_examples == 120 and torch.equal(result.labels, digits[3])
+    assert result.n_examples == 120 and torch.equal(result.labels, digits[3][:120])
     assert all(ok.dtype == torch.bool and ok.shape == (120,) for ok in result.correct.values())
     assert "7 steps of 0.03571, 1 restart" in result.descriptions["pgd"]  # auto step 2.5 * eps / steps
     assert "20 steps of 0.0125, 5 restart" in result.descriptions["pgd-20x5"]
@@ -143,7 +101,7 @@ def test_step_size_and_config_validation(model, loader):
     fixed = se.strong_robustness(model, one, EPS, pgd_steps=(4, 8), pgd_restarts=1, step_size=0.02,
                                  autoattack=False, noise_samples=0)
     assert fixed.attacks == ("fgsm", "pgd", "pgd-8x1") and "4 steps of 0.02" in fixed.descriptions["pgd"]
-    assert se.auto_step_size(0.3, 40) == pytest.approx(0.01875)
+    assert rob.pgd_step_size(0.3, 40) == pytest.approx(0.01875)
     with pytest.raises(ValueError, match="same length"):
         se.strong_robustness(model, one, EPS, pgd_steps=(7, 20), pgd_restarts=(1, 2, 3), autoattack=False)
     with pytest.raises(ValueError, match="autoattack_version"):
@@ -170,5 +128,5 @@ def test_rows_match_results_table(standard, model, loader, tmp_path):
     assert {r["solver"] for r in both} == {"a", "b"}
     converted = se.to_robustness_result([standard, other])
     assert converted.robust_accuracy_of("pgd", 0.2) == other.accuracy["pgd"]
-    rob.save_csv(tmp_path / "strong.csv", rows)
+    eio.save_csv(tmp_path / "strong.csv", rows)
     assert (tmp_path / "strong.csv").read_text().startswith("solver,attack,eps,accuracy")

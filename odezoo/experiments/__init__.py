@@ -1,0 +1,55 @@
+"""odezoo.experiments: the toolkit the recipes are built from (needs ``pip install 'odezoo[recipes]'``).
+
+The solver core (``import odezoo``) never imports this package.  Its modules:
+
+* :mod:`~odezoo.experiments.models` — the paper's MNIST and CIFAR-10 neural ODE classifiers;
+* :mod:`~odezoo.experiments.data` — embedded MNIST digits, torchvision MNIST / CIFAR-10, loaders;
+* :mod:`~odezoo.experiments.training` — adversarial training batches, divergence checks, seeding;
+* :mod:`~odezoo.experiments.attacks` — FGSM, PGD (advertorch), EOT, AutoAttack components (torchattacks);
+* :mod:`~odezoo.experiments.evaluation` — robust accuracy, the stronger per-example evaluation, tables;
+* :mod:`~odezoo.experiments.masking` — automated gradient-masking checks;
+* :mod:`~odezoo.experiments.io` — atomic files: checkpoints, JSON, CSV, JSON-lines logs;
+* :mod:`~odezoo.experiments.plots` — PNG figures (``matplotlib.figure.Figure``, no global backend);
+* :mod:`~odezoo.experiments.config` — recipe configs and solvers from configs.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+#: module name -> pip distribution of every package the ``recipes`` extra brings.
+RECIPES_EXTRA = {"yaml": "PyYAML", "matplotlib": "matplotlib", "torchvision": "torchvision",
+                 "advertorch": "advertorch", "mlxtend": "mlxtend", "tqdm": "tqdm"}
+
+
+def _missing(modules) -> list[str]:
+    return [dist for module, dist in modules.items() if importlib.util.find_spec(module) is None]
+
+
+_absent = _missing(RECIPES_EXTRA)
+if _absent:
+    raise ImportError(f"odezoo.experiments needs the 'recipes' extra (missing: {', '.join(_absent)}). "
+                      f"Install it with: pip install 'odezoo[recipes]'")
+
+from . import attacks, config, data, evaluation, io, masking, models, plots, training  # noqa: E402
+from .attacks import EOTModel, fgsm, pgd, pgd_step_size  # noqa: E402
+from .config import load_config, meta_solver_from_config, parse_solver_grid  # noqa: E402
+from .data import DatasetNotFoundError, get_datasets, make_loaders  # noqa: E402
+from .evaluation import (RobustnessResult, StrongRobustnessResult, evaluate_robustness,  # noqa: E402
+                         robustness_rows, strong_robustness)
+from .io import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
+from .masking import gradient_masking_checks  # noqa: E402
+from .models import Cifar10ODENet, MnistODENet, build_model  # noqa: E402
+from .training import TrainingDiverged, adversarial_batch  # noqa: E402
+
+__all__ = [
+    "attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "training",
+    "RECIPES_EXTRA",
+    "EOTModel", "fgsm", "pgd", "pgd_step_size",
+    "load_config", "meta_solver_from_config", "parse_solver_grid",
+    "DatasetNotFoundError", "get_datasets", "make_loaders",
+    "RobustnessResult", "StrongRobustnessResult", "evaluate_robustness", "robustness_rows", "strong_robustness",
+    "CheckpointError", "load_checkpoint", "save_checkpoint",
+    "gradient_masking_checks",
+    "Cifar10ODENet", "MnistODENet", "build_model",
+    "TrainingDiverged", "adversarial_batch",
+]

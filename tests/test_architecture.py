@@ -1,0 +1,113 @@
+"""The layering the docs promise (docs/architecture.md), checked on the source itself.
+
+* no module imports another module's private (``_name``) names — tests included;
+* no core module imports ``odezoo.experiments``, and ``import odezoo`` loads none of the
+  experiment toolkit's heavy dependencies;
+* ``odezoo.experiments`` without its extra fails with one message naming the extra.
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE_DIRS = ("odezoo", "plugins", "recipes", "benchmarks", "tests")
+#: The one private module other core modules may import: the only place that touches
+#: torchdiffeq's internals (docs/architecture.md).  Its tests import it too.
+PRIVATE_MODULES_ALLOWED = {"_torchdiffeq_bridge"}
+HEAVY = ("odezoo.experiments", "torchvision", "matplotlib", "advertorch", "yaml", "mlxtend", "torchattacks")
+#: Modules of this repository (the package, the plugins, script modules imported by tests).
+PROJECT_MODULES = ("odezoo", "odezoo_families", "odezoo_rk3w", "train", "evaluate", "reproduce", "demo", "cases",
+                   "problems", "run")
+
+
+def python_files(*dirs):
+    for top in dirs:
+        yield from sorted((ROOT / top).rglob("*.py"))
+
+
+def imported_names(tree):
+    """(module, name, line) for every ``from module import name`` and ``import module``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            for alias in node.names:
+                yield module, alias.name, node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, None, node.lineno
+
+
+def private_imports(path: Path) -> list[str]:
+    hits = []
+    for module, name, line in imported_names(ast.parse(path.read_text(), str(path))):
+        if not (module.startswith(".") or module.split(".")[0] in PROJECT_MODULES):
+            continue  # third-party internals: only the bridge touches torchdiffeq's, by design
+        parts = [p for p in module.split(".") if p] + ([name] if name else [])
+        private = [p for p in parts if p.startswith("_") and not p.startswith("__")
+                   and p not in PRIVATE_MODULES_ALLOWED]
+        if private:
+            where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+            hits.append(f"{where}:{line}: {module} {name or ''}".rstrip())
+    return hits
+
+
+def test_the_checker_sees_a_private_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from odezoo.family import _tableau\nfrom .x import _y\nimport odezoo._secret\n"
+                   "from odezoo import _torchdiffeq_bridge\nfrom torch._C import _x\nfrom odezoo import families\n")
+    assert [hit.split(": ", 1)[1] for hit in private_imports(bad)] == [
+        "odezoo.family _tableau", ".x _y", "odezoo._secret"]
+
+
+def test_no_module_imports_a_private_name():
+    hits = [hit for path in python_files(*SOURCE_DIRS) for hit in private_imports(path)]
+    assert not hits, "private names imported across modules:\n" + "\n".join(hits)
+
+
+def test_core_modules_never_import_the_experiment_toolkit():
+    core = [p for p in python_files("odezoo") if "experiments" not in p.relative_to(ROOT / "odezoo").parts]
+    assert core, "no core modules found"
+    hits = []
+    for path in core:
+        for module, name, line in imported_names(ast.parse(path.read_text())):
+            text = f"{module}.{name}" if name else module
+            if "experiments" in text or text.split(".")[0].lstrip(".") in HEAVY[1:]:
+                hits.append(f"{path.relative_to(ROOT)}:{line}: {text}")
+    assert not hits, "core modules import the toolkit or its dependencies:\n" + "\n".join(hits)
+
+
+def test_import_odezoo_loads_no_heavy_dependency():
+    code = ("import sys, odezoo; "
+            f"print(sorted({{m.split('.')[0] if not m.startswith('odezoo.') else m for m in sys.modules "
+            f"if m.startswith({HEAVY!r})}}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_experiments_without_the_extra_names_the_install_line():
+    # Make one dependency of the extra unimportable: the package must refuse with one clear line.
+    code = ("import sys; sys.modules['mlxtend'] = None; "
+            "import importlib.util as u; real = u.find_spec; "
+            "u.find_spec = lambda name, *a: None if name == 'mlxtend' else real(name, *a); "
+            "import odezoo.experiments")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "ImportError" in last and "pip install 'odezoo[recipes]'" in last and "mlxtend" in last, last
+
+
+def test_experiments_declares_its_public_names():
+    pytest.importorskip("odezoo.experiments")
+    import odezoo.experiments as ex
+
+    for name in ex.__all__:
+        assert hasattr(ex, name), name
+    for module in ("attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "training"):
+        sub = getattr(ex, module)
+        assert sub.__all__ and all(hasattr(sub, n) for n in sub.__all__), module
