@@ -46,7 +46,12 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None)
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--dry-run", action="store_true",
+                   help="one test batch, the first eps, 2 PGD steps: checks the whole path in seconds (for CI)")
+    args = p.parse_args(argv)
+    if args.dry_run:
+        args.max_batches, args.pgd_steps = 1, 2
+    return args
 
 
 def evaluate_specs(model, loader, specs, attacks, eps, pgd, device, max_batches, seed):
@@ -75,6 +80,8 @@ def main(argv=None):
     ev = cfg["eval"]
     attacks = tuple(a for a in args.attacks.split(",") if a)
     eps = parse_number_list(args.eps) if args.eps else list(ev["eps"])
+    if args.dry_run:
+        eps = eps[:1]
     step = args.pgd_step_size or ev["pgd_step_size"]
     pgd = {"pgd_steps": args.pgd_steps or ev["pgd_steps"], "restarts": args.pgd_restarts,
            "pgd_step_size": step if step == "auto" else parse_number_list(str(step))[0]}

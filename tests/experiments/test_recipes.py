@@ -150,3 +150,14 @@ def test_ddp_two_cpu_processes_agree_on_weights(tmp_path):
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["ddp_world_size"] == 2 and summary["ddp_weights_agree"] is True
     assert "2 ranks agree" in result.stdout
+
+
+def test_every_recipe_has_a_dry_run(tmp_path):
+    import evaluate
+
+    run_train(tmp_path, "--epochs", "1")
+    rows = evaluate.main([str(tmp_path / "run" / "best.pt"), "--dry-run", "--out", str(tmp_path / "eval")])
+    assert {r["attack"] for r in rows} == {"clean", "fgsm", "pgd"} and len({r["eps"] for r in rows}) == 2
+    for script in sorted(RECIPES.glob("*.py")):
+        result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "--dry-run" in result.stdout, script.name
