@@ -141,6 +141,15 @@ class MetaSolver:
     def _active(self) -> list[SolverSpec]:
         return self._override if self._override is not None else self._current
 
+    def active_specs(self) -> list[SolverSpec]:
+        """The specs the next solve will use (several for an ensemble or a ``using`` list)."""
+        return list(self._active())
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether solves draw parameters per sample (per-sample smoothing, not overridden)."""
+        return False
+
     @contextlib.contextmanager
     def evaluating(self):
         """Use the deterministic evaluation solver inside the block (the center for
@@ -333,7 +342,6 @@ class SmoothingSolver(_RandomSolver):
     """Draws a family's parameters from a distribution around a center at each round."""
 
     mode = "smoothing"
-    per_sample = False
 
     def __init__(self, method: str, center: Mapping[str, float] | None = None, distribution=None, scale=None, *,
                  n_steps: int | None = None, step_size: float | None = None, seed: int | None = None):
@@ -374,7 +382,9 @@ class PerSampleSmoothingSolver(SmoothingSolver):
     drawn from it when the batch arrives (same round, same batch size -> same draws, so
     blocks sharing this MetaSolver agree)."""
 
-    per_sample = True
+    @property
+    def per_sample(self) -> bool:
+        return self._override is None
 
     def __init__(self, *args, **kwargs):
         self._round_seed: int | None = None

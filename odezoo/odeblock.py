@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .direct import direct_solvable, solve_direct
 from .metasolver import MetaSolver
 from .sampling import validate_probabilities
 from .spec import SolverSpec
@@ -23,7 +24,8 @@ class _Counted(nn.Module):
         object.__setattr__(self, "block", block)
 
     def forward(self, t, y):
-        self.block.nfe += 1
+        if not torch.compiler.is_compiling():  # a Python counter would force a recompile per call
+            self.block.nfe += 1
         return self.func(t, y)
 
 
@@ -38,11 +40,18 @@ class ODEBlock(nn.Module):
         adjoint: use ``odeint_adjoint`` (memory O(1) in the number of steps).
         return_trajectory: return the states at every time in ``t`` instead of the last.
 
-    ``nfe`` counts function evaluations since the last reset (``block.nfe = 0``).
+    ``nfe`` counts function evaluations since the last reset (``block.nfe = 0``); it does
+    not count inside ``torch.compile``d code.
+
+    Under ``torch.compile`` a fixed-step family solver (scalar parameters, ``n_steps``) runs
+    through :func:`odezoo.direct.solve_direct`, plain tensor operations that compile into one
+    graph, instead of torchdiffeq's front end, which breaks the graph about twenty times per
+    solve; results agree with the ``odeint`` path to round-off.  ``direct=True`` takes that
+    path in eager mode too, ``direct=False`` never.
     """
 
     def __init__(self, func, solver: MetaSolver | SolverSpec, t: Sequence[float] | torch.Tensor = (0.0, 1.0),
-                 adjoint: bool = False, return_trajectory: bool = False):
+                 adjoint: bool = False, return_trajectory: bool = False, direct: bool | None = None):
         super().__init__()
         self.func = func
         self.solver = MetaSolver.of(solver)
@@ -52,16 +61,33 @@ class ODEBlock(nn.Module):
         self.register_buffer("t", t, persistent=False)
         self.adjoint = adjoint
         self.return_trajectory = return_trajectory
+        self.direct = direct
         self.nfe = 0
         object.__setattr__(self, "_counted", _Counted(func, self))  # not a submodule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.t.to(dtype=x.dtype) if x.is_floating_point() else self.t
+        spec = self._direct_spec()
+        if spec is not None:
+            out = solve_direct(spec, self._counted, x, t)
+            return out if self.return_trajectory else out[-1]
         kwargs = {}
         if self.adjoint:
             kwargs["adjoint_params"] = tuple(p for p in self.func.parameters()) if isinstance(self.func, nn.Module) else ()
         out = self.solver.solve(self._counted, x, t, adjoint=self.adjoint, **kwargs)
         return out if self.return_trajectory else out[-1]
+
+    def _direct_spec(self) -> SolverSpec | None:
+        """The spec to solve with :func:`solve_direct`, or None for the ``odeint`` path."""
+        if self.adjoint or self.direct is False or not (self.direct or torch.compiler.is_compiling()):
+            return None
+        specs = self.solver.active_specs()
+        if len(specs) != 1 or not direct_solvable(specs[0]) or self.solver.per_sample:
+            if self.direct:
+                raise ValueError(f"ODEBlock(direct=True) needs one fixed-step family solver with scalar parameters "
+                                 f"and n_steps; the active solver is {self.solver.describe()}")
+            return None
+        return specs[0]
 
     def extra_repr(self) -> str:
         return f"solver={self.solver.describe()}, t={self.t.tolist()}, adjoint={self.adjoint}"

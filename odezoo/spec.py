@@ -49,13 +49,15 @@ class SolverSpec:
             raise ValueError(f"SolverSpec({self.method!r}): n_steps must be a positive integer, got {self.n_steps!r}")
         if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
             raise ValueError(f"SolverSpec({self.method!r}): step_size must be positive, got {self.step_size!r}")
+        object.__setattr__(self, "_coefficients", None)
         family = registry.families().get(self.method)
         if family is not None:
             resolved = family.resolve(self.params)  # unknown names -> ValueError
-            if any(isinstance(v, torch.Tensor) and v.ndim > 0 for v in self.params.values()):
+            if any(isinstance(v, torch.Tensor) and (v.ndim > 0 or v.requires_grad) for v in self.params.values()):
                 family.check(resolved)
             else:  # singular points -> ValueError now, not mid-training
-                family.checked_coefficients(tuple(as_real(family.name, p, resolved[p]) for p in family.params))
+                object.__setattr__(self, "_coefficients", family.checked_coefficients(
+                    tuple(as_real(family.name, p, resolved[p]) for p in family.params)))
         elif self.method in bridge.TORCHDIFFEQ_METHODS:
             if self.params:
                 raise ValueError(f"SolverSpec({self.method!r}): torchdiffeq's {self.method!r} takes no "
@@ -67,6 +69,12 @@ class SolverSpec:
     @property
     def family(self):
         return registry.families().get(self.method)
+
+    @property
+    def coefficients(self):
+        """The checked Butcher coefficients ``(A, b, c)`` as tuples of floats for a family
+        with scalar parameters; None for torchdiffeq's methods and tensor parameters."""
+        return self._coefficients
 
     def options(self) -> dict[str, Any]:
         """The ``options`` for ``torchdiffeq.odeint``."""
