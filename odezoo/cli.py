@@ -9,11 +9,14 @@ import odezoo
 
 
 def parse_number(text: str) -> float:
-    """'0.3', '1/3', '-2e-3' -> float."""
+    """'0.3', '1/3', '-2e-3' -> float; ValueError for anything else, including numbers
+    beyond float64's range ('1e400')."""
     try:
         return float(Fraction(text.strip()))
     except (ValueError, ZeroDivisionError):
         raise ValueError(f"not a number: {text!r} (use e.g. 0.3 or 1/3)") from None
+    except OverflowError:
+        raise ValueError(f"{text!r} is too large for a float64 (|x| < 1.8e308)") from None
 
 
 def _families_table() -> str:
