@@ -117,7 +117,8 @@ class SolverFamily:
         for p in self.params:
             array = np.asarray(_to_numpy(params[p]), dtype=np.float64)
             if not np.all(np.isfinite(array)):
-                raise ValueError(f"{self.name}: parameter {p} must be finite, got {_show(array)}")
+                where = f" (sample {int(np.flatnonzero(~np.isfinite(array))[0])})" if array.ndim else ""
+                raise ValueError(f"{self.name}: parameter {p} must be finite, got {_show(array)}{where}")
             values[p] = array
         for constraint in self.constraints:
             with np.errstate(all="ignore"):
