@@ -63,11 +63,12 @@ def float_plan(family: SolverFamily, key: tuple[float, ...]) -> StepPlan:
 
 @functools.lru_cache(maxsize=None)
 def _cast_limit(dtype: torch.dtype) -> float:
-    """Smallest magnitude that becomes inf when a float64 is cast to ``dtype``."""
+    """Largest magnitude a float64 may have and stay finite when cast to ``dtype`` (the
+    dtype's largest finite value: a little more may round down to it, but torch casts some
+    dtypes through float32, rounding twice, so only this much is certain)."""
     if dtype == torch.float64:
         return math.inf
-    info = torch.finfo(dtype)
-    return info.max + 2.0 ** math.floor(math.log2(info.max)) * info.eps / 2
+    return float(torch.finfo(dtype).max)
 
 
 def _coefficient_dtype(family: SolverFamily, y0: torch.Tensor) -> torch.dtype:
@@ -86,8 +87,8 @@ def _coefficient_dtype(family: SolverFamily, y0: torch.Tensor) -> torch.dtype:
 
 def _check_cast(family: SolverFamily, largest: float, dtype: torch.dtype, params) -> None:
     """ValueError when a coefficient (largest magnitude ``largest``, computed in float64)
-    would become inf in the coefficient dtype ``dtype``."""
-    if largest >= _cast_limit(dtype):
+    could become inf in the coefficient dtype ``dtype``."""
+    if largest > _cast_limit(dtype):
         shown = ", ".join(f"{p}={v:.10g}" if isinstance(v, float) else f"{p}=<tensor>"
                           for p, v in params.items())
         raise ValueError(
@@ -123,7 +124,7 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
 
     if not tensors:
         plan = float_plan(family, tuple(float(resolved[p]) for p in family.params))
-        if plan.largest >= 6.0e4:  # cheap pre-test: every float dtype holds up to 65504
+        if plan.largest > 6.0e4:  # cheap pre-test: every float dtype holds up to 65504
             _check_cast(family, plan.largest, dtype, resolved)
         return plan
 
