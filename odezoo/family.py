@@ -198,21 +198,19 @@ class SolverFamily:
         ``(A, b, c)``, each entry a float or a read-only float64 array of shape ``(n,)``).
         """
         params = {p: values[p] for p in self.params}
-        self.check(params)  # names the first sample on a singular set
         try:
-            return validate_tableau_batch(*self._evaluate(params, arrays=True), n)
+            with np.errstate(all="ignore"):  # non-finite results are refused by the checks below
+                if not _arrays_pass(self, params, guarded=True):
+                    self.check(params)  # explains the first sample on a singular set
+                return validate_tableau_batch(*self._evaluate(params), n)
         except ValueError as error:
             k = getattr(error, "sample", None)
             where = "" if k is None else f" (sample {k}: {_point(_pick(params, k))})"
             raise ValueError(f"{self.name}{where}: {error}") from None
 
-    def _evaluate(self, params, arrays: bool = False):
-        """``formula(**params)``; whatever it raises (NumPy overflow or division by zero
-        too, for arrays) becomes a ValueError."""
+    def _evaluate(self, params):
+        """``formula(**params)``; whatever it raises becomes a ValueError."""
         try:
-            if arrays:
-                with np.errstate(over="raise", divide="raise", invalid="raise", under="ignore"):
-                    return self.formula(**params)
             return self.formula(**params)
         except Exception as error:  # noqa: BLE001 - a plugin's formula may raise anything
             raise ValueError(f"its formula raised {type(error).__name__}: {error}") from None
@@ -297,21 +295,24 @@ def _plain_numbers_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool
         return False
 
 
-def _arrays_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool:
+def _arrays_pass(family: SolverFamily, params: Mapping[str, Any], guarded: bool = False) -> bool:
     """Fast path of ``check`` for float64 NumPy arrays mixed with Python floats (per-sample
     values on the host): True when they are fine; False sends ``check`` down the general
-    path, which also explains any failure."""
+    path, which also explains any failure.  ``guarded``: the caller has silenced NumPy's
+    floating-point warnings already."""
     values = [params[p] for p in family.params]
     if not any(type(v) is np.ndarray for v in values):
         return False
+    if not guarded:
+        with np.errstate(all="ignore"):
+            return _arrays_pass(family, params, guarded=True)
     try:
         for v in values:
-            if not (np.isfinite(v).all() if type(v) is np.ndarray else math.isfinite(v)):
+            if not math.isfinite(v.sum() if type(v) is np.ndarray else v):  # inf/NaN anywhere
                 return False
-        with np.errstate(all="ignore"):
-            for constraint in family.constraints:
-                if not np.abs(constraint.expression(**params)).min() >= SINGULAR_TOL:
-                    return False
+        for constraint in family.constraints:
+            if not np.abs(constraint.expression(**params)).min() >= SINGULAR_TOL:
+                return False
         return True
     except (ArithmeticError, TypeError, ValueError):
         return False

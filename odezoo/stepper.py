@@ -163,10 +163,10 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
                    for x in (*(x for row in A for x in row), *b, *c)]
     else:
         # The checked float64 values themselves: one host-to-device copy for all of them.
-        entries = checked.stack[:, 0].tolist()
+        entries = list(checked.constants)
         varying = checked.varying
         if varying:
-            rows = torch.from_numpy(checked.stack[varying]).to(device=y0.device, dtype=dtype)
+            rows = torch.from_numpy(checked.rows).to(device=y0.device, dtype=dtype)
             for i, row in zip(varying, rows.reshape((len(varying),) + broadcast).unbind(0)):
                 entries[i] = row
     s = checked.stages
