@@ -11,17 +11,21 @@ import torch
 
 from .tableau import ButcherTableau
 from .tableau import validate as validate_tableau
+from .tableau import validate_batch as validate_tableau_batch
 
-__all__ = ["SolverFamily", "Constraint", "DistributionSpec", "SINGULAR_TOL", "as_real"]
+__all__ = ["SolverFamily", "Constraint", "DistributionSpec", "SINGULAR_TOL", "as_real", "support_points"]
 
 #: |expression| below this counts as singular: coefficients would be ~1/SINGULAR_TOL or worse.
 SINGULAR_TOL = 1e-6
 
-# A coefficient formula returns (A, b, c) as nested lists whose entries are Python numbers
-# (constants) or expressions of the parameters.  Written with + - * / only, the same
-# formula evaluates on floats (for the tableau) and on tensors (for autograd and
-# per-sample parameters); an entry that stays a Python number is known not to depend on
-# the parameters, which is how the stepper knows whether stage times vary per sample.
+# A coefficient formula returns (A, b, c) as nested lists whose entries are numbers
+# (constants: Python ints or floats, NumPy scalars, fractions.Fraction, ...) or expressions
+# of the parameters.  Written with + - * / only, the same formula evaluates on floats (for
+# the tableau and fixed parameters), on float64 NumPy arrays (per-sample parameters, all
+# samples checked at once) and on float64 tensors (parameters that need a gradient); every
+# result is checked in float64 and only then cast to the state's dtype.  An entry that
+# stays a number is known not to depend on the parameters, which is how the stepper knows
+# whether stage times vary per sample.
 CoefficientFormula = Callable[..., tuple]
 
 
@@ -107,13 +111,14 @@ class SolverFamily:
     def check(self, params: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` if any value is non-finite or lies on (or within rounding
         of) a singular set.  Values may be floats or arrays (checked elementwise)."""
-        if _plain_numbers_pass(self, params) or _tensors_pass(self, params):
+        if _plain_numbers_pass(self, params) or _arrays_pass(self, params) or _tensors_pass(self, params):
             return
         values = {}
         for p in self.params:
             array = np.asarray(_to_numpy(params[p]), dtype=np.float64)
             if not np.all(np.isfinite(array)):
-                raise ValueError(f"{self.name}: parameter {p} must be finite, got {_show(array)}")
+                where = f" (sample {int(np.flatnonzero(~np.isfinite(array))[0])})" if array.ndim else ""
+                raise ValueError(f"{self.name}: parameter {p} must be finite, got {_show(array)}{where}")
             values[p] = array
         for constraint in self.constraints:
             with np.errstate(all="ignore"):
@@ -173,11 +178,89 @@ class SolverFamily:
         """(A, b, c) as tuples of Python floats at the parameter values ``key`` (in ``params``
         order), after the singular-set check and the tableau checks; ``ValueError`` names the
         failure.  The one path from scalar parameters to coefficients: tableaux, solver specs
-        and the stepper all come through here.  Cached per point."""
+        and the stepper all come through here.  Cached per point.
+
+        Any exception the formula raises (``ZeroDivisionError``, ``OverflowError``, ...)
+        becomes a ``ValueError`` naming the family and the point."""
         return _checked_coefficients(self, tuple(key))
+
+    def checked_batch(self, values: Mapping[str, Any], n: int):
+        """:meth:`checked_coefficients` for ``n`` parameter points at once.
+
+        ``values`` maps each parameter to a float or a float64 array of shape ``(n,)`` (one
+        value per sample).  The checks are the same — singular sets, then every tableau check
+        of :func:`odezoo.tableau.validate` — run on all points together in float64; a failure
+        raises the ``ValueError`` the scalar path would raise at the first failing sample,
+        naming it.  Returns an :class:`odezoo.tableau.CheckedBatch` (``.tableaux()`` gives
+        ``(A, b, c)``, each entry a float or a read-only float64 array of shape ``(n,)``).
+        """
+        params = {p: values[p] for p in self.params}
+        try:
+            with np.errstate(all="ignore"):  # non-finite results are refused by the checks below
+                if not _arrays_pass(self, params, guarded=True):
+                    self.check(params)  # explains the first sample on a singular set
+                return validate_tableau_batch(*self._evaluate(params), n)
+        except ValueError as error:
+            k = getattr(error, "sample", None)
+            where = "" if k is None else f" (sample {k}: {_point(_pick(params, k))})"
+            raise ValueError(f"{self.name}{where}: {error}") from None
+
+    def _evaluate(self, params):
+        """``formula(**params)``; whatever it raises becomes a ValueError."""
+        try:
+            return self.formula(**params)
+        except Exception as error:  # noqa: BLE001 - a plugin's formula may raise anything
+            raise ValueError(f"its formula raised {type(error).__name__}: {error}") from None
 
     def __str__(self):
         return self.name
+
+
+def _point(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{p}={float(v):.10g}" if np.ndim(v) == 0 else f"{p}={v}" for p, v in params.items())
+
+
+def _pick(params: Mapping[str, Any], k: int) -> dict[str, float]:
+    return {p: float(v.reshape(-1)[k] if np.size(v) > 1 else np.reshape(v, -1)[0]) if isinstance(v, np.ndarray)
+            else v for p, v in params.items()}
+
+
+#: Points per family at which registration checks the order (see :func:`support_points`).
+SUPPORT_SAMPLES = 64
+SUPPORT_GRID = 81
+_SUPPORT_SEED = 20240601
+
+
+def support_points(family: "SolverFamily", samples: int = SUPPORT_SAMPLES,
+                   grid: int = SUPPORT_GRID, seed: int = _SUPPORT_SEED) -> list[dict[str, float]]:
+    """Deterministic parameter points covering ``family``'s sampling support.
+
+    A regular grid of about ``grid`` points over the support box (with its corners and
+    edges) plus ``samples`` seeded uniform draws from the box, keeping the points that
+    :meth:`SolverFamily.support_mask` accepts (inside the box, ``support_margin`` away from
+    every singular set).  An unbounded side of the box is replaced by the default
+    ± 10·(1 + |default|).  Registration checks the declared order and stages at each of
+    these points, so a family whose order holds only at its defaults is refused.
+    """
+    if not family.params:
+        return []
+    lows, highs = [], []
+    for p in family.params:
+        low, high = family.support[p]
+        default = family.defaults[p]
+        reach = 10.0 * (1.0 + abs(default))
+        low = low if math.isfinite(low) else min(default, high) - reach
+        high = high if math.isfinite(high) else max(default, low) + reach
+        lows.append(low)
+        highs.append(high)
+    per_axis = max(2, int(round(grid ** (1.0 / len(family.params)))))
+    axes = [np.linspace(low, high, per_axis) for low, high in zip(lows, highs)]
+    mesh = [axis.reshape(-1) for axis in np.meshgrid(*axes, indexing="ij")]
+    rng = np.random.default_rng(seed)
+    drawn = [rng.uniform(low, high, samples) for low, high in zip(lows, highs)]
+    columns = {p: np.concatenate([m, d]) for p, m, d in zip(family.params, mesh, drawn)}
+    keep = family.support_mask(columns)
+    return [{p: float(columns[p][i]) for p in family.params} for i in np.flatnonzero(keep)]
 
 
 def as_real(family: str, name: str, value) -> float:
@@ -195,9 +278,9 @@ def _checked_coefficients(family: SolverFamily, key: tuple[float, ...]):
     params = dict(zip(family.params, key))
     family.check(params)  # singular points -> ValueError naming the constraint
     try:
-        A, b, c = validate_tableau(*family.formula(**params))
+        A, b, c = validate_tableau(*family._evaluate(params))
     except ValueError as error:
-        raise ValueError(f"{family.name} at {params}: {error}") from None
+        raise ValueError(f"{family.name} at {_point(params)}: {error}") from None
     return tuple(tuple(row) for row in A), tuple(b), tuple(c)
 
 
@@ -216,6 +299,29 @@ def _plain_numbers_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool
         return (all(math.isfinite(v) for v in values.values())
                 and all(abs(float(constraint.expression(**values))) >= SINGULAR_TOL
                         for constraint in family.constraints))
+    except (ArithmeticError, TypeError, ValueError):
+        return False
+
+
+def _arrays_pass(family: SolverFamily, params: Mapping[str, Any], guarded: bool = False) -> bool:
+    """Fast path of ``check`` for float64 NumPy arrays mixed with Python floats (per-sample
+    values on the host): True when they are fine; False sends ``check`` down the general
+    path, which also explains any failure.  ``guarded``: the caller has silenced NumPy's
+    floating-point warnings already."""
+    values = [params[p] for p in family.params]
+    if not any(type(v) is np.ndarray for v in values):
+        return False
+    if not guarded:
+        with np.errstate(all="ignore"):
+            return _arrays_pass(family, params, guarded=True)
+    try:
+        for v in values:
+            if not math.isfinite(v.sum() if type(v) is np.ndarray else v):  # inf/NaN anywhere
+                return False
+        for constraint in family.constraints:
+            if not np.abs(constraint.expression(**params)).min() >= SINGULAR_TOL:
+                return False
+        return True
     except (ArithmeticError, TypeError, ValueError):
         return False
 

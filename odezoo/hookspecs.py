@@ -16,10 +16,13 @@ def odezoo_register_families(register: Callable[["SolverFamily"], None]) -> None
     """Register solver families.
 
     Called once for each plugin when plugins are (re)loaded: at ``import odezoo`` and
-    whenever a plugin is registered or unregistered.  Call ``register(family)`` once for
-    each :class:`odezoo.SolverFamily` the plugin provides.  ``register`` checks each
-    family — its tableau at the defaults (and at each named member) must have the declared
-    order and stages, its name must be new and must not shadow a torchdiffeq method — and
-    skips a family it refuses with an ``odezoo.OdezooPluginWarning``.  An exception
-    escaping this hook skips the whole plugin with a warning; other plugins still load.
+    whenever a plugin is registered or unregistered; built-in plugins first, then the others
+    in registration order (``tryfirst``/``trylast`` change nothing; ``hookwrapper``/``wrapper``
+    implementations are refused).  Call ``register(family)`` once for each
+    :class:`odezoo.SolverFamily` the plugin provides; the return value is ignored.
+    ``register`` checks each family — its tableau at the defaults, at each named member and
+    across its sampling support must have the declared order and stages, its name must be new
+    and must not shadow a torchdiffeq method — and skips a family it refuses (or whose checks
+    raise) with an ``odezoo.OdezooPluginWarning``.  An exception escaping this hook skips the
+    whole plugin with a warning; other plugins still load.
     """

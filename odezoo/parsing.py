@@ -14,8 +14,10 @@ def parse_number(text) -> float:
         raise ValueError(f"not a number: {text!r} (use e.g. 0.3 or 1/3)")
     try:
         value = float(text) if isinstance(text, (int, float)) else float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError, OverflowError):
+    except (ValueError, ZeroDivisionError):
         raise ValueError(f"not a number: {text!r} (use e.g. 0.3 or 1/3)") from None
+    except OverflowError:
+        raise ValueError(f"not a number odezoo can use: {text!r} is too large for a float64 (|x| < 1.8e308)") from None
     if not math.isfinite(value):
         raise ValueError(f"not a finite number: {text!r}")
     return value

@@ -2,31 +2,55 @@
 
 Built-in families come from ``BUILTIN_FAMILY_MODULES``; third-party ones from the
 ``odezoo`` entry-point group (skipped when ``ODEZOO_DISABLE_PLUGIN_AUTOLOAD=1``).  Every
-plugin answers the same hook, ``odezoo_register_families(register)``.  A broken plugin or a
-family that fails its checks is reported with an :class:`OdezooPluginWarning` and skipped;
-the rest keep working.
+plugin answers the same hook, ``odezoo_register_families(register)``.
+
+Guarantees (whatever a plugin does, ``import odezoo`` works):
+
+* Built-ins are registered first and their hooks run first, whatever hookimpl options
+  (``tryfirst``, ``trylast``) a plugin sets, so a third-party family can never take a
+  built-in's name — not even when that built-in failed to load.
+* A plugin that pluggy rejects (a hook argument the hookspec does not have), that implements
+  a hook odezoo does not define (e.g. a misspelled ``odezoo_register_familes``; found the way
+  ``PluginManager.check_pending`` finds them), that wraps the hook (``hookwrapper``/``wrapper``),
+  that has no odezoo hook at all, or that fails to import or raises in its hook is refused whole.
+* A family is refused alone — its siblings still register — when it fails a check or when a
+  check of it raises anything at all.
+* Two distributions that declare the same entry-point name: the first found keeps it, the other
+  is refused.
+* Every refusal is an :class:`OdezooPluginWarning` (also listed by ``odezoo.plugin_problems()``)
+  naming the distribution (or plugin name) and the reason.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import os
+import re
 import warnings
-from types import ModuleType
+import weakref
 from typing import Any
 
+import numpy as np
 import pluggy
 
 from . import _torchdiffeq_bridge as bridge
 from . import hookspecs
-from .family import SolverFamily
+from .family import SolverFamily, support_points
+from .order import verified_orders
 from .stepper import ParameterizedRKSolver
+from .tableau import MAX_CHECKED_ORDER
 
-__all__ = ["ENTRY_POINT_GROUP", "DISABLE_AUTOLOAD_ENV", "OdezooPluginWarning", "Registry"]
+__all__ = ["ENTRY_POINT_GROUP", "DISABLE_AUTOLOAD_ENV", "OdezooPluginWarning", "Registry", "verify_family"]
 
 ENTRY_POINT_GROUP = "odezoo"
 DISABLE_AUTOLOAD_ENV = "ODEZOO_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PROVIDER = "odezoo (built-in)"
+HOOK = "odezoo_register_families"
+
+# What a plugin may raise while it loads or runs and still leave odezoo working.  Not
+# KeyboardInterrupt: the user asked to stop.
+_PLUGIN_ERRORS = (Exception, SystemExit)
 
 
 class OdezooPluginWarning(UserWarning):
@@ -39,6 +63,9 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
         self._families: dict[str, SolverFamily] = {}
         self._providers: dict[str, str] = {}  # plugin name -> label shown to users
+        self._builtins: list[str] = []  # built-in plugin names, in the order they run
+        self._third_party: list[str] = []  # other plugin names, in registration order
+        self._reserved: dict[str, str] = {}  # family names of built-ins that failed to load
         self.problems: list[str] = []
 
     # ------------------------------------------------------------------ loading
@@ -46,11 +73,16 @@ class Registry:
         for module_name in builtin_modules:
             try:
                 module = importlib.import_module(module_name)
-            except Exception as error:  # a broken built-in must not hide the others
+            except _PLUGIN_ERRORS as error:  # a broken built-in must not hide the others
                 self._warn(f"built-in plugin {module_name} failed to import: {error!r}")
+                self._reserved[module_name.rpartition(".")[2]] = BUILTIN_PROVIDER
                 continue
-            self.pm.register(module, name=module_name)
-            self._providers[module_name] = BUILTIN_PROVIDER
+            problem = self._admit(module, module_name, BUILTIN_PROVIDER)
+            if problem:
+                self._warn(problem)
+                self._reserved[module_name.rpartition(".")[2]] = BUILTIN_PROVIDER
+            else:
+                self._builtins.append(module_name)
         if autoload is None:
             autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
         if autoload:
@@ -58,37 +90,115 @@ class Registry:
         self.refresh()
 
     def _load_entry_points(self) -> None:
-        seen = set()
-        for dist in importlib.metadata.distributions():
-            for entry_point in dist.entry_points:
-                if entry_point.group != ENTRY_POINT_GROUP or entry_point.value in seen:
+        try:
+            distributions = list(importlib.metadata.distributions())
+        except _PLUGIN_ERRORS as error:
+            self._warn(f"the installed distributions could not be listed, so no third-party plugin "
+                       f"is loaded: {error!r}")
+            return
+        seen: set[str] = set()  # distributions, by normalized name
+        claimed: dict[str, str] = {}  # entry-point name -> the distribution that has it
+        for dist in distributions:
+            try:
+                dist_name = dist.metadata["Name"] or "?"
+                label = f"{dist_name} {dist.version}"
+                entry_points = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+            except _PLUGIN_ERRORS as error:
+                self._warn(f"a distribution's metadata could not be read ({error!r}); its odezoo "
+                           f"plugins, if any, are skipped. Reinstall it.")
+                continue
+            key = re.sub(r"[-_.]+", "-", dist_name).lower()
+            if key in seen:
+                continue  # the same distribution again, further down sys.path: shadowed, as for imports
+            seen.add(key)
+            for entry_point in entry_points:
+                if entry_point.name in claimed:
+                    self._warn(f"plugin {entry_point.name!r} from {label} is refused: {claimed[entry_point.name]} "
+                               f"already provides an odezoo entry point named {entry_point.name!r}, and two "
+                               f"distributions cannot share one. Uninstall one of them.")
                     continue
-                seen.add(entry_point.value)
-                label = f"{dist.metadata['Name']} {dist.version}"
-                if self.pm.get_plugin(entry_point.name) is not None or self.pm.is_blocked(entry_point.name):
-                    continue
+                claimed[entry_point.name] = label
                 try:
                     plugin = entry_point.load()
-                except Exception as error:
+                except _PLUGIN_ERRORS as error:
                     self._warn(f"plugin {entry_point.name!r} from {label} failed to load and is skipped: "
                                f"{error!r}. Reinstall or uninstall that package.")
                     continue
-                if self.pm.is_registered(plugin):
-                    continue  # a built-in also listed in the entry-point group
-                try:
-                    self.pm.register(plugin, name=entry_point.name)
-                except ValueError as error:
-                    self._warn(f"plugin {entry_point.name!r} from {label} was refused: {error}")
+                problem = self._admit(plugin, entry_point.name, label)
+                if problem:
+                    self._warn(problem)
+
+    def _admit(self, plugin: Any, name: str, label: str) -> str | None:
+        """Register ``plugin`` with pluggy under ``name`` unless it is defective; return the
+        reason it was refused (naming ``label``), or None once it is registered."""
+        refused = f"plugin {name!r} from {label} is refused"
+        if self.pm.get_plugin(name) is not None:
+            other = self._providers.get(name, name)
+            return f"{refused}: the plugin name {name!r} is already taken (by {other})."
+        try:
+            if self.pm.is_registered(plugin):
+                other = self.pm.get_name(plugin)
+                return (f"{refused}: the same object is already registered as plugin {other!r} "
+                        f"({self._providers.get(other, other)}).")
+            registered = self.pm.register(plugin, name=name)
+        except _PLUGIN_ERRORS as error:  # pluggy.PluginValidationError: e.g. an unknown hook argument
+            return f"{refused}: {_reason(error)}"
+        if registered is None:
+            return f"{refused}: the name {name!r} is blocked in odezoo's plugin manager."
+        problem = self._hook_problem(plugin)
+        if problem:
+            self.pm.unregister(plugin)
+            return f"{refused}: {problem}"
+        self._providers[name] = label
+        if label != BUILTIN_PROVIDER:
+            self._third_party.append(name)
+        return None
+
+    def _hook_problem(self, plugin: Any) -> str | None:
+        """Why a just-registered plugin cannot work, or None.  Unknown hook names are found
+        like ``PluginManager.check_pending`` finds them (implementations without a hookspec
+        that are not ``optionalhook``), but for this plugin only and all of them at once."""
+        unknown, wrappers, ours = [], [], 0
+        for hook_name, caller in vars(self.pm.hook).items():
+            if hook_name.startswith("_"):
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
                     continue
-                self._providers[entry_point.name] = label
+                if not caller.has_spec():
+                    if not impl.optionalhook:
+                        unknown.append(hook_name)
+                    continue
+                ours += 1
+                if impl.hookwrapper or impl.wrapper:
+                    wrappers.append(hook_name)
+        specs = sorted(name for name in vars(hookspecs) if name.startswith("odezoo_"))
+        if unknown:
+            return (f"it implements {', '.join(map(repr, sorted(unknown)))}, which odezoo does not define "
+                    f"(its hooks: {', '.join(specs)}), so that code would never run — a misspelled hook "
+                    f"name? Fix the name, or mark an implementation meant for another odezoo version "
+                    f"@odezoo.hookimpl(optionalhook=True).")
+        if wrappers:
+            return (f"its {', '.join(wrappers)} is a hookwrapper/wrapper; odezoo calls each plugin's "
+                    f"implementation itself (built-ins first), so register families from a plain "
+                    f"@odezoo.hookimpl.")
+        if not ours:
+            unmarked = [attr for attr in specs if callable(getattr(plugin, attr, None))]
+            hint = (f" ({', '.join(unmarked)} is not marked with @odezoo.hookimpl)" if unmarked else "")
+            return f"it implements no odezoo hook{hint}, so it could not register anything."
+        return None
 
     def register_plugin(self, plugin: Any, name: str | None = None) -> str:
-        plugin_name = self.pm.register(plugin, name=name)
-        if plugin_name is None:
-            raise ValueError(f"plugin {name or plugin!r} is blocked")
-        self._providers.setdefault(plugin_name, plugin_name)
+        """Register ``plugin``; ``ValueError`` naming the reason if it is defective (the checks
+        of plugin loading).  Its families are then checked one by one: a refused family is an
+        :class:`OdezooPluginWarning`."""
+        if name is None:
+            name = self.pm.get_canonical_name(plugin)
+        problem = self._admit(plugin, name, name)
+        if problem:
+            raise ValueError(problem)
         self.refresh()
-        return plugin_name
+        return name
 
     def unregister_plugin(self, plugin: Any) -> None:
         if isinstance(plugin, str):
@@ -96,31 +206,63 @@ class Registry:
             plugin = self.pm.get_plugin(name)
             if plugin is None:
                 raise ValueError(f"no plugin named {name!r} is registered")
+        name = self.pm.get_name(plugin)
         self.pm.unregister(plugin)
+        for names in (self._builtins, self._third_party):
+            if name in names:
+                names.remove(name)
         self.refresh()
 
     # ------------------------------------------------------------------ families
+    def _hook_order(self) -> list:
+        """The hook implementations in the order odezoo runs them: built-ins first, then other
+        plugins in registration order; pluggy's ordering options play no part."""
+        impls = [impl for impl in self.pm.hook.odezoo_register_families.get_hookimpls()
+                 if not (impl.hookwrapper or impl.wrapper)]
+        rank = {name: i for i, name in enumerate(self._builtins + self._third_party)}
+        return sorted(impls, key=lambda impl: rank.get(impl.plugin_name, len(rank)))  # stable
+
     def refresh(self) -> None:
         """Ask every plugin for its families and make torchdiffeq's table match."""
         collected: dict[str, SolverFamily] = {}
-        for impl in self.pm.hook.odezoo_register_families.get_hookimpls():
+        reserved = dict(self._reserved)  # family name -> built-in provider
+        builtins = set(self._builtins)
+        for impl in self._hook_order():
             provider = self._providers.get(impl.plugin_name, impl.plugin_name)
+            builtin = impl.plugin_name in builtins
             offered: dict[str, SolverFamily] = {}
+            open_ = [True]
 
-            def register(family, _provider=provider, _offered=offered):
-                problem = self._check(family, _provider, collected, _offered)
+            def register(family, _provider=provider, _offered=offered, _builtin=builtin, _open=open_):
+                if not _open[0]:
+                    self._warn(f"plugin {_provider!r} called register() after its {HOOK} returned; "
+                               f"ignored. Register families inside the hook.")
+                    return
+                try:
+                    problem = self._check(family, _provider, collected, _offered, reserved)
+                    if not problem:
+                        _offered[family.name] = dataclasses.replace(family, provider=_provider)
+                except _PLUGIN_ERRORS as error:
+                    problem = (f"family {_name_of(family)!r} from {_provider!r} is refused: checking it "
+                               f"raised {_reason(error)}")
                 if problem:
                     self._warn(problem)
-                else:
-                    import dataclasses
-                    _offered[family.name] = dataclasses.replace(family, provider=_provider)
+                    if _builtin and isinstance(_name_of(family), str):
+                        reserved.setdefault(_name_of(family), _provider)
 
             try:
-                impl.function(register=register)
-            except Exception as error:
+                returned = impl.function(**{arg: register for arg in impl.argnames})
+            except _PLUGIN_ERRORS as error:
                 self._warn(f"plugin {provider!r} raised {error!r} while registering its families; "
                            f"it is skipped.")
                 continue
+            finally:
+                open_[0] = False
+            if returned is not None:
+                if hasattr(returned, "close"):
+                    returned.close()
+                self._warn(f"plugin {provider!r}: {HOOK} returned {returned!r}, which odezoo ignores; "
+                           f"call register(family) for each family instead.")
             collected.update(offered)
 
         for name in set(self._families) - set(collected):
@@ -130,7 +272,7 @@ class Registry:
                 bridge.install(name, _solver_class(family))
         self._families = collected
 
-    def _check(self, family, provider, collected, offered) -> str | None:
+    def _check(self, family, provider, collected, offered, reserved) -> str | None:
         if not isinstance(family, SolverFamily):
             return f"plugin {provider!r} registered {family!r}, which is not an odezoo.SolverFamily; skipped."
         name = family.name
@@ -140,23 +282,11 @@ class Registry:
         if name in collected or name in offered:
             owner = (collected.get(name) or offered[name]).provider
             return f"family {name!r} from {provider!r} is refused: the name is already registered by {owner!r}."
-        try:
-            tableau = family.tableau()
-            members = {member: family.tableau(**params) for member, params in family.members.items()}
-        except ValueError as error:
-            return f"family {name!r} from {provider!r} is refused: its defaults or members are invalid: {error}"
-        if tableau.stages != family.stages:
-            return (f"family {name!r} from {provider!r} is refused: it declares {family.stages} stages "
-                    f"but its tableau has {tableau.stages}.")
-        for label, tab in [("defaults", tableau), *members.items()]:
-            if tab.order() != family.order:
-                return (f"family {name!r} from {provider!r} is refused: it declares order {family.order} but "
-                        f"its tableau at {label} has order {tab.order()} (order conditions checked from "
-                        f"rooted trees).")
-        if not family.in_support(family.defaults):
-            return (f"family {name!r} from {provider!r} is refused: its defaults {family.defaults} lie outside "
-                    f"its sampling support ({family.support_text()}).")
-        return None
+        if name in reserved and reserved[name] != provider:
+            return (f"family {name!r} from {provider!r} is refused: the name belongs to a built-in family "
+                    f"({reserved[name]}), even though that built-in is unavailable. Rename the family.")
+        reason = _verification(family)
+        return f"family {name!r} from {provider!r} is refused: {reason}" if reason else None
 
     def _warn(self, message: str) -> None:
         self.problems.append(message)
@@ -173,6 +303,96 @@ class Registry:
             known = ", ".join(sorted(self._families)) or "none"
             raise ValueError(f"unknown solver family {name!r}; registered families: {known}. "
                              f"Run `odezoo families` to list them with their parameters.") from None
+
+
+def _name_of(family) -> Any:
+    try:
+        return family.name
+    except _PLUGIN_ERRORS:
+        return "?"
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+# A family is immutable, so its numeric verification is done once per object.
+_verified: "weakref.WeakKeyDictionary[SolverFamily, str | None]" = weakref.WeakKeyDictionary()
+
+
+def _verification(family: SolverFamily) -> str | None:
+    """Why ``family`` fails its numeric checks (without the "family ... is refused" prefix),
+    or None.  The declared stages and order must hold at the defaults, at every named member
+    and at every point of :func:`odezoo.family.support_points` — the sampling support."""
+    try:
+        return _verified[family]
+    except (KeyError, TypeError):
+        pass
+    reason = verify_family(family)
+    try:
+        _verified[family] = reason
+    except TypeError:
+        pass
+    return reason
+
+
+def verify_family(family: SolverFamily) -> str | None:
+    """Why ``family`` cannot be registered (its stages, or its order at the defaults, the
+    members and points across its sampling support, differ from what it declares), or None."""
+    try:
+        tableau = family.tableau()
+        members = {member: family.tableau(**params) for member, params in family.members.items()}
+    except ValueError as error:
+        return f"its defaults or members are invalid: {error}"
+    if tableau.stages != family.stages:
+        return f"it declares {family.stages} stages but its tableau has {tableau.stages}."
+    for label, tab in [("defaults", tableau), *members.items()]:
+        if tab.stages != family.stages:
+            return f"it declares {family.stages} stages but its tableau at {label} has {tab.stages}."
+        try:
+            order = tab.order()
+        except ValueError as error:
+            return f"its order at {label} cannot be verified: {error}"
+        if order != family.order:
+            return (f"it declares order {family.order} but its tableau at {label} has order {order} "
+                    f"(order conditions checked from rooted trees).")
+    if not family.in_support(family.defaults):
+        return (f"its defaults {family.defaults} lie outside its sampling support "
+                f"({family.support_text()}).")
+    points = support_points(family)
+    As, bs = [], []
+    for point in points:
+        shown = _shown(point)
+        try:
+            A, b, _ = family.checked_coefficients(tuple(point[p] for p in family.params))
+        except ValueError as error:
+            return f"its tableau at {shown}, a point of its sampling support, is invalid: {error}"
+        if len(b) != family.stages:
+            return (f"it declares {family.stages} stages but its tableau at {shown} (in its sampling "
+                    f"support) has {len(b)}.")
+        As.append(A)
+        bs.append(b)
+    if not points:
+        return None
+    orders, undecided = verified_orders(np.array(As), np.array(bs), MAX_CHECKED_ORDER)
+    wrong = np.flatnonzero((orders != family.order) & (undecided == 0))
+    if wrong.size:
+        k = int(wrong[0])
+        return (f"it declares order {family.order} but its tableau at {_shown(points[k])}, a point of its "
+                f"sampling support ({family.support_text()}), has order {int(orders[k])} (order "
+                f"conditions checked from rooted trees at {len(points)} points of the support). Narrow "
+                f"the support to where the order holds.")
+    unsure = np.flatnonzero(undecided != 0)
+    if unsure.size:
+        k = int(unsure[0])
+        return (f"its order cannot be verified at {_shown(points[k])}, a point of its sampling support "
+                f"({family.support_text()}): the order-{int(undecided[k])} conditions cancel beyond float64 "
+                f"precision (coefficients too large). Narrow the support or widen support_margin.")
+    return None
+
+
+def _shown(point) -> str:
+    return ", ".join(f"{p}={v:.6g}" for p, v in point.items()) or "its defaults"
 
 
 def _solver_class(family: SolverFamily) -> type:

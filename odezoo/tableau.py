@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
-from .order import order_residuals
+from .order import order_residuals, verified_orders
 
-__all__ = ["ButcherTableau", "MAX_CHECKED_ORDER", "validate"]
+__all__ = ["ButcherTableau", "CheckedBatch", "MAX_CHECKED_ORDER", "validate", "validate_batch"]
 
 MAX_CHECKED_ORDER = 6
 _CONSISTENCY_RTOL = 1e-12
@@ -20,6 +20,8 @@ def _floats(name: str, value, ndim: int):
         if ndim == 1:
             return [float(x) for x in value]
         return [[float(x) for x in row] for row in value]
+    except OverflowError:  # e.g. a Python int or Fraction beyond float64's range
+        raise ValueError(f"ButcherTableau: {name} has entries too large for float64: {value!r}") from None
     except (TypeError, ValueError):
         # strings, ragged rows, a scalar where a list belongs: let NumPy name the problem
         try:
@@ -57,14 +59,220 @@ def validate(A, b, c) -> tuple[list[list[float]], list[float], list[float]]:
                 raise ValueError(f"ButcherTableau: A must be strictly lower triangular (explicit method); "
                                  f"a[{i + 1},{j + 1}] = {row[j]!r}")
     for i, row in enumerate(A):
-        row_sum = math.fsum(row)
-        if abs(row_sum - c[i]) > _CONSISTENCY_RTOL * (1.0 + sum(abs(x) for x in row)):
+        row_sum, scale = _sum(row, f"row {i + 1} of A")
+        if abs(row_sum - c[i]) > _CONSISTENCY_RTOL * scale:
             raise ValueError(f"ButcherTableau: c_i must equal the row sum of A; "
                              f"c[{i + 1}] = {c[i]!r} but sum_j a[{i + 1},j] = {row_sum!r}")
-    total = math.fsum(b)
-    if abs(total - 1.0) > _CONSISTENCY_RTOL * (1.0 + sum(abs(x) for x in b)):
+    total, scale = _sum(b, "b")
+    if abs(total - 1.0) > _CONSISTENCY_RTOL * scale:
         raise ValueError(f"ButcherTableau: the weights b must sum to 1 (consistency); sum(b) = {total!r}")
     return A, b, c
+
+
+def _sum(values: list[float], what: str) -> tuple[float, float]:
+    """``(Σ values, 1 + Σ |values|)``; ValueError where float64 overflows (never OverflowError)."""
+    try:
+        total = math.fsum(values)
+    except OverflowError:
+        total = math.inf
+    scale = 1.0 + sum(abs(x) for x in values)
+    if not (math.isfinite(total) and math.isfinite(scale)):
+        raise ValueError(f"ButcherTableau: the entries of {what} are too large for float64 "
+                         f"(their sum overflows): {values}")
+    return total, scale
+
+
+class CheckedBatch:
+    """``n`` tableaux that passed the checks of :func:`validate`, entry by entry.
+
+    Entries are numbered A row by row, then b, then c.  ``varying`` lists the entries given
+    per tableau, ``rows`` holds them (a float64 array of shape (len(varying), n), not to be modified);
+    ``constants`` has every entry as a float (the first tableau's value where it varies).
+    ``largest`` is the largest magnitude of any entry.
+    """
+
+    __slots__ = ("constants", "rows", "varying", "stages", "largest")
+
+    def __init__(self, constants, rows, varying, stages, largest):
+        self.constants, self.rows, self.varying = constants, rows, varying
+        self.stages, self.largest = stages, largest
+
+    def entries(self) -> list:
+        """Every entry: a float, or its row of ``rows`` where it varies."""
+        out = list(self.constants)
+        for i, row in zip(self.varying, self.rows):
+            out[i] = row
+        return out
+
+    def tableaux(self):
+        """``(A, b, c)`` nested like the input, entries as in :meth:`entries`."""
+        out, s = self.entries(), self.stages
+        return [out[i * s:(i + 1) * s] for i in range(s)], out[s * s:s * s + s], out[s * s + s:]
+
+
+def validate_batch(A, b, c, n: int) -> CheckedBatch:
+    """:func:`validate` for a batch of ``n`` tableaux given entry by entry.
+
+    Each entry of ``A``, ``b``, ``c`` is a number (the same in every tableau; any real type:
+    int, float, NumPy scalar, ``Fraction``) or an array of shape ``(n,)`` (one value per
+    tableau).  The checks are those of :func:`validate` with the same tolerances, run on all
+    tableaux at once in float64; on a failure the first failing tableau is run through
+    :func:`validate` itself, so the ``ValueError`` is the one the scalar path raises; its
+    ``sample`` attribute is the index of that tableau.
+    """
+    try:
+        A, b, c = [list(row) for row in A], list(b), list(c)
+        s = len(A)
+        well_formed = s >= 1 and all(len(row) == s for row in A) and len(b) == s and len(c) == s
+    except TypeError:
+        well_formed = False
+    if not well_formed:
+        validate(A, b, c)  # explains the shape problem
+        raise ValueError(f"ButcherTableau: malformed coefficients A={A!r}, b={b!r}, c={c!r}")
+    flat = [x for row in A for x in row] + b + c
+    constants, varying, arrays = [], [], []
+    try:
+        for i, x in enumerate(flat):
+            if type(x) is not float:
+                if not (type(x) is np.ndarray and x.shape == (n,)):
+                    x = np.asarray(x, dtype=np.float64)
+                    if not x.ndim:
+                        constants.append(float(x))
+                        continue
+                    x = np.broadcast_to(x.reshape(-1), (n,))
+                varying.append(i)
+                arrays.append(x)
+                x = float(x[0])
+            constants.append(x)
+        rows = np.array(arrays, dtype=np.float64) if arrays else np.empty((0, n))
+    except (TypeError, ValueError, OverflowError):
+        validate(*_at(A, b, c, 0))
+        raise ValueError(f"ButcherTableau: coefficients must be numbers or arrays of shape ({n},)") from None
+    largest = _fast_pass(constants, rows, varying, s)
+    if largest is None:
+        stack = np.empty((len(flat) + 1, n))
+        stack[:-1] = np.array(constants)[:, None]
+        stack[varying] = rows
+        stack[-1] = 1.0
+        largest, bad = _batch_failures(stack, s, varying)
+        if bad is not None:
+            k = int(np.flatnonzero(bad)[0])
+            try:
+                validate(*_at(A, b, c, k))
+                error = ValueError(f"ButcherTableau: the coefficients fail the tableau checks "
+                                   f"(A={_at(A, b, c, k)[0]}, b={_at(A, b, c, k)[1]})")
+            except ValueError as raised:
+                error = raised
+            error.sample = k  # which tableau of the batch
+            raise error
+    return CheckedBatch(constants, rows, varying, s, largest)
+
+
+def _fast_pass(constants: list[float], rows: np.ndarray, varying: list[int], s: int) -> float | None:
+    """The largest |entry| when every tableau passes the checks of :func:`validate` and the
+    numbers are tame (finite, below 1e300); None sends :func:`validate_batch` to the full
+    per-tableau check, which also explains a failure.  Constant entries are summed in
+    Python, the varying ones in two small matrix products, so a batch costs about a dozen
+    NumPy calls whatever the number of stages."""
+    M_var, M_tol_var, const_rows, upper = _split_matrices(s, tuple(varying))
+    if any(i in upper for i in varying) or any(constants[i] != 0.0 for i in upper if i not in varying):
+        return None
+    largest = max(abs(x) for x in constants)
+    if not largest < 1e300:  # NaN too
+        return None
+    residual0, tolerance0 = [], []
+    for entries, tol_entries, offset in const_rows:
+        residual0.append(sum(sign * constants[j] for j, sign in entries) + offset)
+        tolerance0.append(_CONSISTENCY_RTOL * (1.0 + sum(abs(constants[j]) for j in tol_entries)))
+    if not varying:
+        ok = all(abs(r) <= t for r, t in zip(residual0, tolerance0))
+        return largest if ok else None
+    # Sufficient for the tolerances of validate (each is at least RTOL): every residual within
+    # RTOL.  Tableaux with large entries may need the full tolerance: the slow path decides.
+    residual = M_var @ rows
+    residual += np.array(residual0)[:, None]
+    np.abs(residual, out=residual)
+    worst = float(residual.max())  # NaN or inf when an entry is not finite
+    if not worst <= _CONSISTENCY_RTOL:
+        return None
+    return max(largest, float(rows.max()), -float(rows.min()))
+
+
+@lru_cache(maxsize=256)
+def _split_matrices(s: int, varying: tuple[int, ...]):
+    """For the consistency residuals of :func:`validate` (rows of A: Σ_j a_ij − c_i; then
+    Σ b − 1): the coefficients of the varying entries (``M_var``, ``M_tol_var`` with the
+    tolerance factor RTOL), per residual the constant entries with their signs, the constant
+    entries of its tolerance and its constant offset; and A's diagonal and upper triangle."""
+    m = s * s + 2 * s
+    M, M_tol, upper = _consistency_matrices(s)
+    position = {j: k for k, j in enumerate(varying)}
+    M_var = M[:, list(varying)] if varying else np.zeros((s + 1, 0))
+    M_tol_var = M_tol[:, list(varying)] if varying else np.zeros((s + 1, 0))
+    const_rows = []
+    for r in range(s + 1):
+        entries = [(j, M[r, j]) for j in range(m) if M[r, j] != 0.0 and j not in position]
+        tol_entries = [j for j in range(m) if M_tol[r, j] != 0.0 and j not in position]
+        const_rows.append((entries, tol_entries, M[r, m]))
+    return M_var, M_tol_var, const_rows, upper
+
+
+def _batch_failures(stack: np.ndarray, s: int, varying: list[int]):
+    """``(largest |entry|, mask of the tableaux that fail a check of validate or None)``;
+    the tableaux are the columns of ``stack`` (A row by row, then b, then c).
+
+    The consistency checks are linear in the entries: residual = M·stack − (0, …, 0, 1) and
+    tolerance = RTOL·(1 + |M_A|·|stack|), with one row per row of A (Σ_j a_ij − c_i) and one
+    for b (Σ b_i − 1), the quantities of :func:`validate`.  The fast path reduces everything
+    to a few numbers; the per-tableau mask is computed only when something fails.
+    """
+    M, M_tol, upper = _consistency_matrices(s)
+    with np.errstate(all="ignore"):
+        magnitude = np.abs(stack)
+        largest = float(magnitude.max())  # NaN when any entry is NaN
+        margin = M @ stack  # the last row of stack is ones: M's last column holds the -1 of Σb − 1
+        np.abs(margin, out=margin)
+        scale = M_tol @ magnitude  # RTOL·(1 + Σ|entries|), the 1 again from the row of ones
+        margin -= scale
+        explicit = not any(i in upper for i in varying) and not any(stack[i, 0] for i in upper)
+        if explicit and largest < 1e300 and float(margin.max()) <= 0.0:
+            return largest, None  # finite entries, sums that cannot overflow, checks hold
+        bad = ~((margin <= 0.0).all(axis=0) & np.isfinite(scale).all(axis=0)
+                & np.isfinite(magnitude).all(axis=0))
+        bad |= (stack[sorted(upper)] != 0.0).any(axis=0)
+    return largest, (bad if bad.any() else None)
+
+
+@lru_cache(maxsize=None)
+def _consistency_matrices(s: int):
+    """``(M, M_tol, upper)`` for stacks of s² + 2s entries plus a last row of ones.
+
+    ``M @ stack`` gives Σ_j a_ij − c_i for each row i of A, then Σ b_i − 1; ``M_tol @ |stack|``
+    gives their tolerances RTOL·(1 + Σ_j |a_ij|) and RTOL·(1 + Σ |b_i|), as in :func:`validate`;
+    ``upper`` holds the flat indices of A's diagonal and upper triangle.
+    """
+    m = s * s + 2 * s
+    M = np.zeros((s + 1, m + 1))
+    M_tol = np.zeros((s + 1, m + 1))
+    for i in range(s):
+        M[i, i * s:(i + 1) * s] = 1.0
+        M[i, s * s + s + i] = -1.0
+        M_tol[i, i * s:(i + 1) * s] = _CONSISTENCY_RTOL
+    M[s, s * s:s * s + s] = 1.0
+    M[s, m] = -1.0
+    M_tol[s, s * s:s * s + s] = _CONSISTENCY_RTOL
+    M_tol[:, m] = _CONSISTENCY_RTOL
+    upper = frozenset(i * s + j for i in range(s) for j in range(i, s))
+    return M, M_tol, upper
+
+
+def _at(A, b, c, k: int):
+    """Tableau ``k`` of a batch given entry by entry (entries that are not arrays as given)."""
+    def pick(x):
+        if isinstance(x, np.ndarray) and x.ndim:
+            return x.reshape(-1)[k] if x.size > 1 else x.reshape(-1)[0]
+        return x
+    return [[pick(x) for x in row] for row in A], [pick(x) for x in b], [pick(x) for x in c]
 
 
 def _frozen(values) -> np.ndarray:
@@ -102,23 +310,32 @@ class ButcherTableau:
         """Largest |Φ(t) − 1/γ(t)| over the rooted trees with exactly ``p`` vertices."""
         return max(abs(r) for _, r in order_residuals(self.A, self.b, p))
 
-    def _tolerance(self) -> float:
-        magnitude = max(1.0, float(np.abs(self.A).max()), float(np.abs(self.b).max()))
-        return 1e-10 * magnitude ** 3
-
     @cached_property
-    def _order(self) -> int:
-        tol = self._tolerance()
-        order = 0
-        for p in range(1, MAX_CHECKED_ORDER + 1):
-            if self.order_residual(p) > tol:
-                break
-            order = p
-        return order
+    def _order(self) -> tuple[int, int]:
+        orders, undecided = verified_orders(self.A, self.b, MAX_CHECKED_ORDER)
+        return int(orders[0]), int(undecided[0])
 
     def order(self) -> int:
-        """Highest p ≤ 6 for which every order condition (rooted trees of ≤ p vertices) holds."""
-        return self._order
+        """Highest p ≤ 6 for which every order condition (rooted trees of ≤ p vertices) holds.
+
+        Each condition Φ(t) = 1/γ(t) is tested with a tolerance relative to the size of its
+        terms (``odezoo.order.ORDER_RTOL`` times Φ of (|A|, |b|) plus 1/γ), so large
+        coefficients cannot pass a condition they miss.  ``ValueError`` when float64 cannot
+        decide: the coefficients are so large that a condition's terms cancel beyond what
+        float64 resolves (``odezoo.order.ORDER_RESOLUTION``), or its elementary weight
+        overflows.  A failed condition is always decided, so the order returned is exact.
+        """
+        order, undecided = self._order
+        if undecided:
+            raise ValueError(
+                f"ButcherTableau: the order cannot be decided in float64: the coefficients are so "
+                f"large (largest |entry| {self._largest():.3g}) that the order-{undecided} conditions "
+                f"cancel beyond float64 precision or overflow; the order is at least {order}. "
+                f"Choose parameters with smaller coefficients (away from singular sets).")
+        return order
+
+    def _largest(self) -> float:
+        return float(max(np.abs(self.A).max(), np.abs(self.b).max(), np.abs(self.c).max()))
 
     def __eq__(self, other):
         if not isinstance(other, ButcherTableau):
