@@ -5,6 +5,11 @@ PY := $(VENV)/bin/python
 # torch and torchvision must come as a matching pair (a mismatched torchvision fails to import).
 TORCH_PACKAGES ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.odezoo-installed
+# The docs site is built in a venv of its own holding only the docs tools (docs/requirements.txt, the
+# `docs` extra): mkdocstrings reads odezoo's source statically, so neither odezoo nor torch is installed
+# there, and torchattacks' old `requests` pin in .venv cannot conflict with mkdocs-material.
+DOCS_VENV ?= .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.odezoo-docs-installed
 
 .PHONY: demo test bench docs clean-venv
 
@@ -15,18 +20,24 @@ $(STAMP): pyproject.toml plugins/odezoo-rk3w/pyproject.toml
 	$(PY) -m pip install --quiet -e ".[recipes,attacks,dev]" -e plugins/odezoo-rk3w
 	touch $(STAMP)
 
+$(DOCS_STAMP): docs/requirements.txt
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install --quiet -r docs/requirements.txt
+	touch $(DOCS_STAMP)
+
 demo: $(STAMP)
 	$(PY) recipes/demo.py
 
-test: $(STAMP)
+# tests/test_docs.py builds the site with $(DOCS_VENV), so the docs are checked by every test run.
+test: $(STAMP) $(DOCS_STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
-docs: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[docs]"
-	$(VENV)/bin/mkdocs build --strict
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(DOCS_VENV)

@@ -15,6 +15,7 @@ from .family import Constraint, DistributionSpec, SolverFamily, SINGULAR_TOL
 from .hookspecs import hookimpl, hookspec
 from .tableau import ButcherTableau
 from .registry import ENTRY_POINT_GROUP, OdezooPluginWarning, registry as _registry
+from .step_warning import OdezooStepWarning
 from .metasolver import (EnsembleSolver, FixedSolver, MetaSolver, PerSampleSmoothingSolver, SmoothingSolver,
                          SwitchingSolver)
 from .spec import SolverSpec
@@ -64,7 +65,7 @@ _load()
 
 __all__ = [
     "ButcherTableau", "Constraint", "DistributionSpec", "SolverFamily", "SINGULAR_TOL",
-    "ENTRY_POINT_GROUP", "OdezooPluginWarning",
+    "ENTRY_POINT_GROUP", "OdezooPluginWarning", "OdezooStepWarning",
     "families", "get_family", "register_plugin", "unregister_plugin", "plugin_manager",
     "plugin_problems", "hookimpl", "hookspec", "odeint", "odeint_adjoint",
     "MetaSolver", "FixedSolver", "SwitchingSolver", "SmoothingSolver", "PerSampleSmoothingSolver",

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 import odezoo
+from odezoo.family import SINGULAR_TOL
 from odezoo.parsing import parse_number
 
 
@@ -16,6 +17,48 @@ def _families_table() -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _interval(family, param: str) -> str:
+    low, high = family.support[param]
+    return f"[{low:g}, {high:g}]"
+
+
+def _families_help() -> str:
+    """Every registered family with its parameters, defaults and sampling support."""
+    rows = []
+    for name, fam in sorted(odezoo.families().items()):
+        params = "  ".join(f"--{p} {fam.defaults[p]:.6g} in {_interval(fam, p)}" for p in fam.params)
+        rows.append((name, params or "(no parameters)"))
+    width = max((len(name) for name, _ in rows), default=0)
+    lines = ["families: --PARAM DEFAULT in [SUPPORT] (odezoo tableau FAMILY --help shows one in full):"]
+    lines += [f"  {name.ljust(width)}  {params}" for name, params in rows]
+    return "\n".join(lines)
+
+
+def _family_help(family) -> str:
+    """One family's parameters: names, defaults, support, singular constraints, members."""
+    lines = [f"usage: odezoo tableau {family.name} " + " ".join(f"[--{p} VALUE]" for p in family.params),
+             "", f"{family.name}: {family.description}".rstrip(": "),
+             f"order {family.order}, {family.stages} stages, from {family.provider or '?'}"]
+    if family.reference:
+        lines.append(f"reference: {family.reference}")
+    lines += ["", "parameters (a missing one takes its default; 1/3 works; any finite value off the",
+              "singular sets below is accepted, samplers draw from the closed support interval):"]
+    width = max((len(p) for p in family.params), default=0)
+    for p in family.params:
+        lines.append(f"  --{p.ljust(width)}  default {family.defaults[p]:.10g}, support {_interval(family, p)}")
+    if family.constraints:
+        lines += ["", f"constraints (the tableau is singular where one fails: |expression| < {SINGULAR_TOL:g} "
+                      f"is refused,", f"and samplers keep |expression| >= {family.support_margin:g}):"]
+        lines += [f"  {c.description}" for c in family.constraints]
+    if family.members:
+        lines += ["", "members:"]
+        width = max(len(m) for m in family.members)
+        for member, values in family.members.items():
+            shown = " ".join(f"--{p} {v:.10g}" for p, v in values.items())
+            lines.append(f"  {member.ljust(width)}  {shown}")
     return "\n".join(lines)
 
 
@@ -44,9 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("families", help="list every registered solver family")
     tab = sub.add_parser("tableau", help="print a family's Butcher tableau and its verified order",
-                         epilog="parameters: --u 0.3 --v 0.6 (fractions such as 1/3 work)")
-    tab.add_argument("family")
+                         description="Print a family's Butcher tableau and its verified order.",
+                         usage="odezoo tableau [-h] family [--PARAM VALUE ...]", add_help=False,
+                         epilog="parameters: --u 0.3 --v 0.6 (fractions such as 1/3 work)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    tab.add_argument("family", nargs="?", help="a registered family (odezoo families lists them)")
+    tab.add_argument("-h", "--help", action="store_true",
+                     help="show this help and every family's parameters, or with a family, its parameters")
     args, extras = parser.parse_known_args(argv)
+    if args.command == "tableau" and not args.help and args.family is None:
+        tab.error("the following arguments are required: family")
     try:
         if args.command == "families":
             if extras:
@@ -54,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
             print(_families_table())
             for problem in odezoo.plugin_problems():
                 print(f"warning: {problem}", file=sys.stderr)
+        elif args.command == "tableau" and args.help:
+            if args.family is None:
+                print(tab.format_help().rstrip() + "\n\n" + _families_help())
+            else:
+                print(_family_help(odezoo.get_family(args.family)))
         elif args.command == "tableau":
             family = odezoo.get_family(args.family)
             params = family.resolve(_parse_params(family, extras))

@@ -54,7 +54,7 @@ class DistributionSpec:
 
 @dataclass(frozen=True, eq=False)
 class SolverFamily:
-    """A parameterized explicit RK family with order == stages.
+    """A parameterized explicit Runge–Kutta family (the built-ins have order == stages; any order ≤ 6 may be declared).
 
     Attributes:
         name: method name, used as the torchdiffeq ``method=``.
@@ -67,7 +67,7 @@ class SolverFamily:
         support_margin: sampled points also keep this distance from every singular set.
         distribution: default sampling distribution (kind and scale).
         members: named classic members, e.g. ``{"midpoint": {"u": 0.5}}``.
-        description, reference: shown by ``odezoo families`` and in the docs.
+        description, reference: shown by ``odezoo tableau`` and in the docs.
     """
 
     name: str

@@ -94,6 +94,7 @@ class ODEBlock(nn.Module):
 
 
 def solver_blocks(model: nn.Module) -> list[ODEBlock]:
+    """Every :class:`ODEBlock` inside ``model``, in module order."""
     return [m for m in model.modules() if isinstance(m, ODEBlock)]
 
 

@@ -68,6 +68,7 @@ class SolverSpec:
 
     @property
     def family(self):
+        """The registered :class:`~odezoo.SolverFamily` of ``method``, or None for torchdiffeq's own methods."""
         return registry.families().get(self.method)
 
     @property
@@ -86,20 +87,25 @@ class SolverSpec:
         return options
 
     def solve(self, func, y0, t, adjoint: bool = False, **kwargs):
+        """``odeint(func, y0, t, method=self.method, options=self.options(), **kwargs)``, or
+        ``odeint_adjoint`` with ``adjoint=True``."""
         integrate = odeint_adjoint if adjoint else odeint
         return integrate(func, y0, t, method=self.method, options=self.options(), **kwargs)
 
     def label(self) -> str:
+        """A short label for tables and plots: ``rk2_u(u=0.5; 8 steps)``."""
         params = ",".join(f"{k}={format_value(v)}" for k, v in self.params.items())
         grid = f"{self.n_steps} steps" if self.n_steps else f"h={self.step_size:g}" if self.step_size else "output grid"
         return f"{self.method}({params}; {grid})" if params else f"{self.method}({grid})"
 
     def to_dict(self) -> dict:
+        """Plain data (tensors become lists), the inverse of :meth:`from_dict`."""
         return {"method": self.method, "params": {k: _plain(v) for k, v in self.params.items()},
                 "step_size": self.step_size, "n_steps": self.n_steps}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "SolverSpec":
+        """The spec that :meth:`to_dict` wrote (validated again)."""
         return cls(data["method"], dict(data.get("params") or {}), data.get("step_size"), data.get("n_steps"))
 
 

@@ -18,6 +18,7 @@ import torch
 from . import _torchdiffeq_bridge as bridge
 from ._torchdiffeq_bridge import FixedGridODESolver, Perturb
 from .family import SolverFamily
+from .step_warning import output_grid
 
 __all__ = ["ParameterizedRKSolver", "StepPlan", "float_plan", "make_plan", "cast_limit"]
 
@@ -245,6 +246,8 @@ class ParameterizedRKSolver(FixedGridODESolver):
                                  f"number, got {step_size!r}")
         if interp not in ("linear", "cubic"):
             raise ValueError(f"method {family.name!r}: interp must be 'linear' or 'cubic', got {interp!r}")
+        if step_size is None and grid_constructor is None:  # torchdiffeq #137: steps = output gaps
+            grid_constructor = output_grid(family.name)  # same grid, plus an OdezooStepWarning
         super().__init__(func, y0, step_size=step_size, grid_constructor=grid_constructor,
                          interp=interp, perturb=perturb, **options)
         self.plan = make_plan(family, params, y0)

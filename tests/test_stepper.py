@@ -178,10 +178,10 @@ def test_per_sample_time_is_broadcastable_only_where_nodes_move():
         return -y
 
     y0 = torch.ones(3, 2)
-    odeint(record, y0, torch.tensor([0.0, 1.0]), method="rk2_u", options={"u": torch.tensor([0.3, 0.5, 1.0])})
+    odeint(record, y0, torch.tensor([0.0, 1.0]), method="rk2_u", options={"u": torch.tensor([0.3, 0.5, 1.0]), "step_size": 1.0})
     assert seen == [(), (3, 1)]
     seen.clear()
-    odeint(record, y0, torch.tensor([0.0, 1.0]), method="rk4_u2", options={"u": torch.tensor([0.3, 0.5, 1.0])})
+    odeint(record, y0, torch.tensor([0.0, 1.0]), method="rk4_u2", options={"u": torch.tensor([0.3, 0.5, 1.0]), "step_size": 1.0})
     assert seen == [(), (), (), ()]
 
 

@@ -40,6 +40,8 @@ class Splits(NamedTuple):
 
 
 class Loaders(NamedTuple):
+    """The train, validation and test ``DataLoader`` of one dataset."""
+
     train: DataLoader
     val: DataLoader
     test: DataLoader

@@ -151,10 +151,12 @@ MODELS = {"mnist": MnistODENet, "cifar10": Cifar10ODENet}
 
 
 def build_model(name: str, solver, **kwargs) -> nn.Module:
+    """The model called ``name`` in ``MODELS`` (``mnist``, ``cifar10``) integrating with ``solver``."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](solver, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of trainable parameters of ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

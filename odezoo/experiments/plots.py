@@ -140,6 +140,8 @@ def plot_accuracy_vs_param(rows, path, param="u", title=None):
 
 
 def plot_training_curves(metrics_jsonl, path, title="Training"):
+    """Training loss and accuracies per epoch from a recipe's JSON-lines metrics log, saved as a
+    PNG at ``path`` (returned)."""
     records = read_jsonl(metrics_jsonl)
     epochs = [r["epoch"] + 1 for r in records]
     fig, axes = new_figure(2, figsize=(10, 4))

@@ -87,12 +87,14 @@ def accuracy(model: nn.Module, loader, device="cpu", max_batches: int | None = N
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch (every device) with ``seed``."""
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``ValueError`` for ``cuda`` without a CUDA device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
