@@ -260,8 +260,8 @@ class Context:
                 if a.kind == "noise":
                     return Attack("noise", samples=2)
                 return a
-            protocol = protocol.replace(attacks=tuple(shrink(a) for a in protocol.attacks), eps=spec.eps[:2],
-                                        n_examples=32, n_autoattack=16, n_checks=16)
+            protocol = protocol.replace(attacks=tuple(shrink(a) for a in protocol.attacks), eps=spec.eps[-1:],
+                                        n_examples=16, n_autoattack=8, n_checks=8)
         return protocol
 
 

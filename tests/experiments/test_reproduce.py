@@ -46,8 +46,8 @@ def test_every_model_of_every_arm_gets_the_same_protocol(dry_run_all, name):
     for seed in ("0", "1"):  # arms sharing a seed are attacked on the same test images
         assert len({r["test_images"] for r in rows if r["seed"] == seed}) == 1
     aa = [r for r in rows if r["attack"].startswith("autoattack-standard")]
-    assert aa and all(int(r["n_examples"]) == 16 for r in aa)
-    assert all(int(r["n_examples"]) == 32 for r in rows if r["attack"] == "clean")
+    assert aa and all(int(r["n_examples"]) == 8 for r in aa)
+    assert all(int(r["n_examples"]) == 16 for r in rows if r["attack"] == "clean")
     summary = (folder / "summary.md").read_text()
     assert "dry run: not a result" in summary and protocol["full_name"] == "strong-v1"
     for attack in names:
