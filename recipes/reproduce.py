@@ -1,140 +1,287 @@
-"""Reproduce the paper's figures and tables (Gusak et al., Meta-Solver for Neural ODEs).
+"""Reproduce the paper's figures and tables (Gusak et al., Meta-Solver for Neural ODEs) under one
+named evaluation protocol per experiment.
 
-    python recipes/reproduce.py fig3a --scale small                 # minutes on a laptop CPU
-    python recipes/reproduce.py table1 --scale paper --data-dir ~/data   # hours on one GPU
-    python recipes/reproduce.py all --scale small
+    python recipes/reproduce.py table1 --scale small                      # CPU; see docs/results.md for times
+    python recipes/reproduce.py table1 --scale paper --data-dir ~/data    # hours on one GPU
     python recipes/reproduce.py fig5 --scale small --dry-run --out "$(mktemp -d)"   # seconds (CI)
+    python recipes/reproduce.py report                                    # tables + figures from docs/results/
 
-Experiments: fig3a fig3b fig4 fig5 table1 table2 variants (and all).  Each writes to
---out/<experiment>/: raw.csv (every seed), summary.csv (mean ± standard error over seeds),
-<experiment>.png and summary.md (our numbers beside the paper's, the seeds and the cost).
-Trained models are kept under --out/<experiment>/runs/ and reused when the command is run
-again (an interrupted run resumes).
+Experiments: fig3a fig3b fig4 fig5 table1 table2 variants (and all).  Before any training the
+experiment prints the protocol it will run (odezoo.experiments.protocol: every attack by its
+full name, ε, how many test images) and checks the optional dependencies.  Every seed of every
+arm is then trained (or reused from --out/<experiment>/runs/, an interrupted run resumes) and
+evaluated with that protocol on the same test images, with the gradient-masking checks.
+
+The data that ships goes to --results/<experiment>/ (default docs/results/, for a dry run
+--out/results/):  per_seed.csv (one row per model × attack × ε: experiment, arm, seed, attack,
+eps, n_examples, accuracy, train_seconds, ...), protocol.json, setup.json, checks.csv and, for
+fig3b, per_epoch.csv (validation curves).  The tables, figure and summary.md are rebuilt from
+those files alone by the same code that ``report`` runs, so ``report`` on a fresh copy of them
+reproduces every table and figure exactly.
 
 Scales: ``paper`` uses the paper's data, epochs and step counts (full MNIST / CIFAR-10 via
---data-dir).  ``small`` runs on 2 CPU cores: MNIST experiments on the 5,000 embedded digits
-(6 epochs, 4 solver steps, attacks on 512 test digits); CIFAR-10 experiments on a reduced
-setting — a width-16 CIFAR-10 network, 2 solver steps, 4 epochs — on real CIFAR-10 (5,000
-training images) when --data-dir holds it, otherwise on the embedded digits padded to
-32×32×3 (a stand-in, clearly labelled: not CIFAR-10).
+--data-dir) and attacks every test image.  ``small`` runs on 2 CPU cores: MNIST experiments on
+the 5,000 embedded digits (6 epochs, 4 solver steps; 1,000 test digits), CIFAR-10 experiments
+on a reduced setting — a width-16 CIFAR-10 network, 2 solver steps, 4 epochs — on real CIFAR-10
+(5,000 training images) when --data-dir holds it, otherwise on the embedded digits padded to
+32×32×3 (a stand-in, labelled as such everywhere: not CIFAR-10).  Attacks: the first 1,000
+test images, standard AutoAttack on the first 500.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib.util
 import json
 import math
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train  # noqa: E402
-
-from odezoo.experiments.config import DEFAULTS, deep_update, meta_solver_from_config  # noqa: E402
-from odezoo.experiments.data import get_datasets, make_loaders  # noqa: E402
-from odezoo.experiments.evaluation import robustness_rows  # noqa: E402
-from odezoo.experiments.io import load_checkpoint, save_csv  # noqa: E402
-from odezoo.experiments.models import build_model  # noqa: E402
-from odezoo.experiments.plots import new_figure, save_figure  # noqa: E402
-from odezoo.experiments.training import resolve_device  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# ε (pixels) at which each experiment's first model gets the strong attacks and checks.
-CHECK_EPS = {"fig3a": [0.1, 0.2, 0.3], "fig3b": [0.1, 0.2, 0.3], "fig4": [2 / 255, 4 / 255, 8 / 255],
-             "fig5": [0.1, 0.2, 0.3], "table1": [2 / 255, 4 / 255, 8 / 255], "table2": [4 / 255, 8 / 255, 16 / 255],
-             "variants": [0.1, 0.2, 0.3]}
-PAPER_PGD = {"pgd_steps": 7, "pgd_step_size": 2 / 255}     # the paper's PGD (MNIST, eps 0.3)
-STRONG_PGD = {"pgd_steps": 20, "pgd_step_size": "auto"}    # reaches the whole eps-ball
 EXPERIMENTS = ("fig3a", "fig3b", "fig4", "fig5", "table1", "table2", "variants")
 
-# Numbers the paper reports (REFERENCE.md); figure values are read off the plots.
+# optional module -> the one install line that provides it
+OPTIONAL = {"torchattacks": "pip install 'odezoo[attacks]'", "advertorch": "pip install 'odezoo[recipes]'",
+            "torchvision": "pip install 'odezoo[recipes]'", "matplotlib": "pip install 'odezoo[recipes]'",
+            "scipy": "pip install 'odezoo[recipes]'", "yaml": "pip install 'odezoo[recipes]'",
+            "mlxtend": "pip install 'odezoo[recipes]'"}
+
+
+def check_dependencies(needs_autoattack: bool) -> None:
+    """Exit with the install line before any training when an optional dependency is missing."""
+    missing = [m for m in OPTIONAL if (m != "torchattacks" or needs_autoattack) and importlib.util.find_spec(m) is None]
+    if missing:
+        lines = sorted({OPTIONAL[m] for m in missing})
+        raise SystemExit(f"reproduce.py needs {', '.join(missing)} (nothing was trained). Install with: "
+                         + " and ".join(lines))
+
+
+# --------------------------------------------------------------------------- what the paper reports
+# (REFERENCE.md); figure values are read off the plots.  Table values: mean ± SE over 3 seeds, in %.
 PAPER = {
-    "fig3a": "clean ≈ 99.5% for every u; PGD (ε 0.3, 2/255, 7 it.) ≈ 0.84 at u = 0.05, dips to ≈ 0.75 near "
-             "u ≈ 0.4 and u ≈ 0.9, ≈ 0.79 at u = 1.",
+    "fig3a": "clean ≈ 99.5% for every u; PGD (ε 0.3, 7 steps of 2/255) ≈ 84% at u = 0.05, dips to ≈ 75% near "
+             "u ≈ 0.4 and u ≈ 0.9, ≈ 79% at u = 1.",
     "fig3b": "robust accuracy differs between u values and the ordering is stable over epochs (9 seeds).",
     "fig4": "the best u is the same for every ε (FGSM, CIFAR-10).",
     "fig5": "4-stage order-4 parameterizations and Euler step sizes give different robust accuracy (MNIST).",
-    "table1": {"standard": {"fgsm": "33.02 ± 1.08", "pgd": "31.81 ± 1.03"},
-               "smoothing": {"fgsm": "33.64 ± 0.73", "pgd": "32.78 ± 0.65"}},
-    "table2": {"standard": {"fgsm": "40.86 ± 0.26", "pgd": "36.13 ± 0.13"},
-               "smoothing": {"fgsm": "41.39 ± 0.01", "pgd": "36.37 ± 0.15"}},
+    "table1": {"standard": {"fgsm": (33.02, 1.08), "pgd-7x2/255": (31.81, 1.03)},
+               "smoothing": {"fgsm": (33.64, 0.73), "pgd-7x2/255": (32.78, 0.65)}},
+    "table2": {"standard": {"fgsm": (40.86, 0.26), "pgd-7x2/255": (36.13, 0.13)},
+               "smoothing": {"fgsm": (41.39, 0.01), "pgd-7x2/255": (36.37, 0.15)}},
     "variants": "not in the paper.",
 }
+
+
+# --------------------------------------------------------------------------- experiments as data
+@dataclass
+class Arm:
+    """One training configuration of an experiment (trained once per seed)."""
+    label: str
+    solver: dict
+    resample: str = "epoch"
+    adversarial: dict = field(default_factory=lambda: {"kind": "none"})
+    track: dict | None = None
+
+    @property
+    def run_name(self) -> str:
+        return "".join(c if c.isalnum() or c in ".-" else "_" for c in self.label)
+
+    def solver_text(self) -> str:
+        s = self.solver
+        inside = [f"{k}={v:g}" for k, v in (s.get("params") or {}).items()]
+        inside += [f"{s['n_steps']} step{'s' if s['n_steps'] > 1 else ''}"] if s.get("n_steps") else []
+        solver = f"{s['method']}({', '.join(inside)})" if inside else s["method"]
+        if s.get("mode") == "smoothing":
+            draw = "per sample" if s.get("per_sample") else f"per {self.resample}"
+            return f"smoothing {solver}, {s.get('distribution') or 'default'} σ={s.get('scale')}, drawn {draw}"
+        return solver
+
+
+def _normal(scale=0.0125, **extra):
+    return {"mode": "smoothing", "method": "rk2_u", "params": {"u": 0.5}, "distribution": "normal", "scale": scale,
+            **extra}
+
+
+FIXED = {"mode": "fixed", "method": "rk2_u", "params": {"u": 0.5}}
+
+
+def arms_of(name: str, ctx) -> list[Arm]:
+    small, dry = ctx.scale == "small", ctx.dry_run
+    rk2 = lambda u: {"mode": "fixed", "method": "rk2_u", "params": {"u": u}}  # noqa: E731
+    if name == "fig3a":
+        grid = ([0.25, 1.0] if dry else [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0]) if small \
+            else [round(0.05 * i, 2) for i in range(1, 21)]
+        return [Arm(f"u={u:g}", rk2(u)) for u in grid]
+    if name == "fig3b":
+        track = {"attack": "pgd", "eps": 0.3, "pgd_steps": 7, "pgd_step_size": 2 / 255,
+                 "max_batches": 1 if dry else 8}
+        return [Arm(f"u={u:g}", rk2(u), adversarial={"kind": "fgsm_random", "eps": 0.3}, track=track)
+                for u in ([0.25, 1.0] if dry else [0.25, 0.5, 1.0])]
+    if name == "fig4":
+        return [Arm(f"u={u:g}", rk2(u)) for u in ([0.25, 1.0] if dry else [0.25, 0.5, 0.75, 1.0])]
+    if name == "fig5":
+        steps = 1 if small else 2
+        solvers = [(m, steps) for m in ("rk4_u1", "rk4_u2", "rk4_u3", "rk4_uv")] + [("euler", 1), ("euler", 10)]
+        if dry:
+            solvers = [solvers[1], solvers[4]]
+        return [Arm(f"{m} {n} step{'s' if n > 1 else ''}", {"mode": "fixed", "method": m, "params": {}, "n_steps": n})
+                for m, n in solvers]
+    if name in ("table1", "table2"):
+        adversarial = {"kind": "none"} if name == "table1" else {"kind": "fgsm_random", "eps": 8 / 255,
+                                                                  "alpha": 10 / 255}
+        return [Arm("standard", FIXED, adversarial=adversarial),
+                Arm("smoothing", _normal(), resample=ctx.smoothing_resample, adversarial=adversarial)]
+    if name == "variants":
+        runs = [Arm("fixed", FIXED), Arm("normal/epoch", _normal(0.1), "epoch"),
+                Arm("normal/batch", _normal(0.1), "batch"),
+                Arm("normal/sample", _normal(0.1, per_sample=True), "batch"),
+                Arm("cauchy/batch", {**_normal(0.05), "distribution": "cauchy"}, "batch"),
+                Arm("uniform/batch", {**_normal(0.25), "distribution": "uniform"}, "batch")]
+        return [runs[0], runs[3]] if dry else runs
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Spec:
+    title: str
+    data: str            # mnist | cifar
+    eps: tuple
+    reference: str | None = None   # the arm every other arm is paired with (same seed)
+    x_axis: str | None = None      # "u" or "eps": what the figure plots against
+
+
+SPECS = {
+    "fig3a": Spec("MNIST, rk2_u: clean and robust accuracy vs u (one model per u)", "mnist", (0.3,), "u=1", "u"),
+    "fig3b": Spec("MNIST, FGSM-random adversarial training, three u: robust validation accuracy per epoch "
+                  "(figure) and the protocol on test images after training (tables)", "mnist", (0.3,), "u=1"),
+    "fig4": Spec("CIFAR-10 network, rk2_u: accuracy vs ε for several u", "cifar",
+                 (1 / 255, 2 / 255, 4 / 255, 8 / 255), "u=1", "eps"),
+    "fig5": Spec("MNIST: robust accuracy vs ε for the four rk4 families and Euler (1 and 10 steps)", "mnist",
+                 (0.1, 0.2, 0.3), "euler 10 steps", "eps"),
+    "table1": Spec("CIFAR-10 network: standard training vs solver smoothing (normal, σ = 0.0125), ε = 2/255", "cifar",
+                   (2 / 255,), "standard"),
+    "table2": Spec("CIFAR-10 network: the same on top of FGSM-random adversarial training, ε = 8/255", "cifar",
+                   (8 / 255,), "standard"),
+    "variants": Spec("MNIST: solver-smoothing variants the paper did not try, against a fixed solver", "mnist",
+                     (0.2,), "fixed"),
+}
+
+# Seeds per experiment at small scale (docs/results.md, "Plan"): the tables get enough seeds to
+# detect an effect of a few points; the figures keep 3.
+SMALL_SEEDS = {"table1": 8, "table2": 8}
 
 
 # --------------------------------------------------------------------------- settings
 class Context:
     def __init__(self, args):
+        from odezoo.experiments.training import resolve_device
+
         self.scale = args.scale
         self.dry_run = args.dry_run
         self.data_dir = args.data_dir
         self.device = resolve_device(args.device)
         self.out = Path(args.out or ROOT / "runs" / "reproduce" / args.scale)
-        default_seeds = "0,1" if args.dry_run else ("0,1,2" if args.scale == "small" else "0,1,2")
-        self.seeds = [int(s) for s in (args.seeds or default_seeds).split(",")]
+        self.results = Path(args.results) if args.results else (self.out / "results" if args.dry_run
+                                                                else ROOT / "docs" / "results")
+        self.seeds_flag = args.seeds
         self.quiet = not args.verbose
         self.checks = not args.no_checks
-        self.probe = None
+        self.protocol_name = args.protocol
+        self.smoothing_resample = args.smoothing_resample
+
+    def seeds_for(self, name: str) -> list[int]:
+        if self.seeds_flag:
+            return [int(s) for s in self.seeds_flag.split(",")]
+        n = 2 if self.dry_run else (SMALL_SEEDS.get(name, 3) if self.scale == "small" else 3)
+        return list(range(n))
 
     @property
     def cifar_is_real(self) -> bool:
         return self.scale == "paper" or bool(self.data_dir and (Path(self.data_dir) / "cifar-10-batches-py").is_dir())
 
-    def mnist(self, **overrides) -> dict:
-        if self.scale == "paper":
-            cfg = yaml.safe_load((ROOT / "recipes" / "configs" / "mnist_paper.yaml").read_text())
-            cfg["data_dir"] = self.data_dir
-            eval_batches = None
-        else:
-            cfg = yaml.safe_load((ROOT / "recipes" / "configs" / "mnist_rk2_fixed.yaml").read_text())
-            cfg.update(epochs=6)
-            cfg["solver"]["n_steps"] = 4
-            eval_batches = 16                                  # 512 test digits
-        cfg["eval_batches"] = eval_batches
-        return self._finish(cfg, overrides)
-
-    def cifar(self, **overrides) -> dict:
+    def base_config(self, data: str) -> dict:
+        if data == "mnist":
+            if self.scale == "paper":
+                cfg = yaml.safe_load((ROOT / "recipes" / "configs" / "mnist_paper.yaml").read_text())
+                cfg["data_dir"] = self.data_dir
+            else:
+                cfg = yaml.safe_load((ROOT / "recipes" / "configs" / "mnist_rk2_fixed.yaml").read_text())
+                cfg.update(epochs=6)
+                cfg["solver"]["n_steps"] = 4
+            return cfg
         cfg = yaml.safe_load((ROOT / "recipes" / "configs" / "cifar10_rk2_standard.yaml").read_text())
         cfg["data_dir"] = self.data_dir
-        cfg["eval_batches"] = None
         if self.scale == "small":
             cfg.update(epochs=4, batch_size=64, model_kwargs={"width": 16})
             cfg["schedule"].update(base_lr=1e-4, max_lr=0.05, step_size_up="auto", step_size_down="auto")
             cfg["solver"]["n_steps"] = 2
-            cfg["eval_batches"] = 8                            # 512 test images
             if self.cifar_is_real:
                 cfg["subset"] = 5000
             else:
                 cfg["dataset"] = "mnist-embedded-rgb32"
-        return self._finish(cfg, overrides)
+        return cfg
 
-    def _finish(self, cfg, overrides):
-        solver = overrides.pop("solver", None)
-        cfg = deep_update(cfg, overrides)
-        if solver is not None:  # a new solver replaces the base one; only the step count carries over
-            cfg["solver"] = {"n_steps": cfg["solver"].get("n_steps"), **solver}
+    def config(self, data: str, arm: Arm, seed: int) -> dict:
+        from odezoo.experiments.config import deep_update
+
+        cfg = self.base_config(data)
+        cfg = deep_update(cfg, {"seed": seed, "resample": arm.resample, "adversarial": arm.adversarial,
+                                "track_robust": arm.track})
+        cfg["solver"] = {"n_steps": cfg["solver"].get("n_steps"), **arm.solver}  # only the step count carries over
         if self.dry_run:
-            cfg.update(epochs=1, subset=64, batch_size=16, eval_batches=1)
+            cfg.update(epochs=1, subset=64, batch_size=16)
         cfg["device"] = str(self.device)
         return cfg
 
-    def data_label(self, cfg) -> str:
-        return {"mnist-embedded": "MNIST, 5,000 embedded digits (3,500 train)",
-                "mnist-embedded-rgb32": "STAND-IN: embedded MNIST digits padded to 32×32×3 (not CIFAR-10)",
-                "mnist": "MNIST (full)", "cifar10": "CIFAR-10" + (" (5,000 training images)" if cfg.get("subset")
-                                                                 else "")}[cfg["dataset"]]
+    def protocol(self, name: str):
+        """The experiment's protocol: the named one at the experiment's ε, with this scale's counts."""
+        from odezoo.experiments.protocol import Attack, get_protocol
+
+        spec = SPECS[name]
+        if self.scale == "paper":
+            counts = dict(n_examples=None, n_autoattack=None, n_checks=1000)
+        else:
+            counts = dict(n_examples=1000, n_autoattack=500, n_checks=256)
+        protocol = get_protocol(self.protocol_name, eps=spec.eps, **counts)
+        if self.dry_run:  # the same kinds of attack with tiny budgets (their names say so): not a result
+            def shrink(a):
+                if a.kind == "pgd":
+                    return Attack("pgd", steps=min(a.steps, 3), step_size=a.step_size, restarts=min(a.restarts, 2))
+                if a.kind == "autoattack":
+                    return Attack("autoattack", version=a.version, steps=3, square_queries=10)
+                if a.kind == "noise":
+                    return Attack("noise", samples=2)
+                return a
+            protocol = protocol.replace(attacks=tuple(shrink(a) for a in protocol.attacks), eps=spec.eps[-1:],
+                                        n_examples=16, n_autoattack=8, n_checks=8)
+        return protocol
 
 
-# --------------------------------------------------------------------------- running
+def data_label(dataset: str, subset) -> str:
+    return {"mnist-embedded": "MNIST, 5,000 embedded digits (3,500 train, 1,000 test)",
+            "mnist-embedded-rgb32": "stand-in: MNIST digits padded to 32×32×3 (not CIFAR-10)",
+            "mnist": "MNIST (full)",
+            "cifar10": "CIFAR-10" + (f" ({subset:,} images per split)" if subset else "")}[dataset]
+
+
+# --------------------------------------------------------------------------- training and evaluation
 def trained_model(ctx: Context, folder: Path, name: str, cfg: dict):
-    """Train (or reuse / resume) one run; return the best model, its MetaSolver and test loader."""
+    """Train (or reuse / resume) one run; return the best model, its MetaSolver, test loader, run dir."""
+    import train
+    from odezoo.experiments.config import DEFAULTS, meta_solver_from_config
+    from odezoo.experiments.data import get_datasets, make_loaders
+    from odezoo.experiments.io import load_checkpoint
+    from odezoo.experiments.models import build_model
+
     run_dir = folder / "runs" / name
-    eval_batches = cfg.pop("eval_batches", None)
     cfg = {k: v for k, v in cfg.items() if k in DEFAULTS}
     cfg["name"] = name
     if not (run_dir / "summary.json").exists():
@@ -152,16 +299,98 @@ def trained_model(ctx: Context, folder: Path, name: str, cfg: dict):
     model.eval()
     splits = get_datasets(cfg["dataset"], data_dir=cfg.get("data_dir"), seed=cfg["seed"])
     loaders = make_loaders(splits, batch_size=cfg["batch_size"], seed=cfg["seed"], subset=cfg.get("subset"))
-    if ctx.probe is None:  # the experiment's first model also gets the strong attacks and the checks
-        ctx.probe = (name, model, meta, loaders.test)
-    return model, meta, loaders.test, eval_batches, run_dir
+    return model, meta, loaders.test, run_dir
 
 
-def attack(ctx, model, meta, loader, max_batches, attacks, eps, pgd):
+def train_seconds(run_dir: Path) -> float:
+    """Training wall time of a run: the per-epoch ``seconds`` of metrics.jsonl (training plus
+    the clean validation pass; the robust tracking of fig3b is not included), summed."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return sum(json.loads(line)["seconds"] for line in lines if line.strip())
+
+
+def masking_rows(ctx, protocol, model, meta, loader, name, arm, seed) -> list[dict]:
+    """Gradient-masking checks on the model as evaluated (the deterministic evaluation solver),
+    plus, for a randomized solver, the determinism check on the solver as deployed."""
+    from odezoo.experiments.masking import gradient_masking_checks
+    from odezoo.experiments.protocol import take_examples
+
+    batches = take_examples(loader, protocol.n_checks, ctx.device)
+    budget = dict(pgd_steps=2, restarts=1, noise_samples=2) if ctx.dry_run else {}
     with meta.evaluating():
-        return robustness_rows(model, loader, "", attacks, eps, device=ctx.device, max_batches=max_batches, **pgd)
+        checks = gradient_masking_checks(model, batches, protocol.eps, device=ctx.device, seed=protocol.seed, **budget)
+    rows = [{"experiment": name, "arm": arm.label, "seed": seed, "check": c.name, "status": c.status,
+             "detail": c.detail, "n_examples": sum(len(y) for _, y in batches)} for c in checks]
+    if meta.randomized:
+        (deployed,) = gradient_masking_checks(model, batches, protocol.eps, device=ctx.device,
+                                              before_forward=meta.resample, only=("deterministic-forward",))
+        rows.append({"experiment": name, "arm": arm.label, "seed": seed, "check": "deployed-solver-randomized",
+                     "status": "info", "detail": deployed.detail + " — the protocol evaluates the deterministic "
+                     "evaluation solver (the center), as the paper does; these numbers do not cover the randomized "
+                     "deployment", "n_examples": sum(len(y) for _, y in batches)})
+    return rows
 
 
+def run_experiment(ctx: Context, name: str) -> Path:
+    from odezoo.experiments.io import save_csv, save_json
+    from odezoo.experiments.protocol import evaluate_protocol
+
+    spec, arms, seeds = SPECS[name], arms_of(name, ctx), ctx.seeds_for(name)
+    protocol = ctx.protocol(name)
+    check_dependencies(any(a.kind == "autoattack" for a in protocol.attacks))
+    folder, results = ctx.out / name, ctx.results / name
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"=== {name} ({ctx.scale}{', dry run' if ctx.dry_run else ''}) -> {folder}; data -> {results}", flush=True)
+    print(f"{len(arms)} arm(s) × seeds {seeds}; every model is evaluated with:\n" + protocol.describe(), flush=True)
+    started = time.time()
+    rows, checks, epochs_rows, cfg = [], [], [], None
+    for arm in arms:
+        for seed in seeds:
+            cfg = ctx.config(spec.data, arm, seed)
+            model, meta, loader, run_dir = trained_model(ctx, folder, f"{arm.run_name}_seed{seed}", cfg)
+            seconds = train_seconds(run_dir)
+            with meta.evaluating():
+                result = evaluate_protocol(model, loader, protocol, device=ctx.device,
+                                           progress=None if ctx.quiet else print)
+            rows += result.rows(experiment=name, arm=arm.label, seed=seed, train_seconds=round(seconds, 3),
+                                epochs=cfg["epochs"], test_images=result.fingerprint)
+            if ctx.checks:
+                checks += masking_rows(ctx, protocol, model, meta, loader, name, arm, seed)
+            if arm.track:
+                for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+                    record = json.loads(line)
+                    epochs_rows.append({"experiment": name, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
+                                        "split": "validation", "attack": "pgd-7x2/255", "eps": arm.track["eps"],
+                                        "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
+            print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f}, worst "
+                  + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g}" for e in protocol.eps)
+                  + f" (trained {seconds:.0f}s)", flush=True)
+    results.mkdir(parents=True, exist_ok=True)
+    save_csv(results / "per_seed.csv", rows)
+    protocol.save(results / "protocol.json")
+    if checks:
+        save_csv(results / "checks.csv", checks)
+    if epochs_rows:
+        save_csv(results / "per_epoch.csv", epochs_rows)
+    setup = {"experiment": name, "title": spec.title, "scale": ctx.scale, "dry_run": ctx.dry_run,
+             "data": data_label(cfg["dataset"], cfg.get("subset")), "stand_in": cfg["dataset"] == "mnist-embedded-rgb32",
+             "model": f"{cfg['model']} {cfg.get('model_kwargs') or ''}".strip(), "epochs": cfg["epochs"],
+             "batch_size": cfg["batch_size"], "seeds": seeds,
+             "arms": [{"label": a.label, "solver": a.solver_text(), "adversarial": a.adversarial.get("kind", "none")}
+                      for a in arms],
+             "reference": spec.reference, "x_axis": spec.x_axis,
+             "wall_minutes": round((time.time() - started) / 60, 1), "threads": torch.get_num_threads(),
+             "device": str(ctx.device),
+             "command": f"python recipes/reproduce.py {name} --scale {ctx.scale}"
+                        + (f" --data-dir {ctx.data_dir}" if ctx.data_dir else "")
+                        + (f" --protocol {ctx.protocol_name}" if ctx.protocol_name != "strong" else "")}
+    save_json(results / "setup.json", setup)
+    text = build_report(results)
+    print(text, flush=True)
+    return results
+
+
+# --------------------------------------------------------------------------- statistics
 def mean_se(values):
     n = len(values)
     mean = sum(values) / n
@@ -169,403 +398,383 @@ def mean_se(values):
     return mean, se, n
 
 
-#: two-sided 95% quantiles of Student's t by degrees of freedom (the 30-df value serves beyond)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+def t_quantile(q: float, df: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(q, df)) if df >= 1 else float("inf")
 
 
-def t_975(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (conservative between
-    tabulated values)."""
-    below = [d for d in _T975 if d <= df]
-    return _T975[max(below)] if below else float("inf")
+def mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.80) -> float:
+    """Minimum detectable effect of a two-sided paired t-test at level ``alpha`` with ``power``:
+    (t_{1-α/2, n-1} + t_{power, n-1}) · sd / √n."""
+    if n < 2 or math.isnan(sd):
+        return float("nan")
+    return (t_quantile(1 - alpha / 2, n - 1) + t_quantile(power, n - 1)) * sd / math.sqrt(n)
 
 
-def summarize(rows, keys):
-    """Group rows by ``keys`` (+ attack, eps) across seeds -> mean, standard error, n."""
-    groups = defaultdict(list)
+def summarize(rows, keys=("arm",)):
+    """Group rows by ``keys`` + (attack, eps) across seeds -> mean, standard error, seeds, examples."""
+    groups, examples = defaultdict(list), {}
     for r in rows:
-        groups[tuple(r[k] for k in keys) + (r["attack"], r["eps"])].append(r["accuracy"])
+        key = tuple(r[k] for k in keys) + (r["attack"], r["eps"])
+        groups[key].append(r["accuracy"])
+        examples[key] = r.get("n_examples")
     out = []
     for key, values in groups.items():
         mean, se, n = mean_se(values)
-        out.append({**dict(zip(keys + ["attack", "eps"], key)), "mean": mean, "se": se, "n": n})
+        out.append({**dict(zip(list(keys) + ["attack", "eps"], key)), "mean": mean, "se": se, "n": n,
+                    "n_examples": examples[key]})
     return out
+
+
+def paired(rows, ref: str, arm: str, attack: str, eps: float) -> dict:
+    """Seed-paired difference (arm − ref) in accuracy: runs sharing a seed share initialization,
+    data order and (on the embedded digits) the test images."""
+    acc = {(r["arm"], r["seed"]): r["accuracy"] for r in rows if r["attack"] == attack and r["eps"] == eps}
+    seeds = sorted({s for (_, s) in acc if (ref, s) in acc and (arm, s) in acc})
+    diffs = [acc[(arm, s)] - acc[(ref, s)] for s in seeds]
+    n = len(diffs)
+    if not n:
+        return {"n": 0}
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else float("nan")
+    se = sd / math.sqrt(n) if n > 1 else float("nan")
+    half = t_quantile(0.975, n - 1) * se if n > 1 else float("nan")
+    return {"n": n, "mean": mean, "sd": sd, "se": se, "half": half, "mde": mde(sd, n),
+            "beyond": n > 1 and abs(mean) > half}
 
 
 def fmt(mean, se):
     return f"{100 * mean:.2f} ± {100 * se:.2f}" if not math.isnan(se) else f"{100 * mean:.2f}"
 
 
-def overlap(a, b) -> str:
-    """Whether two mean ± SE intervals are separated (difference larger than the error bars)."""
-    gap = abs(a["mean"] - b["mean"])
-    bars = (a["se"] if not math.isnan(a["se"]) else 0) + (b["se"] if not math.isnan(b["se"]) else 0)
-    return "larger than the error bars" if gap > bars else "within the error bars"
+def pts(value):
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:+.2f}"
 
 
-# --------------------------------------------------------------------------- experiments
-def fig3a(ctx, folder):
-    """MNIST, rk2_u: clean and PGD accuracy vs u (models trained with each u)."""
-    grid = ([0.25, 1.0] if ctx.dry_run else [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0]) if ctx.scale == "small" \
-        else [round(0.05 * i, 2) for i in range(1, 21)]
-    rows = []
-    for u in grid:
-        for seed in ctx.seeds:
-            cfg = ctx.mnist(seed=seed, solver={"mode": "fixed", "method": "rk2_u", "params": {"u": u}})
-            model, meta, loader, nb, _ = trained_model(ctx, folder, f"u{u:g}_seed{seed}", cfg)
-            found = attack(ctx, model, meta, loader, nb, ["pgd"], [0.3], PAPER_PGD)
-            found += [dict(r, attack="pgd20") for r in attack(ctx, model, meta, loader, nb, ["pgd"], [0.3], STRONG_PGD)
-                      if r["attack"] != "clean"]
-            rows += [{"u": u, "seed": seed, **r} for r in found]
-    summary = summarize(rows, ["u"])
-    fig, axes = new_figure(figsize=(6, 4))
-    ax = axes[0][0]
-    for name, label in [("clean", "clean"), ("pgd", "PGD ε=0.3, 7×2/255 (paper)"), ("pgd20", "PGD ε=0.3, 20 steps")]:
-        pts = sorted((s["u"], s["mean"], s["se"]) for s in summary if s["attack"] == name)
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[0 if math.isnan(p[2]) else p[2] for p in pts],
-                    marker="o", capsize=3, label=label)
-    ax.set_xlabel("u (rk2_u)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return rows, summary, fig, ctx.mnist(), _table(summary, "u", ["clean", "pgd", "pgd20"])
+# --------------------------------------------------------------------------- the report, from files alone
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for r in rows:
+        for k in ("seed", "n_examples", "epoch", "epochs"):
+            if r.get(k) not in (None, ""):
+                r[k] = int(r[k])
+        for k in ("eps", "accuracy", "train_seconds", "clean_accuracy"):
+            if r.get(k) not in (None, ""):
+                r[k] = float(r[k])
+    return rows
 
 
-def fig3b(ctx, folder):
-    """MNIST, FGSM-random adversarial training: robust validation accuracy per epoch for three u."""
-    grid = [0.25, 1.0] if ctx.dry_run else [0.25, 0.5, 1.0]
-    rows = []
-    for u in grid:
-        for seed in ctx.seeds:
-            track = {"attack": "pgd", "eps": 0.3, "pgd_steps": 7, "pgd_step_size": 2 / 255,
-                     "max_batches": 1 if ctx.dry_run else 8}
-            cfg = ctx.mnist(seed=seed, solver={"mode": "fixed", "method": "rk2_u", "params": {"u": u}},
-                            adversarial={"kind": "fgsm_random", "eps": 0.3}, track_robust=track)
-            _, _, _, _, run_dir = trained_model(ctx, folder, f"u{u:g}_seed{seed}", cfg)
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-                record = json.loads(line)
-                rows.append({"u": u, "seed": seed, "epoch": record["epoch"] + 1, "attack": "pgd", "eps": 0.3,
-                             "accuracy": record["robust_val_acc"]})
-                rows.append({"u": u, "seed": seed, "epoch": record["epoch"] + 1, "attack": "clean", "eps": 0.0,
-                             "accuracy": record["val_acc"]})
-    summary = summarize(rows, ["u", "epoch"])
-    fig, axes = new_figure(figsize=(6, 4))
-    ax = axes[0][0]
-    for u in grid:
-        pts = sorted((s["epoch"], s["mean"], s["se"]) for s in summary if s["u"] == u and s["attack"] == "pgd")
-        ys = [p[1] for p in pts]
-        se = [0 if math.isnan(p[2]) else p[2] for p in pts]
-        ax.plot([p[0] for p in pts], ys, marker="o", label=f"u = {u:g}")
-        ax.fill_between([p[0] for p in pts], [y - s for y, s in zip(ys, se)], [y + s for y, s in zip(ys, se)],
-                        alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("robust validation accuracy (PGD ε=0.3)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    last = max(s["epoch"] for s in summary)
-    return rows, summary, fig, ctx.mnist(), _table([s for s in summary if s["epoch"] == last], "u", ["clean", "pgd"])
+def build_report(results: Path) -> str:
+    """Rebuild summary.md, summary.csv and the figure of one experiment from the files in
+    ``results`` (per_seed.csv, protocol.json, setup.json, checks.csv, per_epoch.csv); return the Markdown."""
+    from odezoo.experiments.io import atomic_write, save_csv
+    from odezoo.experiments.protocol import Protocol, eps_label
 
-
-def fig4(ctx, folder):
-    """CIFAR-10 model, rk2_u: FGSM accuracy vs ε for several u."""
-    grid = [0.25, 1.0] if ctx.dry_run else [0.25, 0.5, 0.75, 1.0]
-    eps = [1 / 255, 2 / 255, 4 / 255, 8 / 255]
-    rows = []
-    for u in grid:
-        for seed in ctx.seeds:
-            cfg = ctx.cifar(seed=seed, solver={"mode": "fixed", "method": "rk2_u", "params": {"u": u}})
-            model, meta, loader, nb, _ = trained_model(ctx, folder, f"u{u:g}_seed{seed}", cfg)
-            rows += [{"u": u, "seed": seed, **r} for r in attack(ctx, model, meta, loader, nb, ["fgsm"], eps, PAPER_PGD)]
-    summary = summarize(rows, ["u"])
-    fig, axes = new_figure(figsize=(6, 4))
-    ax = axes[0][0]
-    for u in grid:
-        pts = sorted((s["eps"], s["mean"], s["se"]) for s in summary if s["u"] == u)
-        ax.errorbar([255 * p[0] for p in pts], [p[1] for p in pts], yerr=[0 if math.isnan(p[2]) else p[2] for p in pts],
-                    marker="o", capsize=3, label=f"u = {u:g}")
-    ax.set_xlabel("ε × 255 (FGSM; 0 = clean)")
-    ax.set_ylabel("accuracy")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return rows, summary, fig, ctx.cifar(), _table(summary, "u", ["clean", "fgsm"])
-
-
-def fig5(ctx, folder):
-    """MNIST: robust accuracy vs ε for the four rk4 families and Euler (1 and 10 steps)."""
-    steps = 1 if ctx.scale == "small" else 2
-    solvers = [("rk4_u1", {}, steps), ("rk4_u2", {}, steps), ("rk4_u3", {}, steps), ("rk4_uv", {}, steps),
-               ("euler", {}, 1), ("euler", {}, 10)]
-    if ctx.dry_run:
-        solvers = [solvers[1], solvers[4]]
-    eps = [0.1, 0.2, 0.3] if not ctx.dry_run else [0.1]
-    rows = []
-    for method, params, n in solvers:
-        label = f"{method} {n} step{'s' if n > 1 else ''}"
-        for seed in ctx.seeds:
-            cfg = ctx.mnist(seed=seed, solver={"mode": "fixed", "method": method, "params": params, "n_steps": n})
-            model, meta, loader, nb, _ = trained_model(ctx, folder, f"{method}_{n}_seed{seed}", cfg)
-            found = attack(ctx, model, meta, loader, nb, ["fgsm", "pgd"], eps, STRONG_PGD)
-            rows += [{"solver": label, "seed": seed, **{k: v for k, v in r.items() if k != "solver"}} for r in found]
-    summary = summarize(rows, ["solver"])
-    fig, axes = new_figure(2, figsize=(10, 4))
-    for ax, name in zip(axes[0], ["fgsm", "pgd"]):
-        for label in dict.fromkeys(r["solver"] for r in rows):
-            pts = sorted((s["eps"], s["mean"], s["se"]) for s in summary
-                         if s["solver"] == label and s["attack"] in (name, "clean"))
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[0 if math.isnan(p[2]) else p[2] for p in pts],
-                        marker="o", capsize=3, label=label)
-        ax.set_title(name.upper() + (" (20 steps, 2.5ε/20)" if name == "pgd" else ""))
-        ax.set_xlabel("ε")
-        ax.set_ylabel("accuracy")
-        ax.grid(alpha=0.3)
-    axes[0][1].legend(fontsize=8)
-    return rows, summary, fig, ctx.mnist(), _table(summary, "solver", ["clean", "fgsm", "pgd"])
-
-
-def _smoothing_table(ctx, folder, adversarial, eps):
-    variants = {"standard": {"mode": "fixed", "method": "rk2_u", "params": {"u": 0.5}},
-                "smoothing": {"mode": "smoothing", "method": "rk2_u", "params": {"u": 0.5},
-                              "distribution": "normal", "scale": 0.0125}}
-    rows = []
-    for name, solver in variants.items():
-        for seed in ctx.seeds:
-            cfg = ctx.cifar(seed=seed, solver=solver, adversarial=adversarial)
-            model, meta, loader, nb, _ = trained_model(ctx, folder, f"{name}_seed{seed}", cfg)
-            found = attack(ctx, model, meta, loader, nb, ["fgsm", "pgd"], [eps], {"pgd_steps": 7,
-                                                                                  "pgd_step_size": eps / 4})
-            rows += [{"training": name, "seed": seed, **{k: v for k, v in r.items() if k != "solver"}} for r in found]
-    summary = summarize(rows, ["training"])
-    fig = _bars(summary, "training", list(variants), f"accuracy (ε = {255 * eps:.0f}/255)")
-    return rows, summary, fig, ctx.cifar(), _table(summary, "training", ["clean", "fgsm", "pgd"])
-
-
-def table1(ctx, folder):
-    """CIFAR-10: standard training vs solver smoothing (normal, σ = 0.0125); FGSM and PGD at ε = 2/255."""
-    return _smoothing_table(ctx, folder, {"kind": "none"}, 2 / 255)
-
-
-def table2(ctx, folder):
-    """CIFAR-10: the same on top of FGSM-random adversarial training, ε = 8/255."""
-    return _smoothing_table(ctx, folder, {"kind": "fgsm_random", "eps": 8 / 255, "alpha": 10 / 255}, 8 / 255)
-
-
-def variants(ctx, folder):
-    """MNIST: solver-smoothing variants the paper did not try, against a fixed solver."""
-    base = {"mode": "smoothing", "method": "rk2_u", "params": {"u": 0.5}}
-    runs = {
-        "fixed": ({"mode": "fixed", "method": "rk2_u", "params": {"u": 0.5}}, "epoch"),
-        "normal/epoch": ({**base, "distribution": "normal", "scale": 0.1}, "epoch"),
-        "normal/batch": ({**base, "distribution": "normal", "scale": 0.1}, "batch"),
-        "normal/sample": ({**base, "distribution": "normal", "scale": 0.1, "per_sample": True}, "batch"),
-        "cauchy/batch": ({**base, "distribution": "cauchy", "scale": 0.05}, "batch"),
-        "uniform/batch": ({**base, "distribution": "uniform", "scale": 0.25}, "batch"),
-    }
-    if ctx.dry_run:
-        runs = {k: runs[k] for k in ("fixed", "normal/sample")}
-    rows = []
-    for name, (solver, resample) in runs.items():
-        for seed in ctx.seeds:
-            cfg = ctx.mnist(seed=seed, solver=solver, resample=resample)
-            model, meta, loader, nb, _ = trained_model(ctx, folder, f"{name.replace('/', '_')}_seed{seed}", cfg)
-            found = attack(ctx, model, meta, loader, nb, ["fgsm", "pgd"], [0.2], STRONG_PGD)
-            rows += [{"variant": name, "seed": seed, **{k: v for k, v in r.items() if k != "solver"}} for r in found]
-    summary = summarize(rows, ["variant"])
-    fig = _bars(summary, "variant", list(runs), "accuracy (ε = 0.2)")
-    return rows, summary, fig, ctx.mnist(), _table(summary, "variant", ["clean", "fgsm", "pgd"])
-
-
-def _bars(summary, key, names, ylabel):
-    """Grouped bars (clean, FGSM, PGD) per ``key`` value, with standard-error whiskers."""
-    fig, axes = new_figure(figsize=(max(6, 1.3 * len(names)), 4))
-    ax = axes[0][0]
-    for i, attack_name in enumerate(["clean", "fgsm", "pgd"]):
-        vals = [next(s for s in summary if s[key] == n and s["attack"] == attack_name) for n in names]
-        ax.bar([j + 0.27 * (i - 1) for j in range(len(names))], [v["mean"] for v in vals], width=0.25,
-               yerr=[0 if math.isnan(v["se"]) else v["se"] for v in vals], capsize=3, label=attack_name)
-    ax.set_xticks(range(len(names)), names, fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.legend()
-    return fig
-
-
-def _table(summary, key, attacks):
-    """Markdown: one row per key value, mean ± SE (%) per attack."""
-    eps_of = {}
-    for s in summary:
-        if s["attack"] != "clean":
-            eps_of.setdefault(s["attack"], set()).add(s["eps"])
-    header = ["clean" if a == "clean" else f"{a} ε={'/'.join(f'{e:.3g}' for e in sorted(eps_of.get(a, [])))}"
-              for a in attacks]
-    lines = [f"| {key} | " + " | ".join(header) + " |", "|---" * (len(attacks) + 1) + "|"]
-    for value in dict.fromkeys(s[key] for s in summary):
-        cells = []
-        for a in attacks:
-            found = sorted((s for s in summary if s[key] == value and s["attack"] == a), key=lambda s: s["eps"])
-            cells.append(", ".join(fmt(s["mean"], s["se"]) for s in found) or "—")
-        lines.append(f"| {value} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-RUNNERS = {"fig3a": fig3a, "fig3b": fig3b, "fig4": fig4, "fig5": fig5, "table1": table1, "table2": table2,
-           "variants": variants}
-
-
-def paired_difference(rows, key, a, b, attack_name):
-    """Mean ± SE over seeds of (b − a): runs that share a seed share initialization and data
-    order, so the paired difference has a smaller error than the two means."""
-    acc = {(r[key], r["seed"]): r["accuracy"] for r in rows if r["attack"] == attack_name}
-    seeds = sorted({seed for (_, seed) in acc if (a, seed) in acc and (b, seed) in acc})
-    return mean_se([acc[(b, seed)] - acc[(a, seed)] for seed in seeds])
-
-
-def comparison(name, summary, rows) -> str:
-    """Our headline comparison in words, with whether it exceeds the error bars."""
-    if name in ("table1", "table2"):
-        lines = ["| training | FGSM ours | FGSM paper | PGD ours | PGD paper |", "|---|---|---|---|---|"]
-        for training in ("standard", "smoothing"):
-            ours = {s["attack"]: s for s in summary if s["training"] == training}
-            lines.append(f"| {training} | {fmt(ours['fgsm']['mean'], ours['fgsm']['se'])} | "
-                         f"{PAPER[name][training]['fgsm']} | {fmt(ours['pgd']['mean'], ours['pgd']['se'])} | "
-                         f"{PAPER[name][training]['pgd']} |")
-        for attack_name in ("fgsm", "pgd"):
-            a = next(s for s in summary if s["training"] == "standard" and s["attack"] == attack_name)
-            b = next(s for s in summary if s["training"] == "smoothing" and s["attack"] == attack_name)
-            diff, se, n = paired_difference(rows, "training", "standard", "smoothing", attack_name)
-            half = t_975(n - 1) * se if n > 1 else float("nan")
-            verdict = "beyond" if abs(diff) > half else "within"
-            lines.append(f"\n{attack_name.upper()}: smoothing − standard = {100 * (b['mean'] - a['mean']):+.2f} points, "
-                         f"{overlap(a, b)}; paired by seed: {100 * diff:+.2f} ± {100 * se:.2f} (n = {n}), "
-                         f"{verdict} its 95% interval (± {100 * half:.2f}).")
-        return "\n".join(lines)
-    if name == "variants":
-        lines = ["Seed-paired differences against the fixed solver, in points (mean ± SE over seeds). "
-                 "`*`: |mean| > t·SE with t the two-sided 95% Student-t value for n − 1 degrees of freedom "
-                 "(4.30 for 3 seeds); with this many comparisons expect about one `*` by chance in 20.", "",
-                 "| variant | clean | fgsm | pgd |", "|---|---|---|---|"]
-        for variant in dict.fromkeys(r["variant"] for r in rows):
-            if variant == "fixed":
-                continue
+    setup = json.loads((results / "setup.json").read_text())
+    protocol = Protocol.load(results / "protocol.json")
+    rows = _read_csv(results / "per_seed.csv")
+    checks = _read_csv(results / "checks.csv") if (results / "checks.csv").exists() else []
+    epochs = _read_csv(results / "per_epoch.csv") if (results / "per_epoch.csv").exists() else []
+    name = setup["experiment"]
+    arms = [a["label"] for a in setup["arms"]]
+    summary = summarize(rows)
+    save_csv(results / "summary.csv", summary)
+    seeds = sorted({r["seed"] for r in rows})
+    n_test = max(r["n_examples"] for r in rows if r["attack"] == "clean")
+    lines = [f"### {name} — {setup['scale']} scale{' (dry run: not a result)' if setup['dry_run'] else ''}", "",
+             setup["title"] + ".", ""]
+    if setup["stand_in"]:
+        lines += ["> **Stand-in data.** These models never saw CIFAR-10: they were trained and attacked on MNIST "
+                  "digits padded to 32×32×3. The numbers test the pipeline and the direction of an effect, not "
+                  "CIFAR-10 accuracy, and cannot be set against the paper's CIFAR-10 values.", ""]
+    lines += [f"* data: {setup['data']}",
+              f"* model: {setup['model']}, {setup['epochs']} epochs, batch {setup['batch_size']}",
+              "* arms: " + "; ".join(f"`{a['label']}` = {a['solver']}"
+                                     + (f", {a['adversarial']} adversarial training" if a["adversarial"] != "none"
+                                        else "") for a in setup["arms"]),
+              f"* seeds: {seeds} — mean ± standard error over seeds, in %",
+              f"* wall time: {setup['wall_minutes']} min on {setup['threads']} CPU thread(s) ({setup['device']})", "",
+              protocol.describe(n_test), ""]
+    # accuracy tables, one per eps
+    attacks = ["clean"] + list(protocol.attack_names) + ["worst"]
+    for eps in protocol.eps:
+        counts = {a: next((s["n_examples"] for s in summary if s["attack"] == a and s["eps"] == eps), None)
+                  for a in attacks[1:]}
+        lines += [f"#### Test accuracy at ε = {eps_label(eps)} (%, mean ± SE over {len(seeds)} seeds)", "",
+                  "| arm | clean | " + " | ".join(f"`{a}`" for a in attacks[1:]) + " |",
+                  "|---" * len(attacks) + "|---|"]
+        for arm in arms:
             cells = []
-            for attack_name in ("clean", "fgsm", "pgd"):
-                diff, se, n = paired_difference(rows, "variant", "fixed", variant, attack_name)
-                beyond = " *" if n > 1 and abs(diff) > t_975(n - 1) * se else ""
-                cells.append(f"{100 * diff:+.2f} ± {100 * se:.2f}{beyond}")
-            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-        return "\n".join(lines + ["", f"Paper: {PAPER[name]}"])
-    return f"Paper: {PAPER[name]}"
+            for a in attacks:
+                e = 0.0 if a == "clean" else eps
+                found = next((s for s in summary if s["arm"] == arm and s["attack"] == a and s["eps"] == e), None)
+                cells.append(fmt(found["mean"], found["se"]) if found else "—")
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines += ["", "Test images per model: clean " + f"{n_test:,}; "
+                  + ", ".join(f"`{a}` {n:,}" for a, n in counts.items() if n is not None)
+                  + ". `worst`: correct under every attack, per example, on the images every attack ran on.", ""]
+    lines += _paired_section(name, setup, protocol, rows)
+    lines += _cost_section(setup, rows)
+    lines += _checks_section(checks)
+    if epochs:
+        lines += ["#### Validation curves (figure)", "",
+                  "The figure's per-epoch curves are **validation** accuracy (PGD 7 × 2/255 at ε = 0.3 on "
+                  f"{'64' if setup['dry_run'] else '256'} validation digits, the paper's attack), not test accuracy; "
+                  "the tables above are the protocol on test images after training.", ""]
+    lines += [f"Paper: {_paper_text(name)}", "",
+              f"Data: `per_seed.csv`, `protocol.json`, `setup.json`"
+              + (", `checks.csv`" if checks else "") + (", `per_epoch.csv`" if epochs else "")
+              + f" in this folder. Regenerate the runs: `{setup['command']}`; the tables and figure from these "
+                "files alone: `python recipes/reproduce.py report`.", ""]
+    text = "\n".join(lines)
+    atomic_write(results / "summary.md", text)
+    _figure(name, setup, protocol, summary, epochs, results / f"{name}.png")
+    return text
 
 
-def stronger_evaluation(ctx: Context, name: str) -> str:
-    """Strong attacks (per-example worst case incl. AutoAttack) and gradient-masking checks on
-    the experiment's first model, as Markdown."""
-    from odezoo.experiments.masking import format_checks, gradient_masking_checks
-    from odezoo.experiments.evaluation import strong_results_table, strong_robustness
-
-    label, model, meta, loader = ctx.probe
-    eps_list = CHECK_EPS[name][:1] if ctx.dry_run else CHECK_EPS[name]
-    batches = 1 if ctx.dry_run else max(1, 128 // loader.batch_size)      # 128 test images
-    budget = dict(autoattack_steps=5, pgd_steps=(7, 4), pgd_restarts=(1, 1)) if ctx.dry_run else \
-        dict(autoattack_steps=100, pgd_steps=(7, 20), pgd_restarts=(1, 3))
-    started = time.time()
-    with meta.evaluating():
-        results = [strong_robustness(model, loader, eps, device=ctx.device, max_batches=batches,
-                                     autoattack_version="fast", **budget) for eps in eps_list]
-        checks = gradient_masking_checks(model, loader, eps_list, device=ctx.device, max_batches=batches,
-                                         pgd_steps=4 if ctx.dry_run else 20, restarts=1 if ctx.dry_run else 2)
-    rows = strong_results_table(results, label=label)
-    attacks = list(dict.fromkeys(r["attack"] for r in rows))
-    lines = [f"## Stronger attacks and gradient-masking checks ({label}, {results[0].n_examples} test images, "
-             f"{(time.time() - started) / 60:.1f} min)", "",
-             "| attack | " + " | ".join(f"ε={e:.3g}" for e in eps_list) + " |", "|---" * (len(eps_list) + 1) + "|"]
-    for attack_name in attacks:
-        cells = [next((f"{100 * r['accuracy']:.1f}" for r in rows if r["attack"] == attack_name and
-                       (attack_name == "clean" or abs(r["eps"] - e) < 1e-12)), "—") for e in eps_list]
-        lines.append(f"| {attack_name} | " + " | ".join(cells) + " |")
-    lines += ["", "`worst`: correct under every attack (per example). " + results[0].descriptions.get("autoattack", ""),
-              "", "```", format_checks(checks), "```", ""]
-    save_csv(ctx.out / name / "strong.csv", rows)
-    return "\n".join(lines)
+def _paper_text(name):
+    paper = PAPER[name]
+    if isinstance(paper, str):
+        return paper
+    return "; ".join(f"{arm}: " + ", ".join(f"{a} {m:.2f} ± {s:.2f}" for a, (m, s) in v.items())
+                     for arm, v in paper.items()) + (" (CIFAR-10, mean ± SE over 3 seeds; the paper does not state "
+                                                     "its CIFAR-10 PGD settings — its PGD column is set beside our "
+                                                     "`pgd-7x2/255`, the paper's MNIST PGD)")
 
 
-def run_experiment(ctx: Context, name: str) -> Path:
-    folder = ctx.out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    print(f"=== {name} ({ctx.scale}{', dry run' if ctx.dry_run else ''}) -> {folder}", flush=True)
-    ctx.probe = None
-    rows, summary, fig, cfg, table = RUNNERS[name](ctx, folder)
-    strong = stronger_evaluation(ctx, name) if ctx.checks and ctx.probe is not None else ""
-    save_csv(folder / "raw.csv", rows)
-    save_csv(folder / "summary.csv", summary)
-    fig.suptitle(f"{name}: {RUNNERS[name].__doc__.strip().splitlines()[0]}", fontsize=9)
-    save_figure(fig, folder / f"{name}.png")
-    minutes = (time.time() - started) / 60
-    text = [f"# {name} — {ctx.scale} scale{' (dry run: not a result)' if ctx.dry_run else ''}", "",
-            RUNNERS[name].__doc__.strip(), "",
-            f"* data: {ctx.data_label(cfg)}",
-            f"* model: {cfg['model']} {cfg.get('model_kwargs') or ''}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
-            f"solver steps {cfg['solver'].get('n_steps')}",
-            f"* seeds: {ctx.seeds} (mean ± standard error over seeds, in %)",
-            f"* wall time: {minutes:.1f} min on {torch.get_num_threads()} CPU thread(s) ({ctx.device})", "",
-            table, "", comparison(name, summary, rows), "", strong,
-            f"Regenerate: `python recipes/reproduce.py {name} --scale {ctx.scale}"
-            f"{' --data-dir ' + str(ctx.data_dir) if ctx.data_dir else ''}`", ""]
-    (folder / "summary.md").write_text("\n".join(text))
-    print("\n".join(text), flush=True)
-    return folder
+def _paired_section(name, setup, protocol, rows) -> list[str]:
+    ref = setup["reference"]
+    arms = [a["label"] for a in setup["arms"] if a["label"] != ref]
+    if not ref or not arms or ref not in {r["arm"] for r in rows}:
+        return []
+    from odezoo.experiments.protocol import eps_label
+
+    lines = [f"#### Seed-paired differences against `{ref}` (points)", "",
+             "Each cell: mean difference ± SE over seeds; `*` when it lies beyond the two-sided 95% Student-t "
+             "interval; MDE: the smallest true difference a two-sided paired t-test at 5% would detect with 80% power "
+             "given the observed spread, (t₀.₉₇₅,ₙ₋₁ + t₀.₈₀,ₙ₋₁)·sd/√n. With many cells, expect about one `*` in 20 "
+             "by chance.", "",
+             "| arm | attack | ε | difference | 95% interval | MDE (80% power) | paper's claimed effect |",
+             "|---|---|---|---|---|---|---|"]
+    paper = PAPER[name] if isinstance(PAPER[name], dict) else None
+    verdicts = []
+    for arm in arms:
+        for eps in protocol.eps:
+            for attack in ["clean"] + list(protocol.attack_names) + ["worst"]:
+                if attack == "clean" and eps != protocol.eps[0]:
+                    continue
+                e = 0.0 if attack == "clean" else eps
+                d = paired(rows, ref, arm, attack, e)
+                if not d["n"]:
+                    continue
+                claim = "—"
+                if paper and attack in paper.get(arm, {}):
+                    (m1, s1), (m0, s0) = paper[arm][attack], paper[ref][attack]
+                    claim = f"{m1 - m0:+.2f} ({m0:.2f} ± {s0:.2f} → {m1:.2f} ± {s1:.2f})"
+                    verdicts.append((attack, d, m1 - m0, s0, s1))
+                lines.append(f"| {arm} | `{attack}` | {eps_label(e)} | {pts(d['mean'])} ± {100 * d['se']:.2f}"
+                             f"{' *' if d['beyond'] else ''} (n = {d['n']}) | ± {100 * d['half']:.2f} | "
+                             f"{100 * d['mde']:.2f} | {claim} |")
+    lines.append("")
+    for attack, d, claim, s0, s1 in verdicts:
+        gap = "inside" if abs(claim) < s0 + s1 else "outside"
+        ours = ("reproduced in direction and beyond our 95% interval" if d["beyond"] and d["mean"] * claim > 0
+                else "not reproduced at this scale" + (" (the data stand in for CIFAR-10)" if setup["stand_in"]
+                                                       else ""))
+        if math.isnan(d["mde"]):
+            power = "too few seeds for a minimum detectable effect"
+        else:
+            power = (f"our MDE (95% / 80% power) is {100 * d['mde']:.2f} points, so an effect of the paper's size "
+                     f"{'would' if abs(claim) >= 100 * d['mde'] else 'would not'} be detected reliably")
+        lines.append(f"* `{attack}`: the paper's gain {claim:+.2f} points lies {gap} its own error bars "
+                     f"(± {s0:.2f} and ± {s1:.2f}); ours {pts(d['mean'])} ± {100 * d['se']:.2f}: {ours}; {power}.")
+    return lines + [""]
 
 
-def write_report(out: Path, docs: Path) -> Path:
-    """Copy every finished experiment's summary and figure into ``docs`` (results.md between
-    the generated markers, figures under results/)."""
-    import shutil
+def _cost_section(setup, rows) -> list[str]:
+    ref = setup["reference"]
+    seconds = {(r["arm"], r["seed"]): r["train_seconds"] for r in rows if r["attack"] == "clean"}
+    arms = [a["label"] for a in setup["arms"]]
+    lines = ["#### Training cost, measured (wall seconds per run, from metrics.jsonl)", "",
+             "| arm | seconds (mean ± SE) | ratio to `" + str(ref) + "` per seed (mean ± SE, min–max) |",
+             "|---|---|---|"]
+    for arm in arms:
+        values = [v for (a, _), v in seconds.items() if a == arm]
+        if not values:
+            continue
+        mean, se, _ = mean_se(values)
+        ratios = [seconds[(arm, s)] / seconds[(ref, s)] for (a, s) in seconds
+                  if a == arm and (ref, s) in seconds and seconds[(ref, s)] > 0]
+        ratio = "—"
+        if ratios and arm != ref:
+            rm, rs, _ = mean_se(ratios)
+            ratio = (f"{rm:.3f}" + (f" ± {rs:.3f}" if not math.isnan(rs) else "")
+                     + f" ({min(ratios):.3f}–{max(ratios):.3f})")
+        lines.append(f"| {arm} | {mean:.1f}" + (f" ± {se:.1f}" if not math.isnan(se) else "") + f" | {ratio} |")
+    return lines + ["", "Same seeds, same machine, one run at a time; the ratio is the measured cost of the arm "
+                        "relative to the reference (1.000 = no extra cost).", ""]
 
-    page = docs / "results.md"
-    text = page.read_text() if page.exists() else "<!-- generated:start -->\n<!-- generated:end -->\n"
-    start, end = "<!-- generated:start -->", "<!-- generated:end -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"{page} lacks the markers {start} / {end}")
-    (docs / "results").mkdir(parents=True, exist_ok=True)
+
+def _checks_section(checks) -> list[str]:
+    if not checks:
+        return ["Gradient-masking checks: not run (`--no-checks`).", ""]
+    by_check = defaultdict(lambda: defaultdict(int))
+    for c in checks:
+        by_check[c["check"]][c["status"]] += 1
+    n_models = len({(c["arm"], c["seed"]) for c in checks})
+    lines = [f"#### Gradient-masking checks ({n_models} models, {checks[0]['n_examples']} test images each; "
+             "details in `checks.csv`)", "", "| check | pass | warn | info |", "|---|---|---|---|"]
+    for check, counts in by_check.items():
+        lines.append(f"| {check} | {counts.get('pass', 0)} | {counts.get('warn', 0)} | {counts.get('info', 0)} |")
+    warns = [c for c in checks if c["status"] == "warn"]
+    lines.append("")
+    for c in warns[:8]:
+        lines.append(f"* WARN `{c['arm']}` seed {c['seed']}, {c['check']}: {c['detail']}")
+    if len(warns) > 8:
+        lines.append(f"* … and {len(warns) - 8} more WARN lines in `checks.csv`")
+    return lines + ([""] if warns else [])
+
+
+def _figure(name, setup, protocol, summary, epochs, path):
+    from odezoo.experiments.plots import new_figure, save_figure
+    from odezoo.experiments.protocol import eps_label
+
+    arms = [a["label"] for a in setup["arms"]]
+    paper_pgd = next((a for a in protocol.attack_names if a.startswith("pgd-7x")), None)
+    shown = [a for a in ("clean", "fgsm", paper_pgd, "worst") if a]
+
+    def get(arm, attack, eps):
+        e = 0.0 if attack == "clean" else eps
+        return next((s for s in summary if s["arm"] == arm and s["attack"] == attack and s["eps"] == e), None)
+
+    def err(s):
+        return 0 if s is None or math.isnan(s["se"]) else s["se"]
+
+    if epochs:
+        fig, axes = new_figure(figsize=(6, 4))
+        ax = axes[0][0]
+        for arm in arms:
+            per = defaultdict(list)
+            for r in epochs:
+                if r["arm"] == arm:
+                    per[r["epoch"]].append(r["accuracy"])
+            xs = sorted(per)
+            stats_ = [mean_se(per[x]) for x in xs]
+            ys, se = [m for m, _, _ in stats_], [0 if math.isnan(s) else s for _, s, _ in stats_]
+            ax.plot(xs, ys, marker="o", label=arm)
+            ax.fill_between(xs, [y - s for y, s in zip(ys, se)], [y + s for y, s in zip(ys, se)], alpha=0.2)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("robust VALIDATION accuracy (PGD 7×2/255, ε=0.3)")
+    elif setup["x_axis"] == "u":
+        fig, axes = new_figure(figsize=(6, 4))
+        ax = axes[0][0]
+        eps = protocol.eps[-1]
+        for attack in shown:
+            points = sorted((float(a.split("=")[1]), get(a, attack, eps)) for a in arms)
+            ax.errorbar([p for p, _ in points], [s["mean"] for _, s in points], yerr=[err(s) for _, s in points],
+                        marker="o", capsize=3, label=attack if attack == "clean" else f"{attack} ε={eps_label(eps)}")
+        ax.set_xlabel("u (rk2_u)")
+        ax.set_ylabel("test accuracy")
+    elif setup["x_axis"] == "eps":
+        panels = [a for a in shown if a != "clean"]
+        fig, axes = new_figure(len(panels), figsize=(4.5 * len(panels), 4))
+        for ax, attack in zip(axes[0], panels):
+            for arm in arms:
+                xs = [0.0] + list(protocol.eps)
+                ss = [get(arm, "clean", 0)] + [get(arm, attack, e) for e in protocol.eps]
+                ax.errorbar(xs, [s["mean"] for s in ss], yerr=[err(s) for s in ss], marker="o", capsize=3, label=arm)
+            ax.set_title(f"`{attack}`" + (" (per-example worst case)" if attack == "worst" else ""), fontsize=9)
+            ax.set_xlabel("ε (0 = clean)")
+            ax.set_ylabel("test accuracy")
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+        ax = axes[0][0]
+    else:
+        eps = protocol.eps[0]
+        fig, axes = new_figure(figsize=(max(6, 1.5 * len(arms)), 4))
+        ax = axes[0][0]
+        width = 0.8 / len(shown)
+        for i, attack in enumerate(shown):
+            vals = [get(arm, attack, eps) for arm in arms]
+            ax.bar([j + width * (i - (len(shown) - 1) / 2) for j in range(len(arms))], [v["mean"] for v in vals],
+                   width=width, yerr=[err(v) for v in vals], capsize=3, label=attack)
+        ax.set_xticks(range(len(arms)), arms, fontsize=8)
+        ax.set_ylabel(f"test accuracy (ε = {eps_label(eps)})")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    data = setup["data"] if not setup["stand_in"] else "STAND-IN: MNIST digits padded to 32×32×3 (not CIFAR-10)"
+    fig.suptitle(f"{name}{' (dry run)' if setup['dry_run'] else ''} — {data}; protocol {protocol.full_name}; "
+                 f"{len(setup['seeds'])} seeds", fontsize=8)
+    save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- docs/results.md
+START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+
+
+def write_report(results_root: Path, page: Path) -> Path:
+    """Rebuild every experiment found under ``results_root`` (per_seed.csv + protocol.json +
+    setup.json) and put their summaries into ``page`` between the generated markers; experiments
+    without data are listed as not re-run."""
+    text = page.read_text() if page.exists() else f"{START}\n{END}\n"
+    if START not in text or END not in text:
+        raise SystemExit(f"{page} lacks the markers {START} / {END}")
     parts = []
     for name in EXPERIMENTS:
-        summary = out / name / "summary.md"
-        if not summary.exists():
-            parts.append(f"### {name}\n\nNot run yet at this scale: `python recipes/reproduce.py {name} --scale "
-                         f"{out.name}`.\n")
+        folder = results_root / name
+        if not (folder / "per_seed.csv").exists():
+            parts.append(f"### {name}\n\nNot yet re-run under the protocol: `python recipes/reproduce.py {name} "
+                         f"--scale small`.\n")
             continue
-        shutil.copy(out / name / f"{name}.png", docs / "results" / f"{name}.png")
-        body = summary.read_text().replace("\n## ", "\n#### ").replace("# ", "### ", 1)
-        parts.append(body + f"\n![{name}](results/{name}.png)\n")
-    head, rest = text.split(start, 1)
-    page.write_text(head + start + "\n" + "\n".join(parts) + end + rest.split(end, 1)[1])
+        body = build_report(folder)
+        try:
+            rel = folder.resolve().relative_to(page.parent.resolve())
+        except ValueError:
+            rel = folder.resolve()
+        parts.append(body + f"\n![{name}]({rel.as_posix()}/{name}.png)\n")
+    head, rest = text.split(START, 1)
+    page.write_text(head + START + "\n" + "\n".join(parts) + END + rest.split(END, 1)[1])
     return page
 
 
 def main(argv=None):
+    from odezoo.experiments.protocol import PROTOCOLS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", choices=EXPERIMENTS + ("all", "report"),
-                   help="an experiment, all of them, or report: copy finished results into docs/results.md")
+                   help="an experiment, all of them, or report: rebuild tables and figures from --results")
     p.add_argument("--scale", choices=["small", "paper"], default="small")
-    p.add_argument("--dry-run", action="store_true", help="tiny data, one epoch, two seeds: checks the pipeline")
-    p.add_argument("--out", help="output folder (default runs/reproduce/<scale>)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="tiny data, one epoch, two seeds, tiny attack budgets: checks the pipeline, not a result")
+    p.add_argument("--out", help="runs folder (default runs/reproduce/<scale>)")
+    p.add_argument("--results", help="where the shipped data go and report reads them (default docs/results; "
+                                     "dry run: <out>/results)")
+    p.add_argument("--page", help="the Markdown page report fills (default docs/results.md; with --results: "
+                                  "<results>/results.md)")
+    p.add_argument("--protocol", default="strong", choices=sorted(PROTOCOLS),
+                   help="the evaluation protocol (default strong; strong-fast is a labelled CPU-cheap variant)")
+    p.add_argument("--smoothing-resample", default="batch", choices=["batch", "epoch"],
+                   help="when the tables' smoothing arm draws a solver: per batch (the paper's code, default) or "
+                        "per epoch (the paper's text; a labelled variant)")
     p.add_argument("--data-dir", help="folder with MNIST / CIFAR-10 (paper scale; CIFAR at small scale)")
-    p.add_argument("--seeds", help="comma list (default 0,1,2)")
+    p.add_argument("--seeds", help="comma list (default: 0..n-1 with n = 8 for the tables, 3 otherwise, at small scale)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--verbose", action="store_true", help="progress bars of every training run")
-    p.add_argument("--no-checks", action="store_true",
-                   help="skip the strong attacks (AutoAttack) and gradient-masking checks on each experiment's first model")
+    p.add_argument("--verbose", action="store_true", help="progress of every training run and attack")
+    p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
     args = p.parse_args(argv)
-    ctx = Context(args)
     if args.experiment == "report":
-        print(f"wrote {write_report(ctx.out, ROOT / 'docs')}")
+        results = Path(args.results) if args.results else ROOT / "docs" / "results"
+        page = Path(args.page) if args.page else (results / "results.md" if args.results else ROOT / "docs" / "results.md")
+        print(f"wrote {write_report(results, page)}")
         return 0
+    ctx = Context(args)
     if ctx.scale == "paper" and not args.data_dir:
         p.error("--scale paper needs --data-dir (full MNIST / CIFAR-10; add nothing else: run "
                 "`python recipes/train.py --config recipes/configs/mnist_paper.yaml --data-dir DIR --download` "
                 "once on a machine with internet to fetch the data)")
-    if len(ctx.seeds) < 2 and not args.dry_run:
+    if args.seeds and len(args.seeds.split(",")) < 2 and not args.dry_run:
         p.error("give at least 2 seeds (3 or more recommended): results are mean ± standard error")
     for name in (EXPERIMENTS if args.experiment == "all" else (args.experiment,)):
         run_experiment(ctx, name)

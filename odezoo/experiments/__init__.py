@@ -8,6 +8,7 @@ The solver core (``import odezoo``) never imports this package.  Its modules:
 * :mod:`~odezoo.experiments.attacks` — FGSM, PGD (advertorch), EOT, AutoAttack components (torchattacks);
 * :mod:`~odezoo.experiments.evaluation` — robust accuracy, the stronger per-example evaluation, tables;
 * :mod:`~odezoo.experiments.masking` — automated gradient-masking checks;
+* :mod:`~odezoo.experiments.protocol` — named attacks and named, versioned evaluation protocols;
 * :mod:`~odezoo.experiments.io` — atomic files: checkpoints, JSON, CSV, JSON-lines logs;
 * :mod:`~odezoo.experiments.plots` — PNG figures (``matplotlib.figure.Figure``, no global backend);
 * :mod:`~odezoo.experiments.config` — recipe configs and solvers from configs.
@@ -30,7 +31,7 @@ if _absent:
     raise ImportError(f"odezoo.experiments needs the 'recipes' extra (missing: {', '.join(_absent)}). "
                       f"Install it with: pip install 'odezoo[recipes]'")
 
-from . import attacks, config, data, evaluation, io, masking, models, plots, training  # noqa: E402
+from . import attacks, config, data, evaluation, io, masking, models, plots, protocol, training  # noqa: E402
 from .attacks import EOTModel, fgsm, pgd, pgd_step_size  # noqa: E402
 from .config import load_config, meta_solver_from_config, parse_solver_grid  # noqa: E402
 from .data import DatasetNotFoundError, get_datasets, make_loaders  # noqa: E402
@@ -39,10 +40,11 @@ from .evaluation import (RobustnessResult, StrongRobustnessResult, evaluate_robu
 from .io import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
 from .masking import gradient_masking_checks  # noqa: E402
 from .models import Cifar10ODENet, MnistODENet, build_model  # noqa: E402
+from .protocol import PROTOCOLS, Attack, Protocol, ProtocolResult, evaluate_protocol, get_protocol  # noqa: E402
 from .training import TrainingDiverged, adversarial_batch  # noqa: E402
 
 __all__ = [
-    "attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "training",
+    "attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "protocol", "training",
     "RECIPES_EXTRA",
     "EOTModel", "fgsm", "pgd", "pgd_step_size",
     "load_config", "meta_solver_from_config", "parse_solver_grid",
@@ -51,5 +53,6 @@ __all__ = [
     "CheckpointError", "load_checkpoint", "save_checkpoint",
     "gradient_masking_checks",
     "Cifar10ODENet", "MnistODENet", "build_model",
+    "PROTOCOLS", "Attack", "Protocol", "ProtocolResult", "evaluate_protocol", "get_protocol",
     "TrainingDiverged", "adversarial_batch",
 ]

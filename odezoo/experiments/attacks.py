@@ -128,8 +128,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
     CE_sum w.r.t. the true labels, projected to the ``eps`` ball and [0, 1] (pixel units).
 
     With ``restarts > 1`` each example keeps the first restart that fools the model, else the
-    one with the highest loss.  ``seed`` fixes the random starts (the global RNG is restored
-    afterwards), so restart 0 equals a single-restart run with the same seed."""
+    one with the highest loss; restarts after the first attack only the examples not yet
+    fooled (a fooled example is final, so the cost falls with the number of survivors).
+    ``seed`` fixes the random starts (the global RNG is restored afterwards), so restart 0
+    equals a single-restart run with the same seed."""
     eps = check_attack_inputs(x, y, eps)
     step_size = positive_number(step_size, "step_size")
     if int(n_iter) != n_iter or n_iter < 0 or int(restarts) != restarts or restarts < 1:
@@ -147,11 +149,15 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
             return best
         best_loss, fooled = _loss_and_fooled(model, best, y)
         for _ in range(int(restarts) - 1):
-            candidate = _run(attack, x, y)
-            loss, wrong = _loss_and_fooled(model, candidate, y)
-            take = ~fooled & (wrong | (loss > best_loss))
-            best[take], best_loss[take] = candidate[take], loss[take]
-            fooled |= take & wrong
+            todo = (~fooled).nonzero().flatten()  # later restarts attack only the survivors
+            if not todo.numel():
+                break
+            candidate = _run(attack, x[todo], y[todo])
+            loss, wrong = _loss_and_fooled(model, candidate, y[todo])
+            take = wrong | (loss > best_loss[todo])
+            index = todo[take]
+            best[index], best_loss[index] = candidate[take], loss[take]
+            fooled[index] |= wrong[take]
         return best
 
 

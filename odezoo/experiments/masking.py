@@ -7,29 +7,39 @@ and returns one :class:`Check` per criterion; ``print(format_checks(checks))`` g
 white-box numbers (try AutoAttack, EOT, BPDA, a black-box attack), not a proof of masking;
 a model that passes every check can still be masked.
 
-Checks (names as printed):
+Checks (names as printed; what each can and cannot detect is in docs/recipes.md):
 
-* ``deterministic-forward``: two eval-mode forward passes give identical logits (otherwise
-  attack the randomness with EOT: ``eot_samples``);
-* ``input-gradients``: ∇x CE is finite, its mean |·| exceeds ``grad_threshold`` and at most
-  ``zero_grad_tolerance`` of the examples have an exactly zero gradient;
+* ``deterministic-forward``: two forward passes, each preceded by ``before_forward()`` (pass
+  a randomized MetaSolver's ``resample`` to test the model *as deployed*; under
+  ``meta.evaluating()`` the pass is deterministic by construction), give identical logits —
+  or, when they differ, the attacks average ``eot_samples`` > 1 passes (EOT).  A randomized
+  model attacked without EOT warns;
+* ``input-gradients``: ∇x CE is finite and, per example, its largest entry exceeds
+  ``grad_threshold`` (1e-20: the softmax has saturated to within float32 underflow, and a
+  sign step rests on rounding) for all but ``zero_grad_tolerance`` (5%) of the examples.  Per
+  example, because a mean over examples hides a saturated majority behind a few
+  misclassified examples (logits × 10, as after defensive distillation, pass a test on the
+  mean or on exact zeros and fail this one);
 * ``iterative-beats-single-step``: per example, at most ``single_step_tolerance`` of the
   examples are fooled by FGSM but not by PGD (``pgd_steps`` steps of 2.5·eps/steps);
 * ``more-iterations-and-restarts``: PGD with twice the steps and ``restarts`` random restarts
   lowers accuracy by at most ``restart_tolerance``;
-* ``noise-weaker-than-attacks``: accuracy under uniform noise in the eps ball is at least
-  the accuracy under every gradient attack (within ``noise_tolerance``);
+* ``noise-weaker-than-attacks``: accuracy under uniform noise in the eps ball (worst of
+  ``noise_samples`` = 8 draws per example) is at least the accuracy under every gradient
+  attack (within ``noise_tolerance``);
 * ``monotonic-in-eps``: neither FGSM nor PGD accuracy rises with eps by more than
   ``monotonic_tolerance`` (a rising FGSM curve is a classic sign of masking or catastrophic
   overfitting of single-step adversarial training);
-* ``reaches-chance``: PGD accuracy at ``large_eps`` (0.5 for [0, 1] pixels: every image
-  can be turned grey) is at most ``chance_factor`` × chance (chance = 1 / classes).
+* ``reaches-chance``: PGD accuracy at ``large_eps`` is at most ``chance_factor`` × chance
+  (chance = 1 / classes).  ``large_eps`` defaults to twice the largest eps of ``eps_list``
+  (at most 0.5): at 0.5 every [0, 1] image can be made grey, so a check there only catches
+  a gradient that is entirely broken.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -81,27 +91,38 @@ def _status(ok: bool) -> str:
 
 # --------------------------------------------------------------------------- model-only checks
 
-def _determinism(model: nn.Module, batches) -> Check:
+def _determinism(model: nn.Module, batches, before_forward=None, eot_samples: int = 1) -> Check:
     diff, finite = 0.0, True
+
+    def forward(x):
+        if before_forward is not None:
+            before_forward()
+        return model(x)
+
     with torch.no_grad():
         for x, _ in batches:
-            a, b = model(x), model(x)
+            a, b = forward(x), forward(x)
             finite &= bool(torch.isfinite(a).all() and torch.isfinite(b).all())
             if not torch.equal(a, b):
                 diff = max(diff, float((a - b).abs().nan_to_num(float("inf")).max()))
+    values = {"max_abs_diff": diff, "eot_samples": int(eot_samples)}
     if not finite:
-        return Check("deterministic-forward", "warn", "the logits contain NaN or inf", {"max_abs_diff": diff})
+        return Check("deterministic-forward", "warn", "the logits contain NaN or inf", values)
+    if diff > 0 and eot_samples > 1:
+        return Check("deterministic-forward", "pass",
+                     f"two forward passes differ (max |Δlogit| = {diff:.3g}): a randomized model, attacked with "
+                     f"EOT over {eot_samples} passes per gradient", values)
     if diff > 0:
         return Check("deterministic-forward", "warn",
-                     f"two eval-mode forward passes differ (max |Δlogit| = {diff:.3g}): the model is randomized; "
-                     f"attack it with EOT (eot_samples) and report the randomness", {"max_abs_diff": diff})
-    return Check("deterministic-forward", "pass", "two eval-mode forward passes give identical logits",
-                 {"max_abs_diff": 0.0})
+                     f"two forward passes differ (max |Δlogit| = {diff:.3g}): the model is randomized and the "
+                     f"attacks use one pass per gradient; attack it with EOT (eot_samples) and report the "
+                     f"randomness", values)
+    return Check("deterministic-forward", "pass", "two forward passes give identical logits", values)
 
 
 def _gradients(model: nn.Module, batches, threshold: float, zero_tolerance: float) -> tuple[Check, bool]:
     """The check, and whether any gradient reaches the input at all."""
-    total_abs, count, zero, n, finite = 0.0, 0, 0, 0, True
+    total_abs, count, zero, vanishing, n, finite = 0.0, 0, 0, 0, 0, True
     for x, y in batches:
         x = x.clone().requires_grad_(True)
         with torch.enable_grad():
@@ -109,25 +130,27 @@ def _gradients(model: nn.Module, batches, threshold: float, zero_tolerance: floa
             if not loss.requires_grad:
                 return Check("input-gradients", "warn", "no gradient reaches the input (detached input, "
                              "torch.no_grad or integer ops in forward): gradient attacks cannot run",
-                             {"mean_abs": 0.0, "zero_fraction": 1.0}), False
+                             {"mean_abs": 0.0, "zero_fraction": 1.0, "vanishing_fraction": 1.0}), False
             grad = torch.autograd.grad(loss, x, allow_unused=True)[0]
         if grad is None:
             return Check("input-gradients", "warn", "the loss does not depend differentiably on the input: "
-                         "gradient attacks cannot run", {"mean_abs": 0.0, "zero_fraction": 1.0}), False
+                         "gradient attacks cannot run",
+                         {"mean_abs": 0.0, "zero_fraction": 1.0, "vanishing_fraction": 1.0}), False
         finite &= bool(torch.isfinite(grad).all())
-        flat = grad.flatten(1)
-        total_abs += float(flat.abs().nan_to_num(0.0).sum())
+        flat = grad.flatten(1).nan_to_num(0.0)
+        total_abs += float(flat.abs().sum())
         count += flat.numel()
         zero += int((flat == 0).all(dim=1).sum())
+        vanishing += int((flat.abs().amax(dim=1) <= threshold).sum())
         n += len(y)
-    mean_abs, zero_fraction = total_abs / max(count, 1), zero / max(n, 1)
-    values = {"mean_abs": mean_abs, "zero_fraction": zero_fraction, "finite": finite}
-    detail = (f"mean |∇x CE| = {mean_abs:.3g} (warn at or below {threshold:.3g}), exactly zero for "
-              f"{_pct(zero_fraction)} of examples (warn above {_pct(zero_tolerance)})")
+    mean_abs, zero_fraction, vanishing_fraction = total_abs / max(count, 1), zero / max(n, 1), vanishing / max(n, 1)
+    values = {"mean_abs": mean_abs, "zero_fraction": zero_fraction, "vanishing_fraction": vanishing_fraction,
+              "finite": finite}
+    detail = (f"max |∂CE/∂x| ≤ {threshold:.3g} for {_pct(vanishing_fraction)} of examples (exactly zero for "
+              f"{_pct(zero_fraction)}; warn above {_pct(zero_tolerance)}); mean |∇x CE| = {mean_abs:.3g}")
     if not finite:
         return Check("input-gradients", "warn", "NaN or inf in the input gradient; " + detail, values), True
-    return Check("input-gradients", _status(mean_abs > threshold and zero_fraction <= zero_tolerance), detail,
-                 values), True
+    return Check("input-gradients", _status(vanishing_fraction <= zero_tolerance), detail, values), True
 
 
 # --------------------------------------------------------------------------- attack-based checks
@@ -151,7 +174,7 @@ def _restarts(results: Sequence[StrongRobustnessResult], pgd: str, strong: str, 
 
 
 def _noise(results: Sequence[StrongRobustnessResult], attacks: Sequence[str], show: Mapping[str, str],
-           tol: float) -> Check:
+           tol: float, draws: int = 1) -> Check:
     rows, ok = [], True
     for r in results:
         strongest = max(r.accuracy[a] for a in attacks)
@@ -159,7 +182,8 @@ def _noise(results: Sequence[StrongRobustnessResult], attacks: Sequence[str], sh
         rows.append(f"eps {r.eps:g}: noise {_pct(r.accuracy['noise'])} vs "
                     + " / ".join(f"{show[a]} {_pct(r.accuracy[a])}" for a in attacks))
     return Check("noise-weaker-than-attacks", _status(ok),
-                 "; ".join(rows) + f" (warn if noise beats an attack by more than {100 * tol:.1f} pp)",
+                 "; ".join(rows) + f" (noise: worst of {draws} draw(s) per example; warn if noise beats an attack "
+                 f"by more than {100 * tol:.1f} pp)",
                  {"accuracy": {r.eps: {a: r.accuracy[a] for a in (*attacks, "noise")} for r in results}})
 
 
@@ -190,21 +214,24 @@ def _chance(accuracy: float, eps: float, label: str, chance: float, factor: floa
 
 def gradient_masking_checks(model: nn.Module, loader: Iterable, eps_list: Sequence[float],
                             device: str | torch.device = "cpu", max_batches: int | None = None, *,
-                            large_eps: float = 0.5, num_classes: int | None = None, pgd_steps: int = 20,
-                            restarts: int = 3, noise_samples: int = 1, seed: int = 0,
+                            large_eps: float | None = None, num_classes: int | None = None, pgd_steps: int = 20,
+                            restarts: int = 3, noise_samples: int = 8, seed: int = 0,
                             single_step_tolerance: float = 0.02, restart_tolerance: float = 0.03,
                             noise_tolerance: float = 0.02, monotonic_tolerance: float = 0.02,
-                            chance_factor: float = 1.5, grad_threshold: float = 1e-10,
-                            zero_grad_tolerance: float = 0.05, only: Sequence[str] | None = None) -> list[Check]:
+                            chance_factor: float = 1.5, grad_threshold: float = 1e-20,
+                            zero_grad_tolerance: float = 0.05, before_forward: Callable[[], Any] | None = None,
+                            eot_samples: int = 1, only: Sequence[str] | None = None) -> list[Check]:
     """Run the gradient-masking checks on the examples of ``loader`` (pixels in [0, 1],
     true labels; at most ``max_batches`` batches, moved to ``device``) and return one
     :class:`Check` per criterion, in the order of :data:`CHECKS` (``only`` selects some).
 
     Attack checks use every eps of ``eps_list`` (pixel units): FGSM, PGD with ``pgd_steps``
     steps of 2.5·eps/steps and one random start, PGD with ``2 · pgd_steps`` steps and
-    ``restarts`` restarts, and ``noise_samples`` uniform noise draws; ``large_eps`` adds a
-    PGD run for the chance check (``num_classes`` defaults to the logits' width).  The model
-    runs in eval mode with parameter gradients off (restored afterwards).  If the input
+    ``restarts`` restarts, and ``noise_samples`` uniform noise draws; ``large_eps`` (default:
+    twice the largest eps, at most 0.5) adds a PGD run for the chance check (``num_classes``
+    defaults to the logits' width).  Randomized models: ``before_forward()`` runs before every
+    forward pass (e.g. ``meta.resample``) and attacks average ``eot_samples`` passes.  The
+    model runs in eval mode with parameter gradients off (restored afterwards).  If the input
     gradient is missing, the attack checks warn without running."""
     selected = tuple(CHECKS if only is None else only)
     unknown = [name for name in selected if name not in CHECKS]
@@ -213,7 +240,7 @@ def gradient_masking_checks(model: nn.Module, loader: Iterable, eps_list: Sequen
     eps_values = sorted({positive_number(e, "eps") for e in eps_list})
     if not eps_values:
         raise ValueError("eps_list must hold at least one eps (pixel units, e.g. (0.1, 0.2, 0.3) for MNIST)")
-    large_eps = positive_number(large_eps, "large_eps")
+    large_eps = min(0.5, 2 * eps_values[-1]) if large_eps is None else positive_number(large_eps, "large_eps")
     if int(pgd_steps) != pgd_steps or pgd_steps < 1 or int(restarts) != restarts or restarts < 1:
         raise ValueError(f"pgd_steps and restarts must be integers >= 1, got {pgd_steps}, {restarts}")
     batches = []
@@ -231,7 +258,7 @@ def gradient_masking_checks(model: nn.Module, loader: Iterable, eps_list: Sequen
             with torch.no_grad():
                 num_classes = int(model(batches[0][0][:1]).shape[-1])
         if "deterministic-forward" in selected:
-            found["deterministic-forward"] = _determinism(model, batches)
+            found["deterministic-forward"] = _determinism(model, batches, before_forward, int(eot_samples))
         gradient, has_gradient = _gradients(model, batches, grad_threshold, zero_grad_tolerance)
         if "input-gradients" in selected:
             found["input-gradients"] = gradient
@@ -244,12 +271,13 @@ def gradient_masking_checks(model: nn.Module, loader: Iterable, eps_list: Sequen
             found.update(_attack_checks(model, batches, wanted, eps_values, large_eps, int(num_classes),
                                         int(pgd_steps), int(restarts), int(noise_samples), seed,
                                         single_step_tolerance, restart_tolerance, noise_tolerance,
-                                        monotonic_tolerance, chance_factor))
+                                        monotonic_tolerance, chance_factor, before_forward, int(eot_samples)))
     return [found[name] for name in CHECKS if name in found]
 
 
 def _attack_checks(model, batches, wanted, eps_values, large_eps, num_classes, steps, restarts, noise_samples, seed,
-                   single_tol, restart_tol, noise_tol, monotonic_tol, chance_factor) -> dict[str, Check]:
+                   single_tol, restart_tol, noise_tol, monotonic_tol, chance_factor, before_forward=None,
+                   eot_samples=1) -> dict[str, Check]:
     pgd, strong = pgd_name(0, steps, 1), pgd_name(1, 2 * steps, restarts)
     show = {"fgsm": "FGSM", pgd: f"PGD-{steps}", strong: f"PGD-{2 * steps}x{restarts}"}
     need_eps_runs = any(name in wanted for name in _ATTACK_CHECKS[:4])
@@ -260,7 +288,7 @@ def _attack_checks(model, batches, wanted, eps_values, large_eps, num_classes, s
         configs = ((steps, 2 * steps), (1, restarts)) if full and need_strong else ((steps,), (1,))
         return strong_robustness(model, batches, eps, pgd_steps=configs[0], pgd_restarts=configs[1],
                                  autoattack=False, noise_samples=noise_samples if full and need_noise else 0,
-                                 seed=seed)
+                                 seed=seed, before_batch=before_forward, eot_samples=eot_samples)
 
     results = [run(e, True) for e in eps_values] if need_eps_runs else []
     large = next((r for r in results if r.eps == large_eps), None)
@@ -273,7 +301,7 @@ def _attack_checks(model, batches, wanted, eps_values, large_eps, num_classes, s
         out["more-iterations-and-restarts"] = _restarts(results, pgd, strong, show, restart_tol)
     if "noise-weaker-than-attacks" in wanted:
         attacks = ("fgsm", pgd, strong) if need_strong else ("fgsm", pgd)
-        out["noise-weaker-than-attacks"] = _noise(results, attacks, show, noise_tol)
+        out["noise-weaker-than-attacks"] = _noise(results, attacks, show, noise_tol, noise_samples)
     if "monotonic-in-eps" in wanted:
         clean = (results[0] if results else large).clean_accuracy
         curves = {}

@@ -145,3 +145,86 @@ def test_fgsm_accuracy_rising_with_eps_is_flagged():
     assert "FGSM accuracy rises by 10.0 pp" in check.detail
     assert check.values["curve"] == pgd
     assert monotonic_check({"FGSM": pgd, "PGD-20": pgd}, tol=0.02).passed
+
+
+# --------------------------------------------------------------------------- realistic masked models
+
+class Tempered(nn.Module):
+    """Logits × 10, as a defensively distilled network answers at temperature 1: confident
+    examples' softmax saturates, so their CE gradient underflows (FGSM weakens)."""
+
+    def __init__(self, net, factor=10.0):
+        super().__init__()
+        self.net, self.factor = net, factor
+
+    def forward(self, x):
+        return self.net(x) * self.factor
+
+
+def test_tempered_logits_are_flagged_per_example(mlp, loader):
+    check = by_name(gradient_masking_checks(Tempered(mlp), loader, EPS_LIST, only=("input-gradients",)))[
+        "input-gradients"]
+    values = check.values
+    # the former criteria (mean |grad| > 1e-10, at most 5% exactly-zero examples) pass this model ...
+    assert values["mean_abs"] > 1e-10 and values["zero_fraction"] <= 0.05
+    # ... the per-example one does not
+    assert check.status == "warn" and values["vanishing_fraction"] > 0.2
+    mild = by_name(gradient_masking_checks(Tempered(mlp, 1.0), loader, EPS_LIST, only=("input-gradients",)))
+    assert mild["input-gradients"].passed
+
+
+class Dynamics(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(10, 10)
+
+    def forward(self, t, y):
+        return torch.tanh(self.linear(y))
+
+
+class TinyODENet(nn.Module):
+    """The MLP's logits through an ODE block (the library's ODEBlock and MetaSolver)."""
+
+    def __init__(self, net, meta):
+        super().__init__()
+        from odezoo import ODEBlock
+
+        self.net = net
+        self.block = ODEBlock(Dynamics(), meta)
+
+    def forward(self, x):
+        return self.block(self.net(x))
+
+
+def test_stochastic_solver_without_eot_is_flagged(mlp, loader):
+    """A smoothing solver attacked as deployed (a fresh draw per forward) with one pass per
+    gradient: under ``meta.evaluating()`` the check passes by construction; on the randomized
+    solver it warns, and passes once the attacks use EOT."""
+    from odezoo import MetaSolver
+
+    torch.manual_seed(0)
+    meta = MetaSolver.smoothing("rk2_u", center={"u": 0.5}, distribution="uniform", scale=0.45, n_steps=2, seed=0)
+    model = TinyODENet(mlp, meta)
+    small = [(loader[0][0][:20], loader[0][1][:20])]
+    with meta.evaluating():
+        assert by_name(gradient_masking_checks(model, small, (0.1,), only=("deterministic-forward",)))[
+            "deterministic-forward"].passed
+    deployed = by_name(gradient_masking_checks(model, small, (0.1,), before_forward=meta.resample,
+                                               only=("deterministic-forward",)))["deterministic-forward"]
+    assert deployed.status == "warn" and "EOT" in deployed.detail and deployed.values["max_abs_diff"] > 0
+    with_eot = gradient_masking_checks(model, small, (0.1,), before_forward=meta.resample, eot_samples=3,
+                                       pgd_steps=2, restarts=1, noise_samples=2,
+                                       only=("deterministic-forward", "iterative-beats-single-step"))
+    assert [c.status for c in with_eot] == ["pass", "pass"], format_checks(with_eot)
+    assert "EOT over 3" in with_eot[0].detail
+
+
+def test_large_eps_defaults_to_twice_the_largest_eps(mlp, loader):
+    found = by_name(gradient_masking_checks(mlp, loader, (0.05, 0.1), only=("reaches-chance", "monotonic-in-eps")))
+    assert "eps 0.2" in found["reaches-chance"].detail
+    assert [e for e, _ in found["monotonic-in-eps"].values["curve"]] == [0.0, 0.05, 0.1, 0.2]
+
+
+def test_noise_uses_several_draws(mlp, loader):
+    check = gradient_masking_checks(mlp, loader, (0.1,), only=("noise-weaker-than-attacks",))[0]
+    assert "worst of 8 draw(s)" in check.detail

@@ -1,5 +1,9 @@
-"""recipes/reproduce.py: every experiment end to end on tiny data (--dry-run)."""
+"""recipes/reproduce.py: every experiment end to end on tiny data (--dry-run), one protocol per
+experiment, shipped data, and the report rebuilt from those files alone."""
 import csv
+import json
+import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +14,8 @@ sys.path.insert(0, str(ROOT / "recipes"))
 
 import reproduce  # noqa: E402
 
+pytest.importorskip("torchattacks")
+
 
 @pytest.fixture(scope="module")
 def dry_run_all(tmp_path_factory):
@@ -18,23 +24,80 @@ def dry_run_all(tmp_path_factory):
     return out
 
 
+def read(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.mark.parametrize("name", reproduce.EXPERIMENTS)
-def test_every_experiment_writes_csv_png_and_summary(dry_run_all, name):
-    folder = dry_run_all / name
+def test_every_model_of_every_arm_gets_the_same_protocol(dry_run_all, name):
+    folder = dry_run_all / "results" / name
+    protocol = json.loads((folder / "protocol.json").read_text())
+    names = [a["name"] for a in protocol["attacks"]]
+    rows = read(folder / "per_seed.csv")
+    assert {"experiment", "arm", "seed", "attack", "eps", "n_examples", "accuracy", "train_seconds"} <= set(rows[0])
+    models = {(r["arm"], r["seed"]) for r in rows}
+    assert {s for _, s in models} == {"0", "1"} and len({a for a, _ in models}) >= 2
+    for arm, seed in models:
+        mine = [r for r in rows if (r["arm"], r["seed"]) == (arm, seed)]
+        assert {r["attack"] for r in mine} == set(names) | {"clean", "worst"}
+        assert len({r["test_images"] for r in mine}) == 1
+        assert all(0 <= float(r["accuracy"]) <= 1 and float(r["train_seconds"]) > 0 for r in mine)
+    for seed in ("0", "1"):  # arms sharing a seed are attacked on the same test images
+        assert len({r["test_images"] for r in rows if r["seed"] == seed}) == 1
+    aa = [r for r in rows if r["attack"].startswith("autoattack-standard")]
+    assert aa and all(int(r["n_examples"]) == 8 for r in aa)
+    assert all(int(r["n_examples"]) == 16 for r in rows if r["attack"] == "clean")
     summary = (folder / "summary.md").read_text()
-    assert "dry run: not a result" in summary and "seeds: [0, 1]" in summary
+    assert "dry run: not a result" in summary and protocol["full_name"] == "strong-v1"
+    for attack in names:
+        assert f"`{attack}`" in summary
     assert (folder / f"{name}.png").stat().st_size > 1000
-    rows = list(csv.DictReader(open(folder / "summary.csv")))
-    assert rows and all(0 <= float(r["mean"]) <= 1 and int(r["n"]) == 2 for r in rows)
-    raw = list(csv.DictReader(open(folder / "raw.csv")))
-    assert {r["seed"] for r in raw} == {"0", "1"}
+    assert read(folder / "checks.csv")
 
 
-def test_tables_set_our_numbers_beside_the_papers(dry_run_all):
-    text = (dry_run_all / "table1" / "summary.md").read_text()
-    assert "33.02 ± 1.08" in text and "32.78 ± 0.65" in text
-    assert "STAND-IN" in text  # no CIFAR-10 offline: the reduced setting says so
-    assert "error bars" in text
+def test_protocol_printed_before_training(tmp_path, capsys):
+    reproduce.main(["fig5", "--dry-run", "--out", str(tmp_path), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert out.index("Protocol `strong-v1`") < out.index("epoch 1/1")
+    assert "autoattack-standard-3it-10q" in out
+
+
+def test_report_from_the_shipped_files_alone(dry_run_all, tmp_path):
+    """Copy only the shipped files to a fresh folder (no runs/), rebuild: identical tables."""
+    fresh = tmp_path / "results"
+    for name in reproduce.EXPERIMENTS:
+        src = dry_run_all / "results" / name
+        (fresh / name).mkdir(parents=True)
+        for file in ("per_seed.csv", "protocol.json", "setup.json", "checks.csv", "per_epoch.csv"):
+            if (src / file).exists():
+                shutil.copy(src / file, fresh / name / file)
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n\nprose\n<!-- generated:start -->\nold\n<!-- generated:end -->\ntail\n")
+    assert reproduce.main(["report", "--results", str(fresh), "--page", str(page)]) == 0
+    for name in reproduce.EXPERIMENTS:
+        assert (fresh / name / "summary.md").read_text() == (dry_run_all / "results" / name / "summary.md").read_text()
+        assert (fresh / name / "summary.csv").read_text() == (dry_run_all / "results" / name / "summary.csv").read_text()
+        assert (fresh / name / f"{name}.png").exists()
+    text = page.read_text()
+    assert text.startswith("# Results\n\nprose\n") and text.endswith("tail\n") and "\nold\n" not in text
+    for name in reproduce.EXPERIMENTS:
+        assert f"![{name}](results/{name}/{name}.png)" in text
+
+
+def test_tables_are_honest(dry_run_all):
+    text = (dry_run_all / "results" / "table1" / "summary.md").read_text()
+    assert "Stand-in data" in text and "33.02 ± 1.08" in text and "32.78 ± 0.65" in text
+    assert "normal σ=0.0125, drawn per batch" in text  # the distribution, σ and when it was drawn
+    assert "MDE" in text and "ratio to `standard`" in text
+    assert "deployed-solver-randomized" in text
+    fig5 = (dry_run_all / "results" / "fig5" / "summary.md").read_text()
+    assert "rk4_u2 1 step" in fig5 and "euler 1 step" in fig5 and "solver steps 4" not in fig5
+    fig3b = (dry_run_all / "results" / "fig3b" / "summary.md").read_text()
+    assert "**validation** accuracy" in fig3b
+    assert {r["split"] for r in read(dry_run_all / "results" / "fig3b" / "per_epoch.csv")} == {"validation"}
+    setup = json.loads((dry_run_all / "results" / "fig4" / "setup.json").read_text())
+    assert setup["stand_in"] and "CIFAR-10" not in setup["data"].replace("(not CIFAR-10)", "")
 
 
 def test_rerun_reuses_trained_models(dry_run_all, capsys):
@@ -42,12 +105,23 @@ def test_rerun_reuses_trained_models(dry_run_all, capsys):
     assert "epoch 1/1" not in capsys.readouterr().out
 
 
-def test_se_and_grouping():
+def test_statistics_use_scipy():
+    from scipy import stats
+
     mean, se, n = reproduce.mean_se([0.5, 0.7, 0.6])
     assert (round(mean, 12), round(se, 12), n) == (0.6, round(0.1 / 3 ** 0.5, 12), 3)
-    rows = [{"u": 1, "attack": "pgd", "eps": 0.3, "accuracy": a} for a in (0.2, 0.4)]
-    (s,) = reproduce.summarize(rows, ["u"])
-    assert s["mean"] == pytest.approx(0.3) and s["n"] == 2
+    assert reproduce.t_quantile(0.975, 2) == pytest.approx(4.302653, rel=1e-6)
+    sd, n = 0.02, 8
+    expected = (stats.t.ppf(0.975, 7) + stats.t.ppf(0.8, 7)) * sd / math.sqrt(8)
+    assert reproduce.mde(sd, n) == pytest.approx(expected)
+    assert math.isnan(reproduce.mde(sd, 1))
+    rows = [{"arm": a, "seed": s, "attack": "fgsm", "eps": 0.1, "accuracy": v}
+            for a, s, v in [("ref", 0, 0.5), ("x", 0, 0.6), ("ref", 1, 0.4), ("x", 1, 0.45), ("ref", 2, 0.5),
+                            ("x", 2, 0.58)]]
+    d = reproduce.paired(rows, "ref", "x", "fgsm", 0.1)
+    assert d["n"] == 3 and d["mean"] == pytest.approx((0.1 + 0.05 + 0.08) / 3)
+    assert d["half"] == pytest.approx(reproduce.t_quantile(0.975, 2) * d["se"])
+    assert not hasattr(reproduce, "t_975")
 
 
 def test_paper_scale_needs_data(capsys):
@@ -56,13 +130,13 @@ def test_paper_scale_needs_data(capsys):
     assert "--data-dir" in capsys.readouterr().err
 
 
-def test_report_copies_summaries_and_figures_into_the_docs(dry_run_all, tmp_path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "results.md").write_text("# Results\n\nprose\n<!-- generated:start -->\nold\n<!-- generated:end -->\ntail\n")
-    page = reproduce.write_report(dry_run_all, docs)
-    text = page.read_text()
-    assert text.startswith("# Results\n\nprose\n") and text.endswith("tail\n") and "old" not in text
-    for name in reproduce.EXPERIMENTS:
-        assert f"![{name}](results/{name}.png)" in text and (docs / "results" / f"{name}.png").exists()
-    assert "PASS  input-gradients" in text
+def test_missing_optional_dependency_stops_before_training(monkeypatch, tmp_path):
+    real = reproduce.importlib.util.find_spec
+    monkeypatch.setattr(reproduce.importlib.util, "find_spec", lambda m: None if m == "torchattacks" else real(m))
+    with pytest.raises(SystemExit, match=r"pip install 'odezoo\[attacks\]'"):
+        reproduce.main(["table1", "--dry-run", "--out", str(tmp_path), "--device", "cpu"])
+    assert not (tmp_path / "table1" / "runs").exists()
+    # the paper protocol needs no torchattacks
+    monkeypatch.setattr(reproduce.importlib.util, "find_spec", lambda m: None if m == "advertorch" else real(m))
+    with pytest.raises(SystemExit, match=r"pip install 'odezoo\[recipes\]'"):
+        reproduce.main(["table1", "--dry-run", "--protocol", "paper", "--out", str(tmp_path), "--device", "cpu"])

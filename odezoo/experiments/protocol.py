@@ -1,0 +1,483 @@
+"""Named attacks and named evaluation protocols: one protocol, applied to every model.
+
+An :class:`Attack` is a frozen description of one attack whose :attr:`~Attack.name` states
+everything that changes its strength — the kind, the number of steps, the step size rule,
+the restarts, the AutoAttack version, the EOT samples:
+
+========================  ====================================================================
+name                      what runs
+========================  ====================================================================
+``fgsm``                  FGSM (advertorch ``GradientSignAttack``), CE on true labels
+``pgd-7x2/255``           L∞ PGD, 7 steps of 2/255 pixels, one random start (the paper's PGD)
+``pgd-7xeps/4``           7 steps of ε/4
+``pgd-20x2.5eps/20``      20 steps of 2.5·ε/20 (Madry et al.: the iterates can cross the ball)
+``pgd-50x2.5eps/50-5r``   50 steps of 2.5·ε/50, 5 random restarts (a restart attacks only
+                          the examples the earlier ones did not fool)
+``autoattack-standard``   the standard AutoAttack cascade (Croce & Hein 2020) from torchattacks:
+                          APGD-CE → APGD-T → FAB-T → Square (5,000 queries), 100 iterations each
+``autoattack-fast``       APGD-CE → APGD-DLR: a CPU-cheap stand-in, *not* AutoAttack
+``noise-uniform-8draws``  uniform noise in the ε ball, an example survives only if it
+                          survives all 8 draws (a sanity baseline, not an attack)
+========================  ====================================================================
+
+Non-default settings extend the name (``autoattack-standard-10it-50q``, ``pgd-7x2/255-eot8``),
+so two attacks with the same name are the same attack.
+
+A :class:`Protocol` is a named, versioned list of attacks with the ε list and the example
+counts (``n_examples`` for every attack but AutoAttack, ``n_autoattack`` for AutoAttack, both
+the *first* test images in loader order, so every model of an experiment sees the same
+images; ``n_checks`` for the gradient-masking checks).  It round-trips through JSON
+(:meth:`Protocol.save` / :meth:`Protocol.load`, ``protocol.json``).  :data:`PROTOCOLS` holds
+the named ones (``paper``, ``strong``, ``strong-fast``); :func:`get_protocol` builds one for an
+experiment's ε list and counts.
+
+:func:`evaluate_protocol` runs a protocol on one model (through
+:func:`odezoo.experiments.evaluation.strong_robustness`, no attack code of its own) and
+returns a :class:`ProtocolResult`: per-example correctness per attack × ε, the per-example
+worst case, and rows ``{attack, eps, n_examples, accuracy}`` carrying the attacks' full names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from odezoo.parsing import parse_number
+
+from .attacks import AUTOATTACK_VERSIONS, correct_predictions, positive_number
+from .evaluation import strong_robustness
+
+__all__ = ["ATTACK_KINDS", "Attack", "Protocol", "PROTOCOLS", "get_protocol", "ProtocolResult",
+           "evaluate_protocol", "take_examples", "eps_label"]
+
+ATTACK_KINDS = ("fgsm", "pgd", "autoattack", "noise")
+_RULE = re.compile(r"^\s*(?:(?P<k>\d*\.?\d+)\s*\*?\s*)?eps\s*(?:/\s*(?P<d>steps|\d*\.?\d+))?\s*$")
+
+
+def _number_name(value: float) -> str:
+    """``0.3`` when short, ``2/255`` for other multiples of 1/255, else ``%g``."""
+    short = f"{value:g}"
+    k = value * 255
+    if len(short) <= 5 or abs(k - round(k)) > 1e-6 or round(k) < 1:
+        return short
+    return f"{round(k)}/255"
+
+
+def eps_label(eps: float) -> str:
+    """ε as people write it: ``8/255`` or ``0.3``."""
+    return "0" if eps == 0 else _number_name(float(eps))
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack, fully specified.
+
+    ``kind``: ``fgsm`` | ``pgd`` | ``autoattack`` | ``noise``.  PGD: ``steps`` (required), ``step_size``
+    (a number in pixels such as ``2/255``, or a rule in ε: ``"eps/4"``, ``"2.5*eps/steps"``)
+    and ``restarts``.  AutoAttack: ``version`` (``standard`` | ``fast``), ``steps`` per
+    component (default 100, as in the original), ``square_queries``.  Noise: ``samples`` draws.
+    ``eot_samples`` > 1 averages that many forward passes per attack gradient (randomized
+    models)."""
+    kind: str
+    steps: int | None = None
+    step_size: float | str | None = None
+    restarts: int = 1
+    version: str = "standard"
+    square_queries: int = 5000
+    samples: int = 1
+    eot_samples: int = 1
+
+    def __post_init__(self):
+        if self.kind not in ATTACK_KINDS:
+            raise ValueError(f"unknown attack kind {self.kind!r}; choose from {ATTACK_KINDS}")
+        if self.steps is None:
+            if self.kind == "pgd":
+                raise ValueError("a PGD attack needs steps (e.g. Attack('pgd', steps=7, step_size=2/255))")
+            object.__setattr__(self, "steps", 100 if self.kind == "autoattack" else 1)
+        for name in ("steps", "restarts", "square_queries", "samples", "eot_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"Attack.{name} must be an integer >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.kind == "pgd":
+            if self.step_size is None:
+                raise ValueError("a PGD attack needs a step_size: pixels (2/255) or a rule (eps/4, 2.5*eps/steps)")
+            if isinstance(self.step_size, str) and _RULE.match(self.step_size) is None:
+                object.__setattr__(self, "step_size", positive_number(parse_number(self.step_size), "step_size"))
+            elif not isinstance(self.step_size, str):
+                object.__setattr__(self, "step_size", positive_number(self.step_size, "step_size"))
+        if self.kind == "autoattack" and self.version not in AUTOATTACK_VERSIONS:
+            raise ValueError(f"unknown AutoAttack version {self.version!r}; choose from {AUTOATTACK_VERSIONS}")
+
+    # ------------------------------------------------------------------ names
+    def _rule(self) -> tuple[float, float | None] | None:
+        """(k, d) of a rule ``k·eps/d`` (d None: divide by ``steps``); None for a fixed size."""
+        if not isinstance(self.step_size, str):
+            return None
+        m = _RULE.match(self.step_size)
+        k = float(m["k"]) if m["k"] else 1.0
+        d = None if m["d"] == "steps" else (float(m["d"]) if m["d"] else 1.0)
+        return k, d
+
+    def step_size_name(self) -> str:
+        rule = self._rule()
+        if rule is None:
+            return _number_name(float(self.step_size))
+        k, d = rule
+        head = "eps" if k == 1 else f"{k:g}eps"
+        divisor = self.steps if d is None else d
+        return head if divisor == 1 else f"{head}/{divisor:g}"
+
+    def step_size_for(self, eps: float) -> float:
+        """The PGD step in pixels at ``eps``."""
+        rule = self._rule()
+        if rule is None:
+            return float(self.step_size)
+        k, d = rule
+        return k * float(eps) / (self.steps if d is None else d)
+
+    @property
+    def name(self) -> str:
+        if self.kind == "fgsm":
+            base = "fgsm"
+        elif self.kind == "pgd":
+            base = f"pgd-{self.steps}x{self.step_size_name()}" + (f"-{self.restarts}r" if self.restarts > 1 else "")
+        elif self.kind == "autoattack":
+            base = f"autoattack-{self.version}" + (f"-{self.steps}it" if self.steps != 100 else "")
+            if self.version == "standard" and self.square_queries != 5000:
+                base += f"-{self.square_queries}q"
+        else:
+            base = "noise-uniform" + (f"-{self.samples}draws" if self.samples > 1 else "")
+        return base + (f"-eot{self.eot_samples}" if self.eot_samples > 1 else "")
+
+    @property
+    def gradient_based(self) -> bool:
+        return self.kind in ("fgsm", "pgd", "autoattack")
+
+    def describe(self) -> str:
+        eot = f"; EOT over {self.eot_samples} forward passes" if self.eot_samples > 1 else ""
+        if self.kind == "fgsm":
+            return "FGSM: one signed-gradient step of ε (advertorch), CE on the true labels" + eot
+        if self.kind == "pgd":
+            size = self.step_size_name().replace("eps", "ε")
+            restarts = f"{self.restarts} random restarts (later restarts attack only the survivors)" \
+                if self.restarts > 1 else "one random start"
+            return f"L∞ PGD: {self.steps} steps of {size}, {restarts}, CE on the true labels (advertorch)" + eot
+        if self.kind == "autoattack":
+            it = f"{self.steps} iterations each"
+            if self.version == "standard":
+                return (f"AutoAttack, standard cascade (torchattacks): APGD-CE → APGD-T (9 target classes) → "
+                        f"FAB-T (9 target classes) → Square ({self.square_queries:,} queries), {it}; each component "
+                        f"attacks only the survivors of the previous ones" + eot)
+            return f"APGD-CE → APGD-DLR (untargeted), {it}: a CPU-cheap subset of AutoAttack, not AutoAttack" + eot
+        return (f"uniform noise in the ε ball, {self.samples} draw(s); an example survives only if it survives "
+                f"every draw (a sanity baseline, not an attack)")
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Attack":
+        known = {f.name for f in dataclasses.fields(cls)}
+        attack = cls(**{k: v for k, v in data.items() if k in known})
+        if "name" in data and data["name"] != attack.name:
+            raise ValueError(f"attack {data['name']!r} does not match its settings (they name {attack.name!r})")
+        return attack
+
+    # ------------------------------------------------------------------ running
+    def strong_kwargs(self, eps: float) -> dict[str, Any]:
+        """Keyword arguments of :func:`strong_robustness` that run this attack alone."""
+        kwargs: dict[str, Any] = dict(fgsm_attack=self.kind == "fgsm", pgd_steps=(), pgd_restarts=(1,),
+                                      step_size="auto", autoattack=self.kind == "autoattack", noise_samples=0,
+                                      eot_samples=self.eot_samples)
+        if self.kind == "pgd":
+            kwargs.update(pgd_steps=(self.steps,), pgd_restarts=(self.restarts,),
+                          step_size=(self.step_size_for(eps),))
+        elif self.kind == "autoattack":
+            kwargs.update(autoattack_version=self.version, autoattack_steps=self.steps,
+                          square_queries=self.square_queries)
+        elif self.kind == "noise":
+            kwargs.update(noise_samples=self.samples)
+        return kwargs
+
+    @property
+    def result_key(self) -> str:
+        """The attack's key in a :class:`StrongRobustnessResult` run by :meth:`strong_kwargs`."""
+        return {"fgsm": "fgsm", "pgd": "pgd", "autoattack": "autoattack", "noise": "noise"}[self.kind]
+
+
+# ============================================================================ protocols
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named, versioned evaluation: ``attacks`` at every ``eps`` (pixels) on the first
+    ``n_examples`` test images (``n_autoattack`` for AutoAttack, ``n_checks`` for the
+    gradient-masking checks; None = every test image), seeded by ``seed``."""
+    name: str
+    version: int
+    attacks: tuple[Attack, ...]
+    eps: tuple[float, ...] = ()
+    n_examples: int | None = None
+    n_autoattack: int | None = None
+    n_checks: int | None = 256
+    seed: int = 0
+    note: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "attacks", tuple(a if isinstance(a, Attack) else Attack.from_dict(a)
+                                                  for a in self.attacks))
+        object.__setattr__(self, "eps", tuple(positive_number(e, "eps") for e in self.eps))
+        names = [a.name for a in self.attacks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"protocol {self.name!r} lists an attack twice: {names}")
+        if not self.attacks:
+            raise ValueError(f"protocol {self.name!r} has no attacks")
+        for key in ("n_examples", "n_autoattack", "n_checks"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(f"Protocol.{key} must be a positive integer or None (all), got {value!r}")
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.name}-v{self.version}"
+
+    @property
+    def attack_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.attacks)
+
+    def attack(self, name: str) -> Attack:
+        for a in self.attacks:
+            if a.name == name:
+                return a
+        raise KeyError(f"protocol {self.full_name} has no attack {name!r}; it has {self.attack_names}")
+
+    def replace(self, **changes) -> "Protocol":
+        return dataclasses.replace(self, **changes)
+
+    def count_text(self, n_available: int | None = None) -> str:
+        """'1,000 test images (AutoAttack: first 500)' with the counts clipped to what exists."""
+        def clip(n):
+            return n_available if n is None else (n if n_available is None else min(n, n_available))
+        main, aa = clip(self.n_examples), clip(self.n_autoattack)
+        main_text = "every test image" if main is None else f"the first {main:,} test images"
+        has_aa = any(a.kind == "autoattack" for a in self.attacks)
+        aa_text = "" if not has_aa or aa == main else \
+            f" (AutoAttack: {'every test image' if aa is None else f'the first {min(aa, main or aa):,}'})"
+        return main_text + aa_text
+
+    def describe(self, n_available: int | None = None) -> str:
+        """Markdown: the protocol's name, counts, ε and one line per attack."""
+        eps = ", ".join(eps_label(e) for e in self.eps)
+        lines = [f"**Protocol `{self.full_name}`** — ε ∈ {{{eps}}}, {self.count_text(n_available)}, seed "
+                 f"{self.seed}; every model of the experiment is evaluated with it on the same images "
+                 f"(per-example worst case over all attacks as `worst`).", ""]
+        lines += [f"* `{a.name}`: {a.describe()}" for a in self.attacks]
+        if self.note:
+            lines += ["", self.note]
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "full_name": self.full_name,
+                "attacks": [a.to_dict() for a in self.attacks], "eps": list(self.eps),
+                "n_examples": self.n_examples, "n_autoattack": self.n_autoattack, "n_checks": self.n_checks,
+                "seed": self.seed, "note": self.note}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Protocol":
+        known = {f.name for f in dataclasses.fields(cls)}
+        protocol = cls(**{k: (tuple(v) if k in ("attacks", "eps") else v) for k, v in data.items() if k in known})
+        if "full_name" in data and data["full_name"] != protocol.full_name:
+            raise ValueError(f"protocol.json names {data['full_name']!r} but holds {protocol.full_name!r}")
+        return protocol
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Protocol":
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | Path) -> Path:
+        from .io import atomic_write
+        return atomic_write(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Protocol":
+        return cls.from_json(Path(path).read_text())
+
+
+#: the paper's evaluation: FGSM and PGD with 7 steps of 2/255 (REFERENCE.md, Fig. 3a / Tables 1-2)
+PAPER_ATTACKS = (Attack("fgsm"), Attack("pgd", steps=7, step_size=2 / 255))
+#: the stronger evaluation the paper's claims must survive
+STRONG_ATTACKS = PAPER_ATTACKS + (Attack("pgd", steps=50, step_size="2.5*eps/steps", restarts=5),
+                                  Attack("autoattack", version="standard"), Attack("noise", samples=8))
+#: a CPU-cheap variant, labelled as such: PGD-20 and the APGD-CE → APGD-DLR subset of AutoAttack
+STRONG_FAST_ATTACKS = PAPER_ATTACKS + (Attack("pgd", steps=20, step_size="2.5*eps/steps"),
+                                       Attack("autoattack", version="fast"), Attack("noise", samples=8))
+
+PROTOCOLS: dict[str, Protocol] = {
+    "paper": Protocol("paper", 1, PAPER_ATTACKS,
+                      note="The paper's attacks only: not evidence of robustness on their own (7 steps of 2/255 "
+                           "cannot cross an ε = 0.3 ball from a random start)."),
+    "strong": Protocol("strong", 1, STRONG_ATTACKS, n_autoattack=None,
+                       note="The paper's attacks, PGD-50 with 5 restarts, the standard AutoAttack cascade and a noise "
+                            "baseline, per example; `worst` is the number to read."),
+    "strong-fast": Protocol("strong-fast", 1, STRONG_FAST_ATTACKS,
+                            note="CPU-cheap variant (PGD-20, APGD-CE → APGD-DLR): weaker than `strong`; "
+                                 "a number measured with it is an upper bound on `strong`'s."),
+}
+
+
+def get_protocol(name: str, eps: Sequence[float] | None = None, **changes) -> Protocol:
+    """The named protocol (``paper``, ``strong``, ``strong-fast``) with an experiment's ε list
+    and any counts changed (``n_examples=1000, n_autoattack=500``)."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; choose from {sorted(PROTOCOLS)}")
+    if eps is not None:
+        changes["eps"] = tuple(eps)
+    return PROTOCOLS[name].replace(**changes)
+
+
+# ============================================================================ evaluation
+
+def take_examples(loader: Iterable, n: int | None, device: str | torch.device = "cpu") -> list[tuple]:
+    """The first ``n`` examples of ``loader`` (all when None) as a list of ``(x, y)`` batches on ``device``."""
+    out, seen = [], 0
+    for x, y in loader:
+        if n is not None and seen >= n:
+            break
+        if n is not None and seen + len(y) > n:
+            x, y = x[:n - seen], y[:n - seen]
+        out.append((x.to(device), y.to(device)))
+        seen += len(y)
+    if not out:
+        raise ValueError("the loader yielded no examples (empty dataset or n = 0)")
+    return out
+
+
+def _first(batches: list[tuple], n: int) -> list[tuple]:
+    out, seen = [], 0
+    for x, y in batches:
+        if seen >= n:
+            break
+        take = min(len(y), n - seen)
+        out.append((x[:take], y[:take]))
+        seen += take
+    return out
+
+
+@dataclass
+class ProtocolResult:
+    """Per-example correctness of one model under a protocol.
+
+    ``clean``: bool per example (the first ``n_examples``, loader order); ``correct[(attack,
+    eps)]``: bool per example for the examples that attack ran on (a prefix: AutoAttack may
+    run on fewer); ``stages[(attack, eps)]``: AutoAttack's survivors after each component."""
+    protocol: Protocol
+    clean: torch.Tensor
+    labels: torch.Tensor
+    correct: dict[tuple[str, float], torch.Tensor]
+    seconds: dict[tuple[str, float], float] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    stages: dict[tuple[str, float], dict[str, torch.Tensor]] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.clean.numel())
+
+    def n_of(self, attack: str, eps: float) -> int:
+        return int(self.correct[(attack, eps)].numel())
+
+    def accuracy(self, attack: str, eps: float = 0.0) -> float:
+        if attack == "clean":
+            return _mean(self.clean)
+        if attack == "worst":
+            return _mean(self.worst(eps))
+        return _mean(self.correct[(attack, eps)])
+
+    def worst(self, eps: float) -> torch.Tensor:
+        """Per example (over the examples every attack ran on): correct on the clean input and
+        under every attack at ``eps``."""
+        masks = [ok for (a, e), ok in self.correct.items() if e == eps]
+        n = min([self.n_examples] + [m.numel() for m in masks])
+        out = self.clean[:n].clone()
+        for ok in masks:
+            out &= ok[:n]
+        return out
+
+    def rows(self, **extra) -> list[dict[str, Any]]:
+        """``{**extra, protocol, attack, eps, n_examples, accuracy}``: clean (ε 0), every attack × ε
+        in protocol order, and ``worst`` per ε."""
+        base = {**extra, "protocol": self.protocol.full_name}
+        rows = [{**base, "attack": "clean", "eps": 0.0, "n_examples": self.n_examples,
+                 "accuracy": self.accuracy("clean")}]
+        for eps in self.protocol.eps:
+            for attack in self.protocol.attack_names:
+                rows.append({**base, "attack": attack, "eps": eps, "n_examples": self.n_of(attack, eps),
+                             "accuracy": self.accuracy(attack, eps)})
+            worst = self.worst(eps)
+            rows.append({**base, "attack": "worst", "eps": eps, "n_examples": int(worst.numel()),
+                         "accuracy": _mean(worst)})
+        return rows
+
+
+def _mean(mask: torch.Tensor) -> float:
+    return int(mask.sum()) / mask.numel() if mask.numel() else float("nan")
+
+
+def _fingerprint(batches) -> str:
+    import hashlib
+    digest = hashlib.sha1()
+    for x, y in batches:
+        digest.update(x.detach().cpu().float().numpy().tobytes())
+        digest.update(y.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, device: str | torch.device = "cpu",
+                      before_batch: Callable[[], Any] | None = None,
+                      progress: Callable[[str], Any] | None = None) -> ProtocolResult:
+    """Run every attack of ``protocol`` at every ε on the first ``protocol.n_examples`` test
+    images of ``loader`` (AutoAttack on the first ``protocol.n_autoattack`` of them).
+
+    Each attack × ε is one :func:`strong_robustness` call seeded by ``protocol.seed`` (batch
+    ``i`` uses ``seed + i``), so the evaluation is reproducible and every attack sees the
+    same images.  ``before_batch`` (e.g. a randomized MetaSolver's ``resample``) runs before
+    every prediction and attack forward, as in :func:`evaluate_robustness`; each attack's
+    ``eot_samples`` applies.  ``progress(message)`` is called after each attack × ε."""
+    if not protocol.eps:
+        raise ValueError(f"protocol {protocol.full_name} has no eps: build it with get_protocol(name, eps=[...])")
+    batches = take_examples(loader, protocol.n_examples, device)
+    n_main = sum(len(y) for _, y in batches)
+    n_aa = n_main if protocol.n_autoattack is None else min(protocol.n_autoattack, n_main)
+    aa_batches = _first(batches, n_aa)
+    clean = torch.cat([correct_predictions(model, x, y, before_batch).cpu() for x, y in batches])
+    correct, seconds, descriptions, stages = {}, {}, {}, {}
+    for eps in protocol.eps:
+        for attack in protocol.attacks:
+            subset = aa_batches if attack.kind == "autoattack" else batches
+            result = strong_robustness(model, subset, eps, device=device, seed=protocol.seed,
+                                       before_batch=before_batch, **attack.strong_kwargs(eps))
+            key = (attack.name, eps)
+            correct[key] = result.correct[attack.result_key]
+            seconds[key] = result.seconds.get(attack.result_key, 0.0)
+            descriptions[attack.name] = attack.describe()
+            if result.stages:
+                stages[key] = dict(result.stages)
+            if progress is not None:
+                progress(f"{attack.name} ε={eps_label(eps)}: {100 * _mean(correct[key]):.1f}% of "
+                         f"{correct[key].numel()} ({seconds[key]:.0f}s)")
+    labels = torch.cat([y.cpu() for _, y in batches])
+    return ProtocolResult(protocol=protocol, clean=clean, labels=labels, correct=correct, seconds=seconds,
+                          descriptions=descriptions, stages=stages, fingerprint=_fingerprint(batches))
+

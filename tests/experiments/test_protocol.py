@@ -1,0 +1,125 @@
+"""Named attacks and protocols: names, JSON, one protocol run through strong_robustness."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from odezoo.experiments import evaluation as ev
+from odezoo.experiments.protocol import (PROTOCOLS, Attack, Protocol, eps_label, evaluate_protocol, get_protocol,
+                                         take_examples)
+
+pytest.importorskip("torchattacks")
+
+
+def test_names_state_steps_step_size_and_restarts():
+    names = {
+        Attack("fgsm"): "fgsm",
+        Attack("pgd", steps=7, step_size=2 / 255): "pgd-7x2/255",
+        Attack("pgd", steps=7, step_size="2/255"): "pgd-7x2/255",
+        Attack("pgd", steps=7, step_size="eps/4"): "pgd-7xeps/4",
+        Attack("pgd", steps=20, step_size="2.5*eps/steps"): "pgd-20x2.5eps/20",
+        Attack("pgd", steps=50, step_size="2.5*eps/steps", restarts=5): "pgd-50x2.5eps/50-5r",
+        Attack("pgd", steps=10, step_size=0.01): "pgd-10x0.01",
+        Attack("autoattack"): "autoattack-standard",
+        Attack("autoattack", version="fast"): "autoattack-fast",
+        Attack("autoattack", steps=10, square_queries=50): "autoattack-standard-10it-50q",
+        Attack("noise"): "noise-uniform",
+        Attack("noise", samples=8): "noise-uniform-8draws",
+        Attack("pgd", steps=7, step_size=2 / 255, eot_samples=4): "pgd-7x2/255-eot4",
+    }
+    for attack, name in names.items():
+        assert attack.name == name
+    assert len({a.name for a in names}) == len(set(names.values()))
+    assert Attack("pgd", steps=20, step_size="2.5*eps/steps").step_size_for(0.3) == pytest.approx(0.0375)
+    assert Attack("pgd", steps=7, step_size="eps/4").step_size_for(8 / 255) == pytest.approx(2 / 255)
+    assert Attack("pgd", steps=7, step_size=2 / 255).step_size_for(0.3) == pytest.approx(2 / 255)
+    assert "not AutoAttack" in Attack("autoattack", version="fast").describe()
+    assert [eps_label(e) for e in (8 / 255, 0.3, 0.2, 0)] == ["8/255", "0.3", "0.2", "0"]
+
+
+def test_attack_validation():
+    with pytest.raises(ValueError, match="kind"):
+        Attack("cw")
+    with pytest.raises(ValueError, match="steps"):
+        Attack("pgd", step_size=0.01)
+    with pytest.raises(ValueError, match="step_size"):
+        Attack("pgd", steps=7)
+    with pytest.raises(ValueError, match="version"):
+        Attack("autoattack", version="plus")
+    with pytest.raises(ValueError, match="restarts"):
+        Attack("pgd", steps=7, step_size=0.01, restarts=0)
+
+
+def test_named_protocols_and_json_round_trip(tmp_path):
+    assert PROTOCOLS["paper"].attack_names == ("fgsm", "pgd-7x2/255")
+    strong = PROTOCOLS["strong"].attack_names
+    assert strong == ("fgsm", "pgd-7x2/255", "pgd-50x2.5eps/50-5r", "autoattack-standard", "noise-uniform-8draws")
+    assert "autoattack-fast" in PROTOCOLS["strong-fast"].attack_names and "CPU-cheap" in PROTOCOLS["strong-fast"].note
+    p = get_protocol("strong", eps=[2 / 255, 8 / 255], n_examples=1000, n_autoattack=500)
+    assert p.full_name == "strong-v1" and p.eps == (2 / 255, 8 / 255)
+    path = p.save(tmp_path / "protocol.json")
+    data = json.loads(path.read_text())
+    assert [a["name"] for a in data["attacks"]] == list(strong) and data["n_autoattack"] == 500
+    assert Protocol.load(path) == p
+    text = p.describe(1000)
+    assert "strong-v1" in text and "the first 1,000 test images (AutoAttack: the first 500)" in text
+    assert "`pgd-50x2.5eps/50-5r`" in text
+    data["attacks"][1]["steps"] = 8  # settings that no longer match the name are refused
+    with pytest.raises(ValueError, match="does not match"):
+        Protocol.from_dict(data)
+    with pytest.raises(ValueError, match="twice"):
+        Protocol("x", 1, (Attack("fgsm"), Attack("fgsm")))
+    with pytest.raises(ValueError, match="unknown protocol"):
+        get_protocol("weak")
+
+
+def test_take_examples_cuts_exactly(loader):
+    batches = take_examples(loader, 70)
+    assert [len(y) for _, y in batches] == [60, 10]
+    assert sum(len(y) for _, y in take_examples(loader, None)) == 120
+
+
+TINY = Protocol("tiny", 1, (Attack("fgsm"), Attack("pgd", steps=3, step_size="2.5*eps/steps"),
+                            Attack("autoattack", steps=5, square_queries=20), Attack("noise", samples=2)),
+                eps=(0.05, 0.1), n_examples=100, n_autoattack=40)
+
+
+@pytest.fixture(scope="module")
+def tiny_result(trained, loader):
+    return evaluate_protocol(trained, loader, TINY)
+
+
+def test_evaluate_protocol_counts_names_and_worst_case(tiny_result):
+    r = tiny_result
+    assert r.n_examples == 100 and r.labels.shape == (100,)
+    assert r.n_of("autoattack-standard-5it-20q", 0.1) == 40 and r.n_of("pgd-3x2.5eps/3", 0.1) == 100
+    rows = r.rows(arm="mlp", seed=0)
+    assert rows[0] == {"arm": "mlp", "seed": 0, "protocol": "tiny-v1", "attack": "clean", "eps": 0.0,
+                       "n_examples": 100, "accuracy": r.accuracy("clean")}
+    names = [row["attack"] for row in rows if row["eps"] == 0.1]
+    assert names == ["fgsm", "pgd-3x2.5eps/3", "autoattack-standard-5it-20q", "noise-uniform-2draws", "worst"]
+    for eps in TINY.eps:
+        worst = r.worst(eps)
+        assert worst.numel() == 40  # over the examples every attack ran on
+        for (name, e), ok in r.correct.items():
+            if e == eps:
+                assert not bool((worst & ~ok[:40]).any())
+        assert r.accuracy("worst", eps) <= min(r.accuracy(a, eps) for a in TINY.attack_names)
+    assert set(r.stages[("autoattack-standard-5it-20q", 0.1)]) == {"apgd-ce", "apgd-t", "fab-t", "square"}
+    assert len(r.fingerprint) == 12
+
+
+def test_evaluate_protocol_reuses_strong_robustness(tiny_result, trained, loader):
+    """Same seed, same images: the protocol's PGD equals strong_robustness' own."""
+    direct = ev.strong_robustness(trained, take_examples(loader, 100), 0.1, pgd_steps=(3,), pgd_restarts=(1,),
+                                  fgsm_attack=True, autoattack=False, noise_samples=0, seed=0)
+    assert torch.equal(direct.correct["pgd"], tiny_result.correct[("pgd-3x2.5eps/3", 0.1)])
+    assert torch.equal(direct.correct["fgsm"], tiny_result.correct[("fgsm", 0.1)])
+    assert torch.equal(direct.clean, tiny_result.clean)
+
+
+def test_protocol_needs_eps(trained, loader):
+    with pytest.raises(ValueError, match="no eps"):
+        evaluate_protocol(trained, loader, PROTOCOLS["paper"])
