@@ -108,6 +108,6 @@ def test_experiments_declares_its_public_names():
 
     for name in ex.__all__:
         assert hasattr(ex, name), name
-    for module in ("attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "training"):
+    for module in ("attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "protocol", "training"):
         sub = getattr(ex, module)
         assert sub.__all__ and all(hasattr(sub, n) for n in sub.__all__), module
