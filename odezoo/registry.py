@@ -156,6 +156,10 @@ class Registry:
         if not family.in_support(family.defaults):
             return (f"family {name!r} from {provider!r} is refused: its defaults {family.defaults} lie outside "
                     f"its sampling support ({family.support_text()}).")
+        extra_check = getattr(family, "registration_problem", None)  # e.g. an embedded pair's second row
+        problem = extra_check() if extra_check is not None else None
+        if problem:
+            return f"family {name!r} from {provider!r} is refused: {problem}"
         return None
 
     def _warn(self, message: str) -> None:
@@ -176,6 +180,9 @@ class Registry:
 
 
 def _solver_class(family: SolverFamily) -> type:
+    make = getattr(family, "solver_class", None)  # a family kind with its own solver (adaptive pairs)
+    if make is not None:
+        return make()
     return type(f"{family.name}_solver", (ParameterizedRKSolver,), {
         "family": family, "order": family.order,
         "__doc__": f"torchdiffeq fixed-grid solver for the {family.name!r} family.",
