@@ -13,11 +13,11 @@ DOCS_STAMP := $(DOCS_VENV)/.odezoo-docs-installed
 
 .PHONY: demo test bench docs clean-venv
 
-$(STAMP): pyproject.toml plugins/odezoo-rk3w/pyproject.toml
+$(STAMP): pyproject.toml plugins/odezoo-rk3w/pyproject.toml plugins/odezoo-bs32/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PACKAGES)
-	$(PY) -m pip install --quiet -e ".[recipes,attacks,dev]" -e plugins/odezoo-rk3w
+	$(PY) -m pip install --quiet -e ".[recipes,attacks,dev]" -e plugins/odezoo-rk3w -e plugins/odezoo-bs32
 	touch $(STAMP)
 
 $(DOCS_STAMP): docs/requirements.txt

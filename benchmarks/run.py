@@ -9,6 +9,9 @@
 For every case two callables A (odezoo) and B (the baseline) are warmed up and then run
 alternately — A B, B A, A B, ... — so slow drifts of a shared machine hit both alike.  The
 table shows each side's median time, their ratio (median A / median B) and the target.
+Adaptive cases: the dopri5 tableau registered through ``odezoo.register_tableau`` against
+torchdiffeq's ``dopri5`` (same controller, equal nfe, checked), and ``tsit5`` against
+``dopri5`` at tolerances that give the same error against a float64 reference.
 "fwd" is an inference pass under ``torch.no_grad()``; "fwd+bwd" is a training step: the
 solve with autograd on, then ``backward()`` of the final state's sum.
 
@@ -58,7 +61,22 @@ TARGETS = {
     ("per-sample", None, None): 1.05,
     ("solver-work", "conv", "fwd"): 1.05,
     ("solver-work", "mlp", "fwd"): None,
+    ("adaptive", None, None): 1.00,
+    ("equal-accuracy", None, None): None,
 }
+#: adaptive cases: tolerances (float32 states) and the dopri5 tableau, registered through odezoo
+ADAPTIVE_RTOL, ADAPTIVE_ATOL = 1e-3, 1e-4
+DOPRI5 = dict(
+    A=[[0.0] * 7, [1 / 5, 0, 0, 0, 0, 0, 0], [3 / 40, 9 / 40, 0, 0, 0, 0, 0], [44 / 45, -56 / 15, 32 / 9, 0, 0, 0, 0],
+       [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0, 0, 0],
+       [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0, 0],
+       [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]],
+    b=[35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0],
+    c=[0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1], order=5,
+    b_embedded=[1951 / 21600, 0, 22642 / 50085, 451 / 720, -12231 / 42400, 649 / 6300, 1 / 60], embedded_order=4,
+    b_mid=[6025192743 / 30085553152 / 2, 0, 51252292925 / 65400821598 / 2, -2691868925 / 45128329728 / 2,
+           187940372067 / 1594534317056 / 2, -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2])
+REGISTERED_DOPRI5 = "dopri5_odezoo"
 
 
 def target_for(kind: str, function: str, pass_: str):
@@ -141,6 +159,47 @@ def odeint_solver(method, params, t, step_size):
     return lambda func, y0: odeint(func, y0, t, method=method, options=options)
 
 
+def adaptive_solver(method, t, rtol=ADAPTIVE_RTOL, atol=ADAPTIVE_ATOL):
+    return lambda func, y0: odeint(func, y0, t, method=method, rtol=rtol, atol=atol)
+
+
+class Counting(torch.nn.Module):
+    """``func`` with a count of its evaluations (for nfe)."""
+
+    def __init__(self, func):
+        super().__init__()
+        self.func, self.n = func, 0
+
+    def forward(self, t, y):
+        self.n += 1
+        return self.func(t, y)
+
+
+def nfe_and_error(method, func, y0, t, tol, reference=None):
+    counted = Counting(func)
+    with torch.no_grad():
+        y = odeint(counted, y0, t, method=method, rtol=tol, atol=tol / 10)[-1]
+    error = None if reference is None else float((y.double() - reference).abs().max())
+    return counted.n, error
+
+
+def equal_accuracy_tolerances(func, y0, t, base_tol):
+    """dopri5 at ``base_tol``, and the largest tsit5 tolerance (on a √10 grid) whose error
+    against a tight float64 reference is no larger: (tsit5 tol, nfe, error, dopri5 nfe, error)."""
+    import copy
+
+    func64 = copy.deepcopy(func).double()
+    with torch.no_grad():
+        reference = odeint(func64, y0.double(), t.double(), method="dop853", rtol=1e-10, atol=1e-10)[-1]
+    dp_nfe, dp_error = nfe_and_error("dopri5", func, y0, t, base_tol, reference)
+    for k in range(9):
+        tol = base_tol * 10 ** (1 - k / 2)
+        ts_nfe, ts_error = nfe_and_error("tsit5", func, y0, t, tol, reference)
+        if ts_error <= dp_error:
+            return tol, ts_nfe, ts_error, dp_nfe, dp_error
+    return tol, ts_nfe, ts_error, dp_nfe, dp_error
+
+
 def meta_solver(meta: MetaSolver, t):
     """What a training loop does per batch: draw the next solver, then solve."""
     def solve(func, y0):
@@ -159,6 +218,8 @@ def build_comparisons(functions, device, quick):
     """Yield (kind, function, pass, odezoo label, baseline label, A, B, extra)."""
     t = torch.tensor([0.0, 1.0], device=device)
     steps = round(1.0 / STEP_SIZE)
+    if REGISTERED_DOPRI5 not in odezoo.families():
+        odezoo.register_tableau(REGISTERED_DOPRI5, **DOPRI5)
     for name in functions:
         func, y0 = make_case(name, device, quick=quick)
         batch = y0.shape[0]
@@ -202,6 +263,24 @@ def build_comparisons(functions, device, quick):
             yield ("solver-work", name, "fwd", f"{method}({fmt_params(params)}) solve",
                    f"{stages}×{steps}×f", forward_pass(odeint_solver(method, params, t, STEP_SIZE), func, y0),
                    one_evaluation, {"evaluations": stages * steps})
+
+        # 5. adaptive: the dopri5 tableau registered through odezoo against torchdiffeq's dopri5
+        # (the same controller, so the same steps: equal nfe, checked here)
+        ours, theirs = (nfe_and_error(m, func, y0, t, ADAPTIVE_RTOL)[0] for m in (REGISTERED_DOPRI5, "dopri5"))
+        if ours != theirs:
+            raise SystemExit(f"{name}: registered dopri5 took {ours} evaluations, torchdiffeq's dopri5 {theirs}")
+        for pass_, make in PASSES.items():
+            yield ("adaptive", name, pass_, f"odezoo-registered dopri5 (nfe {ours})", f"dopri5 (nfe {theirs})",
+                   make(adaptive_solver(REGISTERED_DOPRI5, t), func, y0), make(adaptive_solver("dopri5", t), func, y0),
+                   {"details": {"nfe": [ours, theirs], "rtol": ADAPTIVE_RTOL, "atol": ADAPTIVE_ATOL}})
+
+        # 6. tsit5 against dopri5 at tolerances that give the same error (vs a float64 dop853 reference)
+        tol, ts_nfe, ts_error, dp_nfe, dp_error = equal_accuracy_tolerances(func, y0, t, ADAPTIVE_RTOL)
+        yield ("equal-accuracy", name, "fwd", f"tsit5 tol {tol:.1e} (nfe {ts_nfe}, err {ts_error:.1e})",
+               f"dopri5 tol {ADAPTIVE_RTOL:.0e} (nfe {dp_nfe}, err {dp_error:.1e})",
+               forward_pass(adaptive_solver("tsit5", t, tol, tol / 10), func, y0),
+               forward_pass(adaptive_solver("dopri5", t), func, y0),
+               {"details": {"nfe": [ts_nfe, dp_nfe], "error": [ts_error, dp_error], "tol": [tol, ADAPTIVE_RTOL]}})
 
 
 # ---------------------------------------------------------------------------- environment
@@ -339,6 +418,7 @@ def main(argv=None) -> int:
                "odezoo_label": label_a, "baseline_label": label_b, "odezoo": odezoo_s,
                "baseline": baseline_s, "ratio": ratio, "paired_ratio_median": paired,
                "target": target, "holds": None if target is None else bool(ratio <= target),
+               **({"details": extra["details"]} if "details" in extra else {}),
                "odezoo_times_ms": [1e3 * x for x in times_a],
                "baseline_times_ms": [1e3 * x * (evaluations or 1) for x in times_b]}
         rows.append(row)

@@ -21,6 +21,7 @@ from .metasolver import (EnsembleSolver, FixedSolver, MetaSolver, PerSampleSmoot
 from .spec import SolverSpec
 from .odeblock import ODEBlock, ensemble_predict, solver_blocks, using_solver
 from .sampling import Cauchy, Choice, Normal, ParameterDistribution, Uniform
+from .adaptive import AdaptiveFamily, EmbeddedTableau, register_tableau, unregister_tableau
 
 __version__ = "0.1.0"
 
@@ -71,4 +72,5 @@ __all__ = [
     "MetaSolver", "FixedSolver", "SwitchingSolver", "SmoothingSolver", "PerSampleSmoothingSolver",
     "EnsembleSolver", "SolverSpec", "ODEBlock", "ensemble_predict", "solver_blocks", "using_solver",
     "Normal", "Uniform", "Cauchy", "Choice", "ParameterDistribution",
+    "AdaptiveFamily", "EmbeddedTableau", "register_tableau", "unregister_tableau",
 ]

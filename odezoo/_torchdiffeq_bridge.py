@@ -30,6 +30,19 @@ if not isinstance(SOLVERS, dict) or getattr(_adjoint, "SOLVERS", None) is not SO
         "dict shared with odeint_adjoint. Install a supported version: "
         "pip install 'torchdiffeq>=0.2.3,<0.3'")
 
+try:  # adaptive (embedded-pair) methods subclass torchdiffeq's Runge–Kutta adaptive solver
+    from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
+    from torchdiffeq._impl.rk_common import _ButcherTableau as RKTableau
+except ImportError as error:  # pragma: no cover - depends on the installed torchdiffeq
+    raise ImportError(
+        f"odezoo needs torchdiffeq's adaptive Runge–Kutta internals (RKAdaptiveStepsizeODESolver, "
+        f"_ButcherTableau; torchdiffeq 0.2.x): {error}. Install a supported version: "
+        f"pip install 'torchdiffeq>=0.2.3,<0.3'") from error
+if tuple(getattr(RKTableau, "_fields", ())) != ("alpha", "beta", "c_sol", "c_error"):
+    raise ImportError("odezoo cannot build adaptive methods: torchdiffeq's _ButcherTableau no longer has the "
+                      "fields (alpha, beta, c_sol, c_error). Install a supported version: "
+                      "pip install 'torchdiffeq>=0.2.3,<0.3'")
+
 try:  # only a fast path needs these; without them every call goes through the wrapper
     from torchdiffeq._impl.misc import _PerturbFunc, _null_callback
 except ImportError:  # pragma: no cover - depends on the installed torchdiffeq
@@ -39,7 +52,7 @@ except ImportError:  # pragma: no cover - depends on the installed torchdiffeq
 TORCHDIFFEQ_METHODS = frozenset(SOLVERS)
 
 __all__ = ["FixedGridODESolver", "Perturb", "TORCHDIFFEQ_METHODS", "install", "uninstall", "installed",
-           "unwrap_perturb", "is_null_callback"]
+           "unwrap_perturb", "is_null_callback", "RKAdaptiveStepsizeODESolver", "RKTableau"]
 
 
 def unwrap_perturb(func):

@@ -81,16 +81,20 @@ class MetaSolver:
     @staticmethod
     def smoothing(method: str, center: Mapping[str, float] | None = None, distribution=None, scale=None, *,
                   n_steps: int | None = None, step_size: float | None = None, per_sample: bool = False,
-                  seed: int | None = None) -> "SmoothingSolver":
+                  seed: int | None = None, rtol: float | None = None,
+                  atol: float | None = None) -> "SmoothingSolver":
         """Draw the family's parameters around ``center`` (default: the family's defaults)
         from ``distribution`` (``normal``/``uniform``/``cauchy``, a custom object, or None
         for the family's registered default), truncated to the family's sampling support.
 
         With ``per_sample=True`` every sample of a batch gets its own draw
         (:class:`PerSampleSmoothingSolver`); ``resample()`` then starts a new round of
-        per-sample draws.  Evaluation uses the center."""
+        per-sample draws.  Evaluation uses the center.  An adaptive family (``rk2_u_adaptive``)
+        takes ``rtol``/``atol`` instead of a grid."""
         cls = PerSampleSmoothingSolver if per_sample else SmoothingSolver
-        return cls(method, center, distribution, scale, n_steps=n_steps, step_size=step_size, seed=seed)
+        tolerances = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
+        return cls(method, center, distribution, scale, n_steps=n_steps, step_size=step_size, seed=seed,
+                   **tolerances)
 
     @staticmethod
     def ensemble(specs: Sequence[SolverSpec], weights: Sequence[float] | None = None) -> "EnsembleSolver":
@@ -344,17 +348,22 @@ class SmoothingSolver(_RandomSolver):
     mode = "smoothing"
 
     def __init__(self, method: str, center: Mapping[str, float] | None = None, distribution=None, scale=None, *,
-                 n_steps: int | None = None, step_size: float | None = None, seed: int | None = None):
+                 n_steps: int | None = None, step_size: float | None = None, seed: int | None = None,
+                 rtol: float | None = None, atol: float | None = None):
         family = registry.get(method)
+        if isinstance(self, PerSampleSmoothingSolver) and getattr(family, "adaptive", False):
+            raise ValueError(f"MetaSolver.smoothing: {method} is adaptive, and adaptive methods take one "
+                             f"parameter value per solve; use per_sample=False")
         center = family.resolve(center)
         if not family.in_support(center):
             raise ValueError(f"MetaSolver.smoothing: center {center} is outside {method}'s sampling "
                              f"support ({family.support_text()})")
         dist = make_distribution(distribution, scale, family)
-        self._eval_spec = SolverSpec(method, center, step_size=step_size, n_steps=n_steps)
+        self._eval_spec = SolverSpec(method, center, step_size=step_size, n_steps=n_steps, rtol=rtol, atol=atol)
         super().__init__(seed)
         self.family, self.center, self.distribution = family, center, dist
         self.n_steps, self.step_size = n_steps, step_size
+        self.rtol, self.atol = rtol, atol
         self._start()
 
     @property
@@ -362,7 +371,7 @@ class SmoothingSolver(_RandomSolver):
         return self._eval_spec
 
     def _spec(self, params) -> SolverSpec:
-        return SolverSpec(self.family.name, params, self.step_size, self.n_steps)
+        return SolverSpec(self.family.name, params, self.step_size, self.n_steps, self.rtol, self.atol)
 
     def _draw_block(self) -> list:
         """``DRAW_BLOCK`` solvers at parameter points, drawn in one vectorized draw and

@@ -285,7 +285,14 @@ class Registry:
         if name in reserved and reserved[name] != provider:
             return (f"family {name!r} from {provider!r} is refused: the name belongs to a built-in family "
                     f"({reserved[name]}), even though that built-in is unavailable. Rename the family.")
-        reason = _verification(family)
+        self_check = getattr(family, "registration_problem", None)  # a family kind that verifies itself:
+        if self_check is not None:                                 # embedded pairs (both rows, orders > 6)
+            reason = self_check()
+            if reason is None and not family.in_support(family.defaults):
+                reason = (f"its defaults {family.defaults} lie outside its sampling support "
+                          f"({family.support_text()}).")
+        else:
+            reason = _verification(family)
         return f"family {name!r} from {provider!r} is refused: {reason}" if reason else None
 
     def _warn(self, message: str) -> None:
@@ -396,6 +403,9 @@ def _shown(point) -> str:
 
 
 def _solver_class(family: SolverFamily) -> type:
+    make = getattr(family, "solver_class", None)  # a family kind with its own solver (adaptive pairs)
+    if make is not None:
+        return make()
     return type(f"{family.name}_solver", (ParameterizedRKSolver,), {
         "family": family, "order": family.order,
         "__doc__": f"torchdiffeq fixed-grid solver for the {family.name!r} family.",

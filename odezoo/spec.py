@@ -31,15 +31,19 @@ class SolverSpec:
     ``method`` is a registered family (``rk2_u``, ...) or one of torchdiffeq's fixed-grid
     methods (``euler``, ``midpoint``, ``rk4``, ...).  Give ``n_steps`` (uniform steps over
     each integration interval) or ``step_size``, not both; with neither, the solver steps
-    from output time to output time.  Parameters are validated on construction: scalar
-    parameters through the family's checked coefficients (the same path a solve takes),
-    per-sample tensors through the family's singular-set check.
+    from output time to output time.  An adaptive family (``rk2_u_adaptive``, ``tsit5``,
+    ...) takes ``rtol`` and ``atol`` instead (torchdiffeq's defaults when omitted).
+    Parameters are validated on construction: scalar parameters through the family's
+    checked coefficients (the same path a solve takes), per-sample tensors through the
+    family's singular-set check.
     """
 
     method: str
     params: Mapping[str, Any] = field(default_factory=dict)
     step_size: float | None = None
     n_steps: int | None = None
+    rtol: float | None = None
+    atol: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "params", dict(self.params))
@@ -50,7 +54,21 @@ class SolverSpec:
         if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
             raise ValueError(f"SolverSpec({self.method!r}): step_size must be positive, got {self.step_size!r}")
         object.__setattr__(self, "_coefficients", None)
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"SolverSpec({self.method!r}): {name} must be a non-negative number, got {value!r}")
         family = registry.families().get(self.method)
+        if family is not None and getattr(family, "adaptive", False):
+            if self.step_size is not None or self.n_steps is not None:
+                raise ValueError(f"SolverSpec({self.method!r}): {self.method} is adaptive; give rtol/atol, "
+                                 f"not step_size or n_steps")
+            if any(isinstance(v, torch.Tensor) and v.numel() != 1 for v in self.params.values()):
+                raise ValueError(f"SolverSpec({self.method!r}): adaptive methods take one value per parameter, "
+                                 f"not per-sample tensors")
+        elif family is not None and (self.rtol is not None or self.atol is not None):
+            raise ValueError(f"SolverSpec({self.method!r}): {self.method} is a fixed-grid family; rtol/atol "
+                             f"apply to adaptive methods only (give n_steps or step_size)")
         if family is not None:
             resolved = family.resolve(self.params)  # unknown names -> ValueError
             if any(isinstance(v, torch.Tensor) and (v.ndim > 0 or v.requires_grad) for v in self.params.values()):
@@ -88,7 +106,10 @@ class SolverSpec:
 
     def solve(self, func, y0, t, adjoint: bool = False, **kwargs):
         """``odeint(func, y0, t, method=self.method, options=self.options(), **kwargs)``, or
-        ``odeint_adjoint`` with ``adjoint=True``."""
+        ``odeint_adjoint`` with ``adjoint=True``; the spec's ``rtol``/``atol`` are passed on."""
+        for name in ("rtol", "atol"):
+            if getattr(self, name) is not None:
+                kwargs.setdefault(name, getattr(self, name))
         integrate = odeint_adjoint if adjoint else odeint
         return integrate(func, y0, t, method=self.method, options=self.options(), **kwargs)
 
@@ -96,17 +117,29 @@ class SolverSpec:
         """A short label for tables and plots: ``rk2_u(u=0.5; 8 steps)``."""
         params = ",".join(f"{k}={format_value(v)}" for k, v in self.params.items())
         grid = f"{self.n_steps} steps" if self.n_steps else f"h={self.step_size:g}" if self.step_size else "output grid"
+        if self.adaptive:
+            grid = "adaptive" + "".join(f", {k}={v:g}" for k, v in (("rtol", self.rtol), ("atol", self.atol))
+                                        if v is not None)
         return f"{self.method}({params}; {grid})" if params else f"{self.method}({grid})"
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the method chooses its own steps (an adaptive family, or rtol/atol given)."""
+        return bool(getattr(self.family, "adaptive", False)) or self.rtol is not None or self.atol is not None
 
     def to_dict(self) -> dict:
         """Plain data (tensors become lists), the inverse of :meth:`from_dict`."""
-        return {"method": self.method, "params": {k: _plain(v) for k, v in self.params.items()},
+        data = {"method": self.method, "params": {k: _plain(v) for k, v in self.params.items()},
                 "step_size": self.step_size, "n_steps": self.n_steps}
+        if self.rtol is not None or self.atol is not None:
+            data.update(rtol=self.rtol, atol=self.atol)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "SolverSpec":
         """The spec that :meth:`to_dict` wrote (validated again)."""
-        return cls(data["method"], dict(data.get("params") or {}), data.get("step_size"), data.get("n_steps"))
+        return cls(data["method"], dict(data.get("params") or {}), data.get("step_size"), data.get("n_steps"),
+                   data.get("rtol"), data.get("atol"))
 
 
 def _plain(value):

@@ -61,3 +61,24 @@ class ConcatField(nn.Module):
     def forward(self, t, y):
         tt = torch.ones_like(y[:, :1]) * t
         return torch.tanh(torch.cat([y, tt], dim=1) @ self.w)
+
+
+def coupled_exact(t):
+    """The solution of :func:`coupled`: (1 / (1 + t²), e^(−t/2) cos t)."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return torch.stack([1 / (1 + t * t), torch.exp(-t / 2) * torch.cos(t)], dim=-1)
+
+
+def _coupled_g(t, y1, y2):
+    return torch.sin(t) * y1 * y2, y1 * y1 - torch.cos(t) * y2 * y2
+
+
+def coupled(t, y):
+    """A nonlinear, non-autonomous 2-d system with a known solution (:func:`coupled_exact`):
+    f(t, y) = g(t, y) − g(t, y*(t)) + y*'(t) with a coupling g quadratic in y."""
+    s1, s2 = 1 / (1 + t * t), torch.exp(-t / 2) * torch.cos(t)
+    d1 = -2 * t / (1 + t * t) ** 2
+    d2 = -0.5 * s2 - torch.exp(-t / 2) * torch.sin(t)
+    g1, g2 = _coupled_g(t, y[..., 0], y[..., 1])
+    h1, h2 = _coupled_g(t, s1, s2)
+    return torch.stack([g1 - h1 + d1, g2 - h2 + d2], dim=-1)

@@ -21,8 +21,8 @@ SOURCE_DIRS = ("odezoo", "plugins", "recipes", "benchmarks", "tests")
 PRIVATE_MODULES_ALLOWED = {"_torchdiffeq_bridge"}
 HEAVY = ("odezoo.experiments", "torchvision", "matplotlib", "advertorch", "yaml", "mlxtend", "torchattacks")
 #: Modules of this repository (the package, the plugins, script modules imported by tests).
-PROJECT_MODULES = ("odezoo", "odezoo_families", "odezoo_rk3w", "train", "evaluate", "reproduce", "demo", "cases",
-                   "problems", "run")
+PROJECT_MODULES = ("odezoo", "odezoo_families", "odezoo_rk3w", "odezoo_bs32", "train", "evaluate", "reproduce", "demo",
+                   "cases", "problems", "run")
 
 
 def python_files(*dirs):

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "run.py"
 
-KINDS = {"family", "smoothing", "per-sample", "solver-work"}
+KINDS = {"family", "smoothing", "per-sample", "solver-work", "adaptive", "equal-accuracy"}
 
 
 def test_quick_benchmark_writes_every_case(tmp_path):
@@ -31,11 +31,16 @@ def test_quick_benchmark_writes_every_case(tmp_path):
     seen = {(r["kind"], r["function"], r["pass"]) for r in rows}
     for function in ("mlp", "conv"):
         for kind in KINDS:
-            passes = ("fwd",) if kind == "solver-work" else ("fwd", "fwd+bwd")
+            passes = ("fwd",) if kind in ("solver-work", "equal-accuracy") else ("fwd", "fwd+bwd")
             for pass_ in passes:
                 assert (kind, function, pass_) in seen
     baselines = {r["baseline_label"] for r in rows if r["kind"] == "family"}
     assert {"midpoint", "rk4"} <= baselines
+    for row in rows:  # the registered dopri5 takes exactly torchdiffeq's steps
+        if row["kind"] == "adaptive":
+            assert row["details"]["nfe"][0] == row["details"]["nfe"][1] > 0
+        if row["kind"] == "equal-accuracy":
+            assert row["details"]["error"][0] <= row["details"]["error"][1]
     for row in rows:
         assert row["odezoo"]["median_ms"] > 0 and row["baseline"]["median_ms"] > 0
         assert row["ratio"] > 0 and row["paired_ratio_median"] > 0

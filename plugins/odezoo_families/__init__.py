@@ -13,4 +13,7 @@ BUILTIN_FAMILY_MODULES = (
     "odezoo_families.rk4_u2",
     "odezoo_families.rk4_u3",
     "odezoo_families.rk4_uv",
+    "odezoo_families.rk2_u_adaptive",
+    "odezoo_families.tsit5",
+    "odezoo_families.dop853",
 )
