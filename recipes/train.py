@@ -212,7 +212,8 @@ def main(argv=None):
     try:
         cfg = load_config(args.config, args.set, **flags)
         if args.dry_run:
-            cfg.update({k: v for k, v in DRY_RUN.items() if k != "epochs" or args.epochs is None})
+            given = {"epochs": args.epochs, "batch_size": args.batch_size}  # explicit flags win over the dry run's
+            cfg.update({k: v for k, v in DRY_RUN.items() if given.get(k) is None})
             cfg["eval"] = {**cfg["eval"], "max_batches": 1, "eps": cfg["eval"]["eps"][:1], "pgd_steps": 2}
             if cfg.get("track_robust"):
                 cfg["track_robust"] = {**cfg["track_robust"], "max_batches": 1}

@@ -329,3 +329,63 @@ def test_a_grid_that_misses_the_end_times_is_a_value_error():
     with pytest.raises(ValueError, match="must start and end at the integration times"):
         torchdiffeq.odeint(ConcatField(), Y0, T, method="rk2_u",
                            options={"grid_constructor": lambda f, y, t: torch.linspace(0, 0.5, 3, dtype=t.dtype)})
+
+
+# --------------------------------------------------------------------------- class 7: recipe flags
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained MNIST model saved as train.py saves best.pt (no training needed)."""
+    pytest.importorskip("odezoo.experiments", reason="needs the recipes extra")
+    from odezoo.experiments.config import DEFAULTS, meta_solver_from_config, validate_config
+    from odezoo.experiments.io import save_checkpoint
+    from odezoo.experiments.models import build_model
+
+    cfg = validate_config({**DEFAULTS, "subset": 32, "batch_size": 16, "eval": {**DEFAULTS["eval"], "eps": [0.1]}})
+    meta = meta_solver_from_config(cfg["solver"], seed=0)
+    torch.manual_seed(0)
+    model = build_model(cfg["model"], meta)
+    path = tmp_path_factory.mktemp("run") / "best.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg, "epoch": 0, "val_acc": 0.1,
+                           "meta_solver_identity": meta.identity()})
+    return path
+
+
+def _evaluate():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    import evaluate
+    return evaluate
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--batch-size", "0"], "--batch-size: must be a positive integer, got '0'"),
+    (["--pgd-steps", "0"], "--pgd-steps: must be a positive integer, got '0'"),
+    (["--max-batches", "-1"], "--max-batches: must be a positive integer"),
+    (["--eot", "1.5"], "--eot: must be a non-negative integer"),
+    (["--solvers", "rk2_u:u=0.5", "--n-steps", "2.5"], "--n-steps: expected whole numbers, got [2.5]"),
+    (["--solvers", "rk2_u:u=0.5", "--n-steps", "0"], "--n-steps: must be a positive integer, got 0"),
+    (["--solvers", "rk2_u:u=0"], "--solvers: rk2_u"),
+    (["--attacks", "fgsm,pdg"], "unknown attack 'pdg' (did you mean 'pgd'?)"),
+    (["--eps", "abc"], "--eps: not a number: 'abc'"),
+    (["--eps", "-0.1"], "--eps: give one or more eps >= 0"),
+    (["--pgd-step-size", "0"], "--pgd-step-size: must be positive"),
+])
+def test_evaluate_flags_are_checked_not_replaced(tiny_checkpoint, flags, message, capsys):
+    evaluate = _evaluate()
+    with pytest.raises(SystemExit) as info:
+        evaluate.main([str(tiny_checkpoint), *flags, "--out", str(tiny_checkpoint.parent / "eval")])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_adaptive_methods_in_a_solver_grid_are_evaluated_once_and_labelled_adaptive(tiny_checkpoint):
+    from odezoo.experiments.config import parse_solver_grid
+
+    grid = parse_solver_grid("dopri5;euler;rk2_u:u=0.5", n_steps=[1, 2])
+    assert [s.label() for s in grid] == ["dopri5(adaptive)", "euler(1 steps)", "euler(2 steps)",
+                                         "rk2_u(u=0.5; 1 steps)", "rk2_u(u=0.5; 2 steps)"]
+    rows = _evaluate().main([str(tiny_checkpoint), "--attacks", "", "--solvers", "dopri5;euler", "--n-steps", "2",
+                             "--max-batches", "1", "--batch-size", "8", "--out", str(tiny_checkpoint.parent / "e")])
+    assert {(r["solver"], r["n_steps"]) for r in rows} == {("dopri5(adaptive)", None), ("euler(2 steps)", 2)}
