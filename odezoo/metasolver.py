@@ -14,6 +14,8 @@ its mode (:class:`FixedSolver`, :class:`SwitchingSolver`, :class:`SmoothingSolve
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import secrets
 from typing import Any, Mapping, Sequence
@@ -21,8 +23,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .registry import registry
-from .sampling import draw, make_distribution, validate_probabilities
-from .spec import SolverSpec
+from .sampling import distribution_identity, draw, make_distribution, validate_probabilities
+from .spec import SolverSpec, check_parameter
 
 __all__ = ["MetaSolver", "FixedSolver", "SwitchingSolver", "SmoothingSolver", "PerSampleSmoothingSolver",
            "EnsembleSolver", "MODES", "DRAW_BLOCK"]
@@ -38,9 +40,40 @@ DRAW_BLOCK = 64
 
 
 def _specs(specs: Sequence[SolverSpec | Mapping], what: str) -> list[SolverSpec]:
+    if isinstance(specs, (SolverSpec, str, Mapping)) or not isinstance(specs, Sequence):
+        raise ValueError(f"{what} needs a list of SolverSpecs, got {specs!r}")
     if not specs:
         raise ValueError(f"{what} needs at least one SolverSpec")
-    return [s if isinstance(s, SolverSpec) else SolverSpec(**s) for s in specs]
+    out = []
+    for i, s in enumerate(specs):
+        if isinstance(s, SolverSpec):
+            out.append(s)
+        elif isinstance(s, Mapping):
+            try:
+                out.append(SolverSpec(**s))
+            except TypeError as error:
+                raise ValueError(f"{what}: spec {i} {dict(s)!r}: {error}") from None
+        else:
+            raise ValueError(f"{what}: spec {i} must be a SolverSpec (or a mapping of its fields), got {s!r}")
+    return out
+
+
+def _int(value, what: str, low: int = 0, high: int | None = None) -> int:
+    """An int in [low, high] from a saved state (a bool, float or text is refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ValueError(f"MetaSolver.load_state_dict: {what} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def _differences(saved, here, path: str = "") -> list[str]:
+    """The entries where two identities disagree, as 'key: saved -> here' lines."""
+    if isinstance(saved, Mapping) and isinstance(here, Mapping):
+        out = []
+        for key in list(dict.fromkeys([*saved, *here])):
+            out += _differences(saved.get(key), here.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if saved == here else [f"{path or 'identity'}: {saved!r} in the state, {here!r} here"]
 
 
 class MetaSolver:
@@ -51,7 +84,9 @@ class MetaSolver:
     one; ``with meta.evaluating():`` fixes the deterministic evaluation solver;
     ``history`` logs every draw (one dict per round: ``round``, ``mode``, ``solvers`` — a list
     of :meth:`SolverSpec.to_dict` — and, for per-sample smoothing, ``per_sample_seed``);
-    ``state_dict()`` / ``load_state_dict()`` let a resumed run continue the same sequence.
+    ``state_dict()`` / ``load_state_dict()`` let a resumed run continue the same sequence;
+    ``identity()`` is the configuration a state belongs to (``load_state_dict`` refuses a
+    state of another configuration before changing anything).
     """
 
     mode: str = ""
@@ -91,6 +126,8 @@ class MetaSolver:
         (:class:`PerSampleSmoothingSolver`); ``resample()`` then starts a new round of
         per-sample draws.  Evaluation uses the center.  An adaptive family (``rk2_u_adaptive``)
         takes ``rtol``/``atol`` instead of a grid."""
+        if not isinstance(per_sample, bool):
+            raise ValueError(f"MetaSolver.smoothing: per_sample must be True or False, got {per_sample!r}")
         cls = PerSampleSmoothingSolver if per_sample else SmoothingSolver
         tolerances = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
         return cls(method, center, distribution, scale, n_steps=n_steps, step_size=step_size, seed=seed,
@@ -199,23 +236,98 @@ class MetaSolver:
         """One line naming the active solver(s), for progress bars and logs."""
         return " + ".join(s.label() for s in self._active())
 
+    def identity(self) -> dict:
+        """The configuration that decides which solvers this MetaSolver draws, as plain data:
+        mode, specs, family, center, distribution (kind and scale), grid (n_steps /
+        step_size), probs / weights, evaluation solver.  The seed is not part of it (a
+        state carries its generator).  ``state_dict()`` stores it and ``load_state_dict()``
+        compares it."""
+        return {"mode": self.mode}
+
+    def fingerprint(self) -> str:
+        """A short digest of :meth:`identity` (16 hex digits), for logs and file names."""
+        text = json.dumps(self.identity(), sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
     def state_dict(self) -> dict:
-        """Everything needed to continue the same sequence of solvers (tensors and plain data)."""
-        return {"mode": self.mode, "round": self.round, "current": [s.to_dict() for s in self._current],
-                "history": list(self.history)}
+        """Everything needed to continue the same sequence of solvers (tensors and plain
+        data), with the :meth:`identity` of the configuration it belongs to."""
+        return {"mode": self.mode, "identity": self.identity(), "round": self.round,
+                "current": [s.to_dict() for s in self._current], "history": list(self.history)}
 
-    def load_state_dict(self, state: Mapping) -> None:
-        """Continue from ``state_dict()``; a state of another mode is refused."""
+    def load_state_dict(self, state: Mapping, strict: bool = True) -> None:
+        """Continue from ``state_dict()``.
+
+        The whole state is checked before anything changes, so a refused state leaves this
+        MetaSolver as it was: its mode, its :meth:`identity` (a state of another family,
+        center, distribution, set of specs, probabilities, weights or grid is refused with
+        the differences listed), its structure (round, current solvers, history, generator)
+        and that its current solvers belong to this configuration.  A state without an
+        identity (written before odezoo stored one) loads only where its contents prove it
+        belongs here (fixed mode); otherwise it is refused unless ``strict=False``, which
+        skips the configuration checks (the structure is still checked).
+        """
+        prefix = "MetaSolver.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{prefix}: expected the dict from state_dict(), got {type(state).__name__}")
         if state.get("mode") != self.mode:
-            raise ValueError(f"MetaSolver.load_state_dict: state is for mode {state.get('mode')!r}, "
+            raise ValueError(f"{prefix}: state is for mode {state.get('mode')!r}, "
                              f"this MetaSolver is {self.mode!r}")
-        current = [SolverSpec.from_dict(d) for d in state["current"]]
-        self._load_random_state(state)
-        self.round = int(state["round"])
+        saved = state.get("identity")
+        if strict and saved is not None:
+            differences = _differences(saved, self.identity())
+            if differences:
+                raise ValueError(
+                    f"{prefix}: the state belongs to another solver configuration ("
+                    + "; ".join(differences) + "). Build the MetaSolver with the configuration the state "
+                    "was saved with to continue it, or start afresh (a new run) to use the new one.")
+        missing = [key for key in ("round", "current") if key not in state]
+        if missing:
+            raise ValueError(f"{prefix}: the state has no {missing} entries; pass the dict from state_dict()")
+        round_ = _int(state["round"], "round")
+        if not isinstance(state["current"], Sequence) or isinstance(state["current"], (str, bytes)) \
+                or not state["current"]:
+            raise ValueError(f"{prefix}: 'current' must be a non-empty list of solver dicts, got {state['current']!r}")
+        try:
+            current = [SolverSpec.from_dict(d) for d in state["current"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{prefix}: 'current' holds a solver that cannot be rebuilt: {error}") from None
+        history = state.get("history", [])
+        if not isinstance(history, Sequence) or isinstance(history, (str, bytes)) \
+                or not all(isinstance(h, Mapping) for h in history):
+            raise ValueError(f"{prefix}: 'history' must be a list of dicts, got {type(history).__name__}")
+        if strict:
+            problem = self._foreign(current)
+            if problem:
+                raise ValueError(f"{prefix}: the state's current solver does not belong to this MetaSolver "
+                                 f"({problem}); it was saved by another configuration")
+            if saved is None and not self._verifiable_without_identity():
+                raise ValueError(
+                    f"{prefix}: the state has no 'identity' (it was written by an older odezoo), and a "
+                    f"{self.mode} state does not show which {self._unverifiable()} it was drawn with, so it "
+                    f"cannot be checked against this MetaSolver. Start afresh, or pass strict=False to load "
+                    f"it unchecked if you know it was saved with this same configuration.")
+        random_state = self._parse_random_state(state)
+        # Everything is checked: only now does anything change.
+        self._apply_random_state(random_state)
+        self.round = round_
         self._current = current
-        self.history = list(state.get("history", []))
+        self.history = list(history)
 
-    def _load_random_state(self, state: Mapping) -> None:
+    def _foreign(self, current: list[SolverSpec]) -> str | None:
+        """Why ``current`` cannot be this configuration's active solver (None: it can)."""
+        return None
+
+    def _verifiable_without_identity(self) -> bool:
+        return False
+
+    def _unverifiable(self) -> str:
+        return "configuration"
+
+    def _parse_random_state(self, state: Mapping):
+        return None
+
+    def _apply_random_state(self, prepared) -> None:
         pass
 
     def __repr__(self):
@@ -243,6 +355,15 @@ class FixedSolver(MetaSolver):
         self._current = [spec]
         self._log()
 
+    def identity(self) -> dict:
+        return {"mode": self.mode, "specs": [s.to_dict() for s in self.specs]}
+
+    def _foreign(self, current):
+        return None if current == self.specs else f"{[s.label() for s in current]} is not {self.specs[0].label()}"
+
+    def _verifiable_without_identity(self) -> bool:
+        return True  # the current solver is the whole configuration
+
 
 class EnsembleSolver(MetaSolver):
     """Averages the solutions of several solvers with fixed weights."""
@@ -255,6 +376,15 @@ class EnsembleSolver(MetaSolver):
         self.weights = validate_probabilities(weights, len(self.specs), "MetaSolver.ensemble weights")
         self._current = list(self.specs)
         self._log()
+
+    def identity(self) -> dict:
+        return {"mode": self.mode, "specs": [s.to_dict() for s in self.specs], "weights": list(self.weights)}
+
+    def _foreign(self, current):
+        return None if current == self.specs else f"members {[s.label() for s in current]}"
+
+    def _unverifiable(self) -> str:
+        return "weights"
 
     @property
     def current(self) -> list[SolverSpec]:
@@ -271,6 +401,8 @@ class _RandomSolver(MetaSolver):
 
     def __init__(self, seed: int | None):
         super().__init__()
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"MetaSolver: seed must be a non-negative integer or None, got {seed!r}")
         self.seed = seed
         self.generator = torch.Generator()
         # No seed: fresh entropy, without touching torch's global RNG (torch.seed() would reseed it).
@@ -306,13 +438,33 @@ class _RandomSolver(MetaSolver):
                 "generator": self._block_state if blocked else self.generator.get_state(),
                 "block_pos": self._block_pos if blocked else None}
 
-    def _load_random_state(self, state: Mapping) -> None:
-        self.generator.set_state(state["generator"])
-        self._block, self._block_pos, self._block_state = [], 0, None
+    def _parse_random_state(self, state: Mapping):
+        """The generator (and the block of draws in use) rebuilt from ``state`` on the side,
+        so that a bad state changes nothing."""
+        prefix = "MetaSolver.load_state_dict"
+        saved = state.get("generator")
+        if not isinstance(saved, torch.Tensor) or saved.dtype != torch.uint8:
+            raise ValueError(f"{prefix}: 'generator' must be the uint8 tensor of Generator.get_state(), "
+                             f"got {type(saved).__name__}")
+        generator = torch.Generator()
+        try:
+            generator.set_state(saved.cpu())
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise ValueError(f"{prefix}: 'generator' is not a valid generator state ({error})") from None
+        block, block_pos, block_state = [], 0, None
         if state.get("block_pos") is not None:  # redraw the block the saved run was using
-            self._block_state = self.generator.get_state()
-            self._block = self._draw_block()
-            self._block_pos = int(state["block_pos"])
+            block_pos = _int(state["block_pos"], "block_pos", 0, DRAW_BLOCK)
+            block_state = generator.get_state()
+            previous = self.generator
+            self.generator = generator
+            try:
+                block = self._draw_block()
+            finally:
+                self.generator = previous
+        return generator, block, block_pos, block_state
+
+    def _apply_random_state(self, prepared) -> None:
+        self.generator, self._block, self._block_pos, self._block_state = prepared
 
 
 class SwitchingSolver(_RandomSolver):
@@ -325,8 +477,22 @@ class SwitchingSolver(_RandomSolver):
         specs = _specs(specs, "MetaSolver.switching")
         probs = validate_probabilities(probs, len(specs), "MetaSolver.switching probs")
         super().__init__(seed)
+        if eval_spec is not None and not isinstance(eval_spec, SolverSpec):
+            raise ValueError(f"MetaSolver.switching: eval_spec must be a SolverSpec, got {eval_spec!r}")
         self.specs, self.probs, self._eval_spec = specs, probs, eval_spec
         self._start()
+
+    def identity(self) -> dict:
+        return {"mode": self.mode, "specs": [s.to_dict() for s in self.specs], "probs": list(self.probs),
+                "eval_spec": self.eval_spec.to_dict()}
+
+    def _foreign(self, current):
+        if len(current) != 1 or current[0] not in self.specs:
+            return f"{[s.label() for s in current]} is not one of {[s.label() for s in self.specs]}"
+        return None
+
+    def _unverifiable(self) -> str:
+        return "probabilities"
 
     def _draw_block(self) -> list:
         probs = torch.tensor(self.probs, dtype=torch.float64)
@@ -354,7 +520,14 @@ class SmoothingSolver(_RandomSolver):
         if isinstance(self, PerSampleSmoothingSolver) and getattr(family, "adaptive", False):
             raise ValueError(f"MetaSolver.smoothing: {method} is adaptive, and adaptive methods take one "
                              f"parameter value per solve; use per_sample=False")
-        center = family.resolve(center)
+        where = f"MetaSolver.smoothing({method!r})"
+        if center is not None and not isinstance(center, Mapping):
+            raise ValueError(f"{where}: center must be a mapping such as {{'u': 0.5}}, got {center!r}")
+        try:
+            center = {name: check_parameter(name, value, per_sample=False) for name, value in (center or {}).items()}
+            center = {name: float(value) for name, value in family.resolve(center).items()}
+        except ValueError as error:
+            raise ValueError(f"{where}: center: {error}") from None
         if not family.in_support(center):
             raise ValueError(f"MetaSolver.smoothing: center {center} is outside {method}'s sampling "
                              f"support ({family.support_text()})")
@@ -362,7 +535,7 @@ class SmoothingSolver(_RandomSolver):
         self._eval_spec = SolverSpec(method, center, step_size=step_size, n_steps=n_steps, rtol=rtol, atol=atol)
         super().__init__(seed)
         self.family, self.center, self.distribution = family, center, dist
-        self.n_steps, self.step_size = n_steps, step_size
+        self.n_steps, self.step_size = self._eval_spec.n_steps, self._eval_spec.step_size
         self.rtol, self.atol = rtol, atol
         self._start()
 
@@ -372,6 +545,25 @@ class SmoothingSolver(_RandomSolver):
 
     def _spec(self, params) -> SolverSpec:
         return SolverSpec(self.family.name, params, self.step_size, self.n_steps, self.rtol, self.atol)
+
+    def identity(self) -> dict:
+        identity = {"mode": self.mode, "per_sample": isinstance(self, PerSampleSmoothingSolver),
+                    "family": self.family.name, "center": dict(self.center),
+                    "distribution": distribution_identity(self.distribution),
+                    "n_steps": self._eval_spec.n_steps, "step_size": self._eval_spec.step_size}
+        if self.rtol is not None or self.atol is not None:
+            identity.update(rtol=self.rtol, atol=self.atol)
+        return identity
+
+    def _foreign(self, current):
+        spec = current[0]
+        if len(current) != 1 or spec.method != self.family.name or \
+                (spec.n_steps, spec.step_size) != (self._eval_spec.n_steps, self._eval_spec.step_size):
+            return f"{[s.label() for s in current]} is not a {self.family.name} solver on this grid"
+        return None
+
+    def _unverifiable(self) -> str:
+        return "center and distribution"
 
     def _draw_block(self) -> list:
         """``DRAW_BLOCK`` solvers at parameter points, drawn in one vectorized draw and
@@ -414,6 +606,15 @@ class PerSampleSmoothingSolver(SmoothingSolver):
     def solve(self, func, y0: torch.Tensor, t: torch.Tensor, adjoint: bool = False, **kwargs):
         if self._override is not None:
             return super().solve(func, y0, t, adjoint=adjoint, **kwargs)
+        if adjoint:
+            raise ValueError("MetaSolver.smoothing(per_sample=True) cannot solve with the adjoint method "
+                             "(odeint_adjoint flattens the batch the per-sample parameters apply to); use "
+                             "adjoint=False, or per_sample=False")
+        if not isinstance(y0, torch.Tensor) or y0.ndim == 0:
+            raise ValueError(f"MetaSolver.smoothing(per_sample=True) draws one parameter point per sample along "
+                             f"dim 0 of y0, but y0 has no batch dimension "
+                             f"(shape {tuple(y0.shape) if isinstance(y0, torch.Tensor) else type(y0).__name__}); "
+                             f"pass y0 of shape (batch, ...)")
         params = {p: v.to(y0.device) for p, v in self.per_sample_params(y0.shape[0]).items()}
         return self._spec(params).solve(func, y0, t, adjoint=adjoint, **kwargs)
 
@@ -428,6 +629,20 @@ class PerSampleSmoothingSolver(SmoothingSolver):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "round_seed": self._round_seed}
 
-    def _load_random_state(self, state: Mapping) -> None:
-        super()._load_random_state(state)
-        self._round_seed = state.get("round_seed")
+    def _foreign(self, current):
+        if current != [self._eval_spec]:
+            return f"{[s.label() for s in current]} is not the center {self._eval_spec.label()}"
+        return None
+
+    def _unverifiable(self) -> str:
+        return "distribution"
+
+    def _parse_random_state(self, state: Mapping):
+        round_seed = state.get("round_seed")
+        if round_seed is not None:
+            round_seed = _int(round_seed, "round_seed")
+        return super()._parse_random_state(state), round_seed
+
+    def _apply_random_state(self, prepared) -> None:
+        super()._apply_random_state(prepared[0])
+        self._round_seed = prepared[1]

@@ -55,6 +55,10 @@ class ODEBlock(nn.Module):
         super().__init__()
         self.func = func
         self.solver = MetaSolver.of(solver)
+        if adjoint and getattr(self.solver, "per_sample", False):
+            raise ValueError("ODEBlock: adjoint=True cannot be used with MetaSolver.smoothing(per_sample=True) "
+                             "(odeint_adjoint flattens the batch the per-sample parameters apply to); use "
+                             "adjoint=False, or per_sample=False")
         t = torch.as_tensor(t, dtype=torch.get_default_dtype())
         if t.ndim != 1 or len(t) < 2:
             raise ValueError(f"ODEBlock: t must hold at least two times, got {t.tolist()}")

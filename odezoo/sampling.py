@@ -19,7 +19,7 @@ import torch
 from .family import DistributionSpec, SolverFamily
 
 __all__ = ["ParameterDistribution", "Normal", "Uniform", "Cauchy", "Choice", "make_distribution",
-           "draw", "MAX_ROUNDS"]
+           "draw", "distribution_identity", "MAX_ROUNDS"]
 
 MAX_ROUNDS = 200
 
@@ -96,10 +96,30 @@ class Choice:
     def __init__(self, points: list[Mapping[str, float]], probs: list[float] | None = None):
         if not points:
             raise ValueError("choice distribution: give at least one parameter point")
-        self.points = [dict(p) for p in points]
+        if not all(isinstance(p, Mapping) for p in points):
+            raise ValueError(f"choice distribution: each point must be a mapping such as {{'u': 0.5}}, got {points!r}")
+        from .spec import check_parameter  # spec imports the registry; keep this module light
+        try:
+            self.points = [{k: check_parameter(k, v, per_sample=False) for k, v in p.items()} for p in points]
+        except ValueError as error:
+            raise ValueError(f"choice distribution: {error}") from None
+        names = set(self.points[0])
+        for i, point in enumerate(self.points):
+            if set(point) != names:
+                raise ValueError(f"choice distribution: every point must give the same parameters; point 0 gives "
+                                 f"{sorted(names)}, point {i} gives {sorted(point)}")
         self.probs = validate_probabilities(probs, len(points), "choice distribution")
 
+    def check_params(self, params) -> None:
+        """Refuse points that do not give exactly the family's parameters ``params``."""
+        missing, extra = sorted(set(params) - set(self.points[0])), sorted(set(self.points[0]) - set(params))
+        if missing or extra:
+            raise ValueError(f"choice distribution: the points must give exactly the parameters {list(params)}; "
+                             + (f"missing {missing}" if missing else "") + ("; " if missing and extra else "")
+                             + (f"unknown {extra}" if extra else ""))
+
     def sample_raw(self, center, n, generator):
+        self.check_params(list(center))
         index = torch.multinomial(torch.tensor(self.probs, dtype=torch.float64), n, replacement=True,
                                   generator=generator)
         return {p: torch.tensor([float(self.points[i][p]) for i in index.tolist()], dtype=torch.float64)
@@ -134,6 +154,8 @@ def make_distribution(distribution=None, scale=None, family: SolverFamily | None
     if isinstance(distribution, ParameterDistribution):
         if scale is not None:
             raise ValueError("scale applies to named distributions only; configure your distribution object instead")
+        if family is not None and isinstance(distribution, Choice):
+            distribution.check_params(family.params)
         return distribution
     raise ValueError(f"cannot use {distribution!r} as a distribution: expected a name, a DistributionSpec "
                      f"or an object with sample_raw(center, n, generator)")
@@ -149,8 +171,8 @@ def draw(family: SolverFamily, distribution, center: Mapping[str, float], n: int
     center = {p: float(center[p]) for p in family.params}
     out = missing = None
     for _ in range(MAX_ROUNDS):
-        raw = distribution.sample_raw(center, n if missing is None else len(missing), generator)
-        values = {p: raw[p].to(torch.float64).reshape(-1) for p in family.params}
+        k = n if missing is None else len(missing)
+        values = _sample(distribution, family, center, k, generator)
         mask = family.support_mask({p: v.numpy() for p, v in values.items()})
         if missing is None:
             if mask.all():  # the usual case: every first draw is accepted, nothing to merge
@@ -167,6 +189,52 @@ def draw(family: SolverFamily, distribution, center: Mapping[str, float], n: int
         f"{family.name}: could not draw {len(missing)} of {n} parameter points inside the sampling "
         f"support ({family.support_text()}) in {MAX_ROUNDS} rounds of {distribution!r} centered at "
         f"{center}. Move the center into the support or change the scale.")
+
+
+def _sample(distribution, family: SolverFamily, center, k: int, generator) -> dict[str, torch.Tensor]:
+    """``distribution.sample_raw(center, k, generator)``, checked: a mapping giving every
+    parameter of ``family`` as ``k`` real values (a tensor, array or list)."""
+    raw = distribution.sample_raw(center, k, generator)
+    expected = (f"{type(distribution).__name__}.sample_raw(center, n={k}, generator) must return a dict "
+                f"{{parameter: float tensor of shape ({k},)}} for the parameters {list(family.params)}")
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{expected}; it returned a {type(raw).__name__}")
+    missing = [p for p in family.params if p not in raw]
+    if missing:
+        raise ValueError(f"{expected}; it gave no values for {missing} (it gave {sorted(map(str, raw))})")
+    values = {}
+    for p in family.params:
+        value = raw[p]
+        try:
+            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"{expected}; for {p} it returned {type(value).__name__} {value!r}") from None
+        if tensor.is_complex() or tensor.dtype == torch.bool or not (tensor.is_floating_point()
+                                                                      or tensor.dtype in _INTEGER_DTYPES):
+            raise ValueError(f"{expected}; for {p} it returned values of dtype {tensor.dtype}")
+        if tensor.numel() != k or tensor.ndim > 1:
+            raise ValueError(f"{expected}; for {p} it returned shape {tuple(tensor.shape)}")
+        values[p] = tensor.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+    return values
+
+
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def distribution_identity(distribution) -> dict:
+    """A distribution as plain data, for MetaSolver identities: kind and scale for the named
+    ones, points and probabilities for :class:`Choice`, the class (and its own ``repr``, if
+    it defines one) for custom objects."""
+    if isinstance(distribution, _Located):
+        scale = distribution.scale
+        scale = {k: float(v) for k, v in scale.items()} if isinstance(scale, Mapping) else float(scale)
+        return {"kind": distribution.kind, "scale": scale}
+    if isinstance(distribution, Choice):
+        return {"kind": "choice", "points": [dict(p) for p in distribution.points], "probs": list(distribution.probs)}
+    cls = type(distribution)
+    own_repr = cls.__repr__ is not object.__repr__
+    return {"kind": "custom", "type": f"{cls.__module__}.{cls.__qualname__}",
+            "repr": repr(distribution) if own_repr else None}
 
 
 def validate_probabilities(values, count: int, what: str) -> list[float]:

@@ -297,7 +297,10 @@ class ParameterizedRKSolver(FixedGridODESolver):
         size; and without ``perturb`` the function is called without torchdiffeq's wrapper,
         whose only work would be to cast ``t`` (and compute ``y.abs()`` to find the dtype)."""
         time_grid = self.grid_constructor(self.func, self.y0, t)
-        assert time_grid[0] == t[0] and time_grid[-1] == t[-1]
+        if not (time_grid[0] == t[0] and time_grid[-1] == t[-1]):
+            raise ValueError(f"the grid_constructor returned a grid from {float(time_grid[0])!r} to "
+                             f"{float(time_grid[-1])!r}, but it must start and end at the integration times "
+                             f"t[0]={float(t[0])!r} and t[-1]={float(t[-1])!r}; include both end points")
         grid_values = time_grid.tolist()
         t_values = t.tolist()
         plan = self.plan

@@ -14,18 +14,32 @@ solver_grid.png and accuracy_vs_<param>.png.
 from __future__ import annotations
 
 import argparse
+import difflib
 from pathlib import Path
 
 import torch
 
 from odezoo import using_solver
-from odezoo.experiments.config import fail, meta_solver_from_config, parse_number_list, parse_solver_grid
+from odezoo.experiments.attacks import ATTACKS
+from odezoo.experiments.config import (ConfigError, fail, meta_solver_from_config, non_negative_int, parse_number_list,
+                                       parse_solver_grid, positive_int, validate_config)
 from odezoo.experiments.data import get_datasets, make_loaders
 from odezoo.experiments.evaluation import robustness_rows
 from odezoo.experiments.io import CheckpointError, load_checkpoint, save_csv, save_json
 from odezoo.experiments.models import build_model
 from odezoo.experiments.plots import plot_accuracy_vs_eps, plot_accuracy_vs_param, plot_solver_grid, solver_label
 from odezoo.experiments.training import resolve_device
+
+
+def flag(check):
+    """An argparse type from a config check, so a flag gets the config's message."""
+    def convert(text):
+        try:
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    convert.__name__ = check.__name__
+    return convert
 
 
 def parse_args(argv=None):
@@ -35,17 +49,18 @@ def parse_args(argv=None):
     p.add_argument("--eps", default=None, help="comma list in pixel units, fractions allowed (default: the config's)")
     p.add_argument("--solvers", default=None, help='e.g. "rk2_u:u=0.25,0.5,1.0;rk4_u2:u=1/3;euler"')
     p.add_argument("--n-steps", default=None, help="comma list of step counts for --solvers (default: training's)")
-    p.add_argument("--pgd-steps", type=int, default=None)
+    p.add_argument("--pgd-steps", type=flag(positive_int), default=None)
     p.add_argument("--pgd-step-size", default=None, help='pixel units, e.g. 2/255, or "auto" = 2.5·eps/steps')
-    p.add_argument("--pgd-restarts", type=int, default=1)
-    p.add_argument("--eot", type=int, default=0,
+    p.add_argument("--pgd-restarts", type=flag(positive_int), default=1)
+    p.add_argument("--eot", type=flag(non_negative_int), default=0,
                    help="also attack the randomized training solver with expectation over N solver draws")
-    p.add_argument("--max-batches", type=int, default=None, help="evaluate only the first N test batches")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-batches", type=flag(positive_int), default=None,
+                   help="evaluate only the first N test batches")
+    p.add_argument("--batch-size", type=flag(positive_int), default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=flag(non_negative_int), default=0)
     p.add_argument("--dry-run", action="store_true",
                    help="one test batch, the first eps, 2 PGD steps: checks the whole path in seconds (for CI)")
     args = p.parse_args(argv)
@@ -75,36 +90,67 @@ def main(argv=None):
         state = load_checkpoint(args.checkpoint)
     except CheckpointError as error:
         fail(str(error))
-    cfg = state["config"]
-    device = resolve_device(args.device)
+    try:
+        cfg = validate_config(state["config"], where=f"in {args.checkpoint}")
+        meta = meta_solver_from_config(cfg["solver"], seed=cfg["seed"])
+    except ConfigError as error:
+        fail(str(error))
+    saved_identity = state.get("meta_solver_identity") or (state.get("meta_solver") or {}).get("identity")
+    if saved_identity is not None and saved_identity != meta.identity():
+        fail(f"{args.checkpoint}: the solver its config describes ({meta.describe()}) is not the one the model was "
+             f"trained with ({saved_identity}); the checkpoint is inconsistent. Evaluate another checkpoint of the run.")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        fail(str(error))
     ev = cfg["eval"]
-    attacks = tuple(a for a in args.attacks.split(",") if a)
-    eps = parse_number_list(args.eps) if args.eps else list(ev["eps"])
+    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], ATTACKS, n=1)
+        fail(f"--attacks: unknown attack {unknown[0]!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+             f"choose from {', '.join(ATTACKS)} (empty: clean accuracy only)")
+    try:
+        eps = parse_number_list(args.eps) if args.eps is not None else list(ev["eps"])
+    except ValueError as error:
+        fail(f"--eps: {error}")
+    if any(e < 0 for e in eps) or (attacks and not eps):
+        fail(f"--eps: give one or more eps >= 0 in pixel units (e.g. 0.1,0.3 or 8/255), got {args.eps!r}")
     if args.dry_run:
         eps = eps[:1]
-    step = args.pgd_step_size or ev["pgd_step_size"]
-    pgd = {"pgd_steps": args.pgd_steps or ev["pgd_steps"], "restarts": args.pgd_restarts,
-           "pgd_step_size": step if step == "auto" else parse_number_list(str(step))[0]}
+    step = args.pgd_step_size if args.pgd_step_size is not None else ev["pgd_step_size"]
+    try:
+        step = step if step == "auto" else parse_number_list(str(step))[0]
+        if step != "auto" and step <= 0:
+            raise ValueError(f"must be positive, got {step!r}")
+    except (ValueError, IndexError) as error:
+        fail(f"--pgd-step-size: {error} (a number in pixel units such as 2/255, or auto)")
+    pgd = {"pgd_steps": args.pgd_steps if args.pgd_steps is not None else ev["pgd_steps"],
+           "restarts": args.pgd_restarts, "pgd_step_size": step}
 
-    meta = meta_solver_from_config(cfg["solver"], seed=cfg["seed"])
     model = build_model(cfg["model"], meta, **cfg.get("model_kwargs", {})).to(device)
     model.load_state_dict(state["model"])
     model.eval()
     try:
-        splits = get_datasets(cfg["dataset"], data_dir=args.data_dir or cfg.get("data_dir"), seed=cfg["seed"])
+        splits = get_datasets(cfg["dataset"], data_dir=args.data_dir if args.data_dir is not None else
+                              cfg.get("data_dir"), seed=cfg["seed"])
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
-    _, _, test_loader = make_loaders(splits, batch_size=args.batch_size or cfg["batch_size"], seed=cfg["seed"],
-                                     subset=cfg.get("subset"))
+    batch_size = args.batch_size if args.batch_size is not None else cfg["batch_size"]
+    _, _, test_loader = make_loaders(splits, batch_size=batch_size, seed=cfg["seed"], subset=cfg.get("subset"))
 
     train_spec = meta.eval_spec or (meta.current if meta.mode != "ensemble" else None)
     if args.solvers:
         default_steps = [train_spec.n_steps] if train_spec is not None and train_spec.n_steps else [8]
-        steps = parse_number_list(args.n_steps, integer=True) if args.n_steps else default_steps
+        try:
+            steps = [positive_int(n) for n in parse_number_list(args.n_steps, integer=True)] \
+                if args.n_steps is not None else default_steps
+        except ValueError as error:
+            fail(f"--n-steps: {error} (step counts are whole numbers >= 1, e.g. 1,2,4,8)")
         try:
             specs = parse_solver_grid(args.solvers, steps)
         except ValueError as error:
-            fail(str(error))
+            fail(f"--solvers: {error}")
     else:
         specs = [train_spec] if train_spec is not None else []
 

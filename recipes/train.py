@@ -4,10 +4,15 @@
     python recipes/train.py --config recipes/configs/cifar10_rk2_fgsm_random.yaml --data-dir ~/data
     torchrun --nproc_per_node=2 recipes/train.py --config ...        # data-parallel
 
-Writes to --out (default runs/<config name>): config.yaml (resolved), metrics.jsonl (one
-line per epoch), solver_history.json, checkpoint.pt (every epoch, atomic; --resume
-continues from it), best.pt (best validation accuracy), summary.json and, unless
+Writes to --out (default runs/<config name>): config.yaml (the resolved config, written once
+when the run starts), metrics.jsonl (one line per epoch), solver_history.json, checkpoint.pt
+(every epoch, atomic, digest-checked; --resume continues from it), best.pt (best validation
+accuracy), resumes.jsonl (one line per --resume: what changed), summary.json and, unless
 --no-eval, robustness.json/.csv from the best model.
+
+The whole config is checked before anything runs.  --resume continues only the run the
+folder holds: a config that changes the run (solver, optimizer, data, ...) is refused unless
+--allow-config-change makes it an explicit choice, recorded in resumes.jsonl.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import argparse
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -22,11 +28,12 @@ import yaml
 from torch import nn
 
 import odezoo
-from odezoo.experiments.config import fail, load_config, meta_solver_from_config
+from odezoo.experiments.config import (ConfigError, config_differences, fail, load_config, meta_solver_from_config,
+                                       non_negative_int, positive_int, validate_config)
 from odezoo.experiments.data import get_datasets, make_loaders
 from odezoo.experiments.evaluation import robustness_rows
-from odezoo.experiments.io import (CheckpointError, append_jsonl, load_checkpoint, save_checkpoint, save_csv,
-                                   save_json, truncate_jsonl)
+from odezoo.experiments.io import (CheckpointError, append_jsonl, atomic_write, load_checkpoint, nonfinite_tensors,
+                                   read_jsonl, save_checkpoint, save_csv, save_json, truncate_jsonl)
 from odezoo.experiments.models import build_model, count_parameters
 from odezoo.experiments.training import (TrainingDiverged, accuracy, adversarial_batch, check_loss, resolve_device,
                                          seed_everything)
@@ -35,20 +42,41 @@ ROOT = Path(__file__).resolve().parent.parent
 
 DRY_RUN = {"epochs": 1, "subset": 64, "batch_size": 16}
 
+#: config keys a resume may change without changing what the run computes (each change is
+#: still recorded in resumes.jsonl): how long to train, where and how data is read, the
+#: divergence limit, and the final evaluation.
+RESUME_SAFE = ("epochs", "device", "data_dir", "download", "num_workers", "loss_limit", "eval")
+#: config keys no resume may change: the saved weights belong to this model.
+RESUME_NEVER = ("model", "model_kwargs")
+
+
+def flag(check):
+    """An argparse type from a config check, so a flag gets the config's message."""
+    def convert(text):
+        try:
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    convert.__name__ = check.__name__
+    return convert
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config (recipes/configs/*.yaml); flags below override it")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=flag(positive_int))
+    p.add_argument("--batch-size", type=flag(positive_int))
+    p.add_argument("--seed", type=flag(non_negative_int))
     p.add_argument("--data-dir", help="folder holding (or receiving, with --download) MNIST / CIFAR-10")
     p.add_argument("--download", action="store_true", default=None, help="allow torchvision to download data")
     p.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--resample", choices=["epoch", "batch"], help="when the MetaSolver draws a new solver")
     p.add_argument("--out", help="run folder (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    p.add_argument("--stop-after", type=int, metavar="K",
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: continue even though the config changes the run (recorded in "
+                        "resumes.jsonl; a changed solver, optimizer or schedule starts afresh)")
+    p.add_argument("--stop-after", type=flag(positive_int), metavar="K",
                    help="stop after epoch K (the run stays resumable with --resume; splits a long run into pieces)")
     p.add_argument("--dry-run", action="store_true", help="a few batches on tiny data, then stop (for CI)")
     p.add_argument("--no-eval", action="store_true", help="skip the final robustness evaluation")
@@ -122,25 +150,90 @@ def robust_val_accuracy(model, meta, loader, track, device):
     return next(r["accuracy"] for r in rows if r["attack"] == attack)
 
 
+def _resume_changes(saved_cfg, cfg) -> dict:
+    """``{dotted key: (in the run, now)}`` for every config difference."""
+    try:
+        saved = validate_config(saved_cfg)
+    except ConfigError:
+        saved = dict(saved_cfg)
+    return config_differences(saved, cfg)
+
+
+def _touches(changes, *prefixes) -> bool:
+    return any(key == p or key.startswith(p + ".") for key in changes for p in prefixes)
+
+
+def _show_changes(changes) -> str:
+    return "; ".join(f"{key}: {old!r} in the run, {new!r} now" for key, (old, new) in changes.items())
+
+
+def check_run_folder(out: Path, cfg: dict, args) -> tuple[dict | None, dict]:
+    """Decide, before anything is written, whether this start may use ``out``.
+
+    Returns (the checkpoint to resume from or None, the config changes to record)."""
+    checkpoint_path = out / "checkpoint.pt"
+    if not args.resume:
+        if checkpoint_path.exists():
+            fail(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it or --out NEW_DIR "
+                 f"for a new run")
+        leftovers = [name for name in ("metrics.jsonl", "best.pt") if (out / name).exists()]
+        if leftovers:  # a first epoch that never reached its checkpoint
+            previous = out / "config.yaml"
+            changes = _resume_changes(yaml.safe_load(previous.read_text()), cfg) if previous.exists() else None
+            if changes is None or changes:
+                shown = _show_changes(changes) if changes else "no config.yaml"
+                fail(f"{out} holds files of another run ({', '.join(leftovers)}; {shown}) that never finished "
+                     f"its first epoch; start the new run with --out NEW_DIR, or delete {out}")
+        return None, {}
+    try:
+        state = load_checkpoint(checkpoint_path)
+    except CheckpointError as error:
+        fail(str(error))
+    changes = _resume_changes(state["config"], cfg)
+    never = {k: v for k, v in changes.items() if _touches({k: v}, *RESUME_NEVER)}
+    if never:
+        fail(f"cannot resume {out}: the saved weights belong to another model ({_show_changes(never)}). "
+             f"Start a new run with --out NEW_DIR.")
+    unsafe = {k: v for k, v in changes.items() if not _touches({k: v}, *RESUME_SAFE)}
+    if unsafe and not args.allow_config_change:
+        fail(f"cannot resume {out} with a changed configuration ({_show_changes(unsafe)}): the run so far was "
+             f"trained with the settings in its config.yaml and checkpoint.pt. Start a new run with "
+             f"--out NEW_DIR, or pass --allow-config-change to continue this run with the new settings "
+             f"(recorded in {out / 'resumes.jsonl'}).")
+    return state, changes
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.allow_config_change and not args.resume:
+        fail("--allow-config-change only applies with --resume")
     flags = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "data_dir": args.data_dir,
              "download": args.download, "device": args.device, "resample": args.resample}
-    cfg = load_config(args.config, args.set, **flags)
-    if args.dry_run:
-        cfg.update({k: v for k, v in DRY_RUN.items() if k != "epochs" or args.epochs is None})
-        cfg["eval"] = {**cfg["eval"], "max_batches": 1, "eps": cfg["eval"]["eps"][:1], "pgd_steps": 2}
-        if cfg.get("track_robust"):
-            cfg["track_robust"] = {**cfg["track_robust"], "max_batches": 1}
-    rank, world, device = setup_distributed(cfg["device"])
+    try:
+        cfg = load_config(args.config, args.set, **flags)
+        if args.dry_run:
+            given = {"epochs": args.epochs, "batch_size": args.batch_size}  # explicit flags win over the dry run's
+            cfg.update({k: v for k, v in DRY_RUN.items() if given.get(k) is None})
+            cfg["eval"] = {**cfg["eval"], "max_batches": 1, "eps": cfg["eval"]["eps"][:1], "pgd_steps": 2}
+            if cfg.get("track_robust"):
+                cfg["track_robust"] = {**cfg["track_robust"], "max_batches": 1}
+            cfg = validate_config(cfg)
+    except ConfigError as error:
+        fail(str(error))
+    try:
+        rank, world, device = setup_distributed(cfg["device"])
+    except ValueError as error:
+        fail(str(error))
     main_process = rank == 0
-    out = Path(args.out or ROOT / "runs" / cfg["name"])
+    out = Path(args.out) if args.out else ROOT / "runs" / cfg["name"]
     checkpoint_path = out / "checkpoint.pt"
+    state, changes = check_run_folder(out, cfg, args)
     if main_process:
-        if checkpoint_path.exists() and not args.resume:
-            fail(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it or --out DIR for a new run")
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        if state is None:  # a new run: its config is written once, and never rewritten by a resume
+            truncate_jsonl(out / "metrics.jsonl", -1)
+            (out / "resumes.jsonl").unlink(missing_ok=True)
+            atomic_write(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     seed = cfg["seed"]
     seed_everything(seed)
@@ -164,21 +257,38 @@ def main(argv=None):
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
     start_epoch, best_val = 0, -1.0
-    if args.resume:
+    if state is not None:
+        fresh = []
         try:
-            state = load_checkpoint(checkpoint_path, map_location=device)
-        except CheckpointError as error:
-            fail(str(error))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        meta.load_state_dict(state["meta_solver"])
-        torch.set_rng_state(state["rng"]["torch"])
+            model.load_state_dict({k: v.to(device) for k, v in state["model"].items()})
+            if _touches(changes, "optimizer"):
+                fresh.append("optimizer")
+            else:
+                optimizer.load_state_dict(state["optimizer"])
+            if _touches(changes, "schedule"):
+                fresh.append("schedule")
+            elif scheduler is not None and state.get("scheduler"):
+                scheduler.load_state_dict(state["scheduler"])
+            if _touches(changes, "solver"):
+                fresh.append("solver")
+            else:  # the same solver config: an older state without an identity is verified by it
+                saved_meta = state["meta_solver"]
+                meta.load_state_dict(saved_meta, strict="identity" in saved_meta)
+            torch.set_rng_state(state["rng"]["torch"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            fail(f"cannot resume from {checkpoint_path}: {error}. Start a new run with --out NEW_DIR.")
         start_epoch, best_val = state["epoch"] + 1, state["best_val"]
         if main_process:
             truncate_jsonl(out / "metrics.jsonl", state["epoch"])
-            print(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
+            append_jsonl(out / "resumes.jsonl", {
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "after_epoch": state["epoch"],
+                "changes": {k: [old, new] for k, (old, new) in changes.items()},
+                "allow_config_change": bool(args.allow_config_change), "restarted_fresh": fresh,
+                "solver": meta.identity()})
+            note = f" with changes {_show_changes(changes)}" if changes else ""
+            note += f" ({', '.join(fresh)} restarted fresh)" if fresh else ""
+            print(f"resumed from {checkpoint_path} after epoch {state['epoch']}{note}")
+        state = None
 
     adv = cfg["adversarial"]
     attack_model = model  # attacks use the bare module (no DDP gradient hooks)
@@ -223,6 +333,13 @@ def main(argv=None):
             if batches is not train_loader:
                 batches.set_postfix(loss=f"{value:.3f}", acc=f"{correct / seen:.3f}", solver=meta.describe())
 
+        bad = nonfinite_tensors(model.state_dict())
+        if bad:  # an epoch's last step can leave NaN weights behind a finite loss: save nothing of it
+            kept = f"the last good checkpoint {checkpoint_path} is kept" if checkpoint_path.exists() else \
+                "nothing was saved"
+            fail(f"training diverged in epoch {epoch + 1}: the weights became NaN or inf "
+                 f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); {kept}. Lower the learning rate or "
+                 f"loss_limit, or change the solver.", code=3)
         with meta.evaluating():
             val_acc = accuracy(model, val_loader, device)
         record = {"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
@@ -235,7 +352,7 @@ def main(argv=None):
             if val_acc > best_val:
                 best_val = val_acc
                 save_checkpoint(out / "best.pt", {"model": model.state_dict(), "config": cfg, "epoch": epoch,
-                                                  "val_acc": val_acc})
+                                                  "val_acc": val_acc, "meta_solver_identity": meta.identity()})
             save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -261,18 +378,30 @@ def main(argv=None):
     if not main_process:
         torch.distributed.destroy_process_group()
         return 0
-    best = load_checkpoint(out / "best.pt", map_location=device)
+    try:
+        best = load_checkpoint(out / "best.pt", map_location=device)
+    except CheckpointError as error:
+        fail(str(error))
+    best_cfg = best["config"]
+    if best.get("meta_solver_identity", meta.identity()) != meta.identity():
+        # best.pt predates an allowed solver change: evaluate it with the solver it was trained with
+        meta = meta_solver_from_config(best_cfg["solver"], seed=best_cfg["seed"])
+        model = build_model(best_cfg["model"], meta, **best_cfg.get("model_kwargs", {})).to(device)
     model.load_state_dict(best["model"])
     with meta.evaluating():
         test_acc = accuracy(model, test_loader, device)
     summary = {"name": cfg["name"], "best_epoch": best["epoch"], "val_acc": best["val_acc"], "test_acc": test_acc,
                "parameters": count_parameters(model), "solver": meta.eval_spec.label() if meta.eval_spec else
-               meta.describe()}
+               meta.describe(), "solver_fingerprint": meta.fingerprint()}
+    resumes = [r for r in read_jsonl(out / "resumes.jsonl") if r.get("changes")]
+    if resumes:
+        summary["config_changes"] = [{"after_epoch": r["after_epoch"], "changes": r["changes"]} for r in resumes]
     if weights_agree is not None:
         summary["ddp_world_size"] = world
         summary["ddp_weights_agree"] = weights_agree
         print(f"DDP: {world} ranks {'agree' if weights_agree else 'DISAGREE'} on the final weights")
     print(f"best epoch {best['epoch'] + 1}: val_acc {best['val_acc']:.4f} test_acc {test_acc:.4f}")
+    save_json(out / "summary.json", summary)  # written before the attacks: a failure there keeps it
     if not args.no_eval and cfg["eval"]["attacks"]:
         ev = cfg["eval"]
         with meta.evaluating():
@@ -284,7 +413,7 @@ def main(argv=None):
         summary["robustness"] = rows
         for row in rows:
             print(f"  {row['attack']:>6} eps={row['eps']:<8.4g} accuracy {row['accuracy']:.4f}")
-    save_json(out / "summary.json", summary)
+        save_json(out / "summary.json", summary)
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0

@@ -19,7 +19,8 @@ import importlib.util
 
 #: module name -> pip distribution of every package the ``recipes`` extra brings.
 RECIPES_EXTRA = {"yaml": "PyYAML", "matplotlib": "matplotlib", "torchvision": "torchvision",
-                 "advertorch": "advertorch", "mlxtend": "mlxtend", "tqdm": "tqdm"}
+                 "advertorch": "advertorch", "mlxtend": "mlxtend", "tqdm": "tqdm",
+                 "pydantic": "pydantic", "scipy": "scipy"}
 
 
 def _missing(modules) -> list[str]:

@@ -1,0 +1,261 @@
+"""Checkpoints and run folders: digests checked on load, non-finite weights never saved or
+evaluated, append-only logs that survive a torn line, resumes that cannot change the run
+behind the run folder's back, and config.yaml written once."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from odezoo.experiments import io as eio
+from odezoo.experiments.io import CheckpointError, load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import evaluate  # noqa: E402
+import train  # noqa: E402
+
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                         HealthCheck.function_scoped_fixture])
+CONFIG = str(ROOT / "recipes" / "configs" / "mnist_rk2_fixed.yaml")
+
+
+# --------------------------------------------------------------------------- checkpoints
+def sample_state():
+    g = torch.Generator().manual_seed(0)
+    return {"model": {"w": torch.randn(64, 64, generator=g), "b": torch.randn(64, generator=g)},
+            "config": {"name": "x", "lr": 0.1}, "epoch": 3, "meta_solver": {"round": 2, "history": [{"a": 1.5}]}}
+
+
+def equal(a, b):
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "c.pt"
+    save_checkpoint(path, sample_state())
+    return path.read_bytes()
+
+
+@FAST
+@given(where=st.floats(0.02, 0.98), junk=st.binary(min_size=1, max_size=16))
+def test_bytes_overwritten_anywhere_never_load_as_other_weights(saved, tmp_path_factory, where, junk):
+    data = bytearray(saved)
+    offset = int(where * (len(data) - len(junk)))
+    data[offset:offset + len(junk)] = junk
+    path = tmp_path_factory.mktemp("bad") / "c.pt"
+    path.write_bytes(bytes(data))
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as error:
+        assert "corrupt" in str(error) or "digest" in str(error) or "not an odezoo" in str(error)
+    else:  # the damage missed everything that matters (e.g. zip padding): the contents are intact
+        assert equal(state, sample_state())
+
+
+def test_digest_is_stored_checked_and_stripped(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, sample_state())
+    raw = torch.load(path, weights_only=True)
+    assert raw[eio.INTEGRITY_KEY]["algorithm"] == "sha256"
+    assert equal(load_checkpoint(path), sample_state())
+    raw["model"]["w"][3, 4] += 1.0   # re-saved with the old digest: refused
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="do not match the sha256 digest"):
+        load_checkpoint(path)
+    del raw[eio.INTEGRITY_KEY]
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="no integrity digest.*verify=False"):
+        load_checkpoint(path)
+    assert load_checkpoint(path, verify=False)["epoch"] == 3
+
+
+def test_non_finite_weights_are_never_saved_or_loaded(tmp_path):
+    state = sample_state()
+    state["model"]["w"][0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"NaN or inf \(w\)"):
+        save_checkpoint(tmp_path / "c.pt", state)
+    assert not (tmp_path / "c.pt").exists()
+    save_checkpoint(tmp_path / "c.pt", state, allow_nonfinite=True)
+    with pytest.raises(CheckpointError, match="non-finite model weights"):
+        load_checkpoint(tmp_path / "c.pt")
+    assert load_checkpoint(tmp_path / "c.pt", allow_nonfinite=True)["model"]["w"].isnan().any()
+
+
+RECORDS = st.lists(st.dictionaries(st.sampled_from(["epoch", "loss", "note"]),
+                                   st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=5)),
+                                   min_size=1), min_size=1, max_size=4)
+
+
+@FAST
+@given(records=RECORDS, cut=st.floats(0.0, 0.99), new=st.dictionaries(st.just("epoch"), st.integers(), min_size=1))
+def test_a_torn_last_line_never_damages_the_log(tmp_path_factory, records, cut, new):
+    log = tmp_path_factory.mktemp("log") / "m.jsonl"
+    for record in records[:-1]:
+        eio.append_jsonl(log, record)
+    last = json.dumps(records[-1]) + "\n"
+    with open(log, "a") as handle:   # an append interrupted part-way
+        handle.write(last[:max(1, int(cut * (len(last) - 1)))])
+    assert eio.read_jsonl(log) == records[:-1]
+    eio.append_jsonl(log, new)
+    assert eio.read_jsonl(log) == records[:-1] + [new]
+    assert log.read_text().endswith("\n")
+
+
+# --------------------------------------------------------------------------- run folders
+def run(out, *extra, config=CONFIG):
+    return train.main(["--config", config, "--dry-run", "--no-eval", "--quiet", "--device", "cpu",
+                       "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    """A run stopped after epoch 1 of 2 (resumable)."""
+    out = tmp_path_factory.mktemp("runs") / "base"
+    assert run(out, "--epochs", "2", "--stop-after", "1") == 0
+    return out
+
+
+@pytest.fixture
+def folder(one_epoch, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(one_epoch, out)
+    return out
+
+
+def files(out):
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("change", [["--set", "solver.params.u=1.0"], ["--set", "optimizer.lr=0.01"],
+                                    ["--set", "adversarial.kind=fgsm"], ["--seed", "3"], ["--batch-size", "8"]])
+def test_a_resume_that_changes_the_run_is_refused_and_touches_nothing(folder, change, capsys):
+    before = files(folder)
+    with pytest.raises(SystemExit) as info:
+        run(folder, "--epochs", "2", "--resume", *change)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "--out NEW_DIR" in err and "--allow-config-change" in err
+    assert files(folder) == before
+
+
+def test_a_changed_model_is_refused_even_when_changes_are_allowed(folder, capsys):
+    with pytest.raises(SystemExit):
+        run(folder, "--epochs", "2", "--resume", "--allow-config-change", "--set", "model_kwargs.channels=16")
+    assert "belong to another model" in capsys.readouterr().err
+
+
+def test_an_allowed_change_is_recorded_and_the_folder_stays_consistent(folder):
+    config_before = (folder / "config.yaml").read_bytes()
+    assert run(folder, "--epochs", "2", "--resume", "--allow-config-change", "--set", "solver.params.u=1.0") == 0
+    assert (folder / "config.yaml").read_bytes() == config_before     # written once, by the start
+    (record,) = eio.read_jsonl(folder / "resumes.jsonl")
+    assert record["changes"] == {"solver.params.u": [0.5, 1.0]} and record["restarted_fresh"] == ["solver"]
+    metrics = eio.read_jsonl(folder / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert [m["solver"][0]["params"]["u"] for m in metrics] == [0.5, 1.0]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["config_changes"] == [{"after_epoch": 0, "changes": {"solver.params.u": [0.5, 1.0]}}]
+    best = load_checkpoint(folder / "best.pt")   # best.pt's config and solver agree, whichever epoch won
+    u = best["config"]["solver"]["params"]["u"]
+    assert best["meta_solver_identity"]["specs"][0]["params"]["u"] == u
+    assert summary["solver"] == f"rk2_u(u={u:.4g}; 8 steps)"
+
+
+def test_a_plain_resume_keeps_config_yaml_and_survives_a_torn_metrics_line(folder):
+    config_before = (folder / "config.yaml").read_bytes()
+    with open(folder / "metrics.jsonl", "a") as handle:
+        handle.write('{"epoch": 1, "train_lo')
+    assert run(folder, "--epochs", "2", "--resume") == 0
+    assert (folder / "config.yaml").read_bytes() == config_before
+    assert [m["epoch"] for m in eio.read_jsonl(folder / "metrics.jsonl")] == [0, 1]
+    (record,) = eio.read_jsonl(folder / "resumes.jsonl")
+    assert record["changes"] == {} and record["after_epoch"] == 0
+
+
+def test_a_crash_in_the_first_save_leaves_no_duplicate_line(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real = train.save_checkpoint
+
+    def crash_on_checkpoint(path, state, **kwargs):
+        if Path(path).name == "checkpoint.pt":
+            raise KeyboardInterrupt("power cut")
+        return real(path, state, **kwargs)
+
+    monkeypatch.setattr(train, "save_checkpoint", crash_on_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        run(out, "--epochs", "1")
+    assert len(eio.read_jsonl(out / "metrics.jsonl")) == 1 and not (out / "checkpoint.pt").exists()
+    monkeypatch.setattr(train, "save_checkpoint", real)
+    with pytest.raises(SystemExit):   # another config cannot take over the interrupted run's folder
+        run(out, "--epochs", "1", "--set", "solver.params.u=1.0")
+    assert "never finished its first epoch" in capsys.readouterr().err
+    assert run(out, "--epochs", "1") == 0   # the same config restarts it
+    assert [m["epoch"] for m in eio.read_jsonl(out / "metrics.jsonl")] == [0]
+
+
+def test_weights_that_turn_nan_on_an_epochs_last_step_are_never_saved(folder, monkeypatch, capsys):
+    before = files(folder)
+    real = train.make_optimizer
+
+    def poisoned(cfg, params):
+        optimizer = real(cfg, params)
+
+        def last_step_breaks(optimizer, args, kwargs):
+            if poisoned.calls == 1:   # the second (last) dry-run step of the epoch: the loss was finite
+                with torch.no_grad():
+                    optimizer.param_groups[0]["params"][0].fill_(float("nan"))
+            poisoned.calls += 1
+        optimizer.register_step_post_hook(last_step_breaks)
+        return optimizer
+
+    poisoned.calls = 0
+    monkeypatch.setattr(train, "make_optimizer", poisoned)
+    with pytest.raises(SystemExit) as info:
+        run(folder, "--epochs", "2", "--resume")
+    assert info.value.code == 3
+    err = capsys.readouterr().err
+    assert "weights became NaN or inf" in err and "last good checkpoint" in err
+    after = files(folder)
+    assert after.pop("resumes.jsonl")   # the resume itself is recorded
+    assert after == before   # no metrics line, no best.pt, no checkpoint.pt of the NaN epoch
+
+
+def test_evaluate_refuses_damaged_inconsistent_or_non_finite_checkpoints(folder, capsys):
+    best = folder / "best.pt"
+    state = load_checkpoint(best)
+    args = [str(best), "--attacks", "", "--max-batches", "1", "--out", str(folder / "eval")]
+
+    nan = {**state, "model": {k: v.clone() for k, v in state["model"].items()}}
+    next(v for v in nan["model"].values() if v.is_floating_point()).fill_(float("nan"))
+    save_checkpoint(best, nan, allow_nonfinite=True)
+    with pytest.raises(SystemExit):
+        evaluate.main(args)
+    assert "non-finite model weights" in capsys.readouterr().err
+
+    other = {**state, "config": {**state["config"], "solver": {**state["config"]["solver"], "params": {"u": 1.0}}}}
+    save_checkpoint(best, other)   # a valid digest, but the config's solver is not the one that trained
+    with pytest.raises(SystemExit):
+        evaluate.main(args)
+    assert "inconsistent" in capsys.readouterr().err
+
+    save_checkpoint(best, state)
+    data = bytearray(best.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 8] = b"\x00\xff" * 4
+    best.write_bytes(bytes(data))
+    with pytest.raises(SystemExit):
+        evaluate.main(args)
+    assert "corrupt" in capsys.readouterr().err
