@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .registry import registry
-from .sampling import distribution_identity, draw, make_distribution, validate_probabilities
+from .sampling import distribution_identity, distribution_label, draw, make_distribution, validate_probabilities
 from .spec import SolverSpec, check_parameter
 
 __all__ = ["MetaSolver", "FixedSolver", "SwitchingSolver", "SmoothingSolver", "PerSampleSmoothingSolver",
@@ -236,6 +236,12 @@ class MetaSolver:
         """One line naming the active solver(s), for progress bars and logs."""
         return " + ".join(s.label() for s in self._active())
 
+    def summary(self) -> str:
+        """What this MetaSolver is, as a model label: the fixed solver, the set it switches
+        among, the distribution it smooths with (``rk2_u(8 steps), u ~ N(0.5, σ=0.0125)``) or
+        the ensemble — never a single draw."""
+        return " + ".join(s.label() for s in self._current)
+
     def identity(self) -> dict:
         """The configuration that decides which solvers this MetaSolver draws, as plain data:
         mode, specs, family, center, distribution (kind and scale), grid (n_steps /
@@ -394,6 +400,9 @@ class EnsembleSolver(MetaSolver):
     def _weights(self) -> list[float]:
         return self.weights if self._override is None else super()._weights()
 
+    def summary(self) -> str:
+        return "ensemble of " + " + ".join(f"{w:.3g}·{s.label()}" for w, s in zip(self.weights, self.specs))
+
 
 class _RandomSolver(MetaSolver):
     """Shared machinery of the randomized modes: a seeded generator whose choices are drawn
@@ -501,6 +510,9 @@ class SwitchingSolver(_RandomSolver):
     def _draw(self) -> list[SolverSpec]:
         return [self.specs[self._next_draw()]]
 
+    def summary(self) -> str:
+        return "switching among " + ", ".join(f"{s.label()} (p={p:.3g})" for s, p in zip(self.specs, self.probs))
+
     @property
     def eval_spec(self) -> SolverSpec:
         if self._eval_spec is not None:
@@ -545,6 +557,12 @@ class SmoothingSolver(_RandomSolver):
 
     def _spec(self, params) -> SolverSpec:
         return SolverSpec(self.family.name, params, self.step_size, self.n_steps, self.rtol, self.atol)
+
+    def summary(self) -> str:
+        grid = self._eval_spec.label()[len(self.family.name):]
+        grid = grid[grid.index(";") + 2:-1] if ";" in grid else grid.strip("()")
+        per = ", per sample" if isinstance(self, PerSampleSmoothingSolver) else ""
+        return f"{self.family.name}({grid}), {distribution_label(self.distribution, self.center)}{per}"
 
     def identity(self) -> dict:
         identity = {"mode": self.mode, "per_sample": isinstance(self, PerSampleSmoothingSolver),

@@ -18,7 +18,7 @@ import torch
 
 from .family import DistributionSpec, SolverFamily
 
-__all__ = ["ParameterDistribution", "Normal", "Uniform", "Cauchy", "Choice", "make_distribution",
+__all__ = ["ParameterDistribution", "Normal", "Uniform", "Cauchy", "Choice", "make_distribution", "distribution_label",
            "draw", "distribution_identity", "MAX_ROUNDS"]
 
 MAX_ROUNDS = 200
@@ -60,6 +60,13 @@ class _Located:
     def __repr__(self):
         return f"{type(self).__name__}(scale={self.scale!r})"
 
+    def label(self, param: str, center: float) -> str:
+        """``u ~ N(0.5, σ=0.0125)``-style text for one parameter."""
+        return f"{param} ~ {self._label(float(center), self.scale_of(param))}"
+
+    def _label(self, center: float, scale: float) -> str:
+        return f"{self.kind}({center:g}, {scale:g})"
+
 
 class Normal(_Located):
     """Normal with mean = the center and standard deviation ``scale``."""
@@ -68,6 +75,9 @@ class Normal(_Located):
 
     def noise(self, n, generator):
         return torch.randn(n, generator=generator, dtype=torch.float64)
+
+    def _label(self, center, scale):
+        return f"N({center:g}, σ={scale:g})"
 
 
 class Uniform(_Located):
@@ -78,6 +88,9 @@ class Uniform(_Located):
     def noise(self, n, generator):
         return 2 * torch.rand(n, generator=generator, dtype=torch.float64) - 1
 
+    def _label(self, center, scale):
+        return f"U[{center - scale:g}, {center + scale:g}]"
+
 
 class Cauchy(_Located):
     """Cauchy with location = the center and scale ``scale`` (heavy tails, closed under 1/x)."""
@@ -86,6 +99,9 @@ class Cauchy(_Located):
 
     def noise(self, n, generator):
         return torch.tan(math.pi * (torch.rand(n, generator=generator, dtype=torch.float64) - 0.5))
+
+    def _label(self, center, scale):
+        return f"Cauchy({center:g}, {scale:g})"
 
 
 class Choice:
@@ -128,8 +144,20 @@ class Choice:
     def __repr__(self):
         return f"Choice(points={self.points!r}, probs={self.probs!r})"
 
+    def label(self, param: str, center: float) -> str:
+        values = ", ".join(f"{p[param]:g}" for p in self.points)
+        return f"{param} ∈ {{{values}}}"
+
 
 _KINDS = {"normal": Normal, "uniform": Uniform, "cauchy": Cauchy}
+
+
+def distribution_label(distribution, center: Mapping[str, float]) -> str:
+    """``u ~ N(0.5, σ=0.0125)`` (one clause per parameter) for any distribution; a custom
+    object without ``label(param, center)`` is shown by its ``repr``."""
+    if hasattr(distribution, "label"):
+        return ", ".join(distribution.label(p, c) for p, c in center.items())
+    return f"{', '.join(center)} ~ {distribution!r}"
 
 
 def make_distribution(distribution=None, scale=None, family: SolverFamily | None = None):

@@ -13,6 +13,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+try:  # the recipes extra, checked before anything else: one line that says what to install
+    import odezoo.experiments  # noqa: F401
+except ImportError as missing:
+    raise SystemExit(f"error: {missing}") from None
 import evaluate  # noqa: E402
 import train  # noqa: E402
 
@@ -29,6 +33,7 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     p.add_argument("--test-batches", type=int, default=16, help="test batches (of 32) used for the attacks")
     p.add_argument("--dry-run", action="store_true", help="tiny data and one epoch (for CI)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     out = Path(args.out or ROOT / "runs" / "demo" / time.strftime("%Y%m%d-%H%M%S"))
     started = time.time()
@@ -37,7 +42,9 @@ def main(argv=None):
         print(f"\n=== training: {label} ({config}) ===", flush=True)
         run_dir = out / label
         flags = ["--config", str(ROOT / "recipes" / "configs" / config), "--out", str(run_dir),
-                 "--epochs", str(args.epochs), "--set", f"eval.max_batches={args.test_batches}", "--quiet"]
+                 "--epochs", str(args.epochs), "--set", f"eval.max_batches={args.test_batches}"]
+        if args.quiet:
+            flags.append("--quiet")
         train.main(flags + (["--dry-run"] if args.dry_run else []))
         summary = json.loads((run_dir / "summary.json").read_text())
         rows += [{**r, "solver": f"{label}: {r['solver']}"} for r in summary.get("robustness", [])]
@@ -45,7 +52,7 @@ def main(argv=None):
         print(f"--- solver grid for {label} (clean accuracy across u and steps) ---", flush=True)
         evaluate.main([str(run_dir / "best.pt"), "--attacks", "", "--solvers", "rk2_u:u=0.25,0.5,0.75,1.0",
                        "--n-steps", "2,4,8", "--max-batches", "2" if args.dry_run else str(2 * args.test_batches),
-                       "--out", str(run_dir / "solver_grid")])
+                       "--out", str(run_dir / "solver_grid")] + (["--quiet"] if args.quiet else []))
 
     plot_accuracy_vs_eps(rows, out / "accuracy_vs_eps.png", title="MNIST (embedded digits): fixed vs smoothing")
     table = ["| model | attack | eps | accuracy |", "|---|---|---|---|"]

@@ -2,29 +2,43 @@
 
     python recipes/evaluate.py runs/<run>/best.pt --attacks fgsm,pgd --eps 0.1,0.2,0.3 \\
            --solvers "rk2_u:u=0.25,0.5,1.0;rk4_u2:u=1/3" --n-steps 1,2,4,8
+    python recipes/evaluate.py runs/<run>/best.pt --attacks autoattack-standard,pgd-50x2.5eps/50-5r --eps 0.1
+    python recipes/evaluate.py runs/<run>/best.pt --protocol strong --eps 0.1,0.3
+
+Attacks are named as every table names them (odezoo.experiments.protocol): fgsm,
+pgd-7x2/255, pgd-50x2.5eps/50-5r, autoattack-standard (alias autoattack), autoattack-fast,
+noise-uniform-8draws, ...; a bare ``pgd`` is built from --pgd-steps/--pgd-step-size/
+--pgd-restarts and reported under its full name.  --protocol runs a whole named protocol.
 
 Without --solvers the model is evaluated with its training (evaluation) solver only.  A
 grid of solvers is the paper's solver-overfitting check: a model that only works with the
 solver it was trained with shows up as one bright cell in solver_grid.png.
 
 Writes to --out (default <run>/eval): results.json and results.csv (solver × attack × eps →
-accuracy, with clean accuracy as attack "clean"), accuracy_vs_eps.png, and for a grid
+accuracy and the number of test images, with clean accuracy as attack "clean" and the
+per-example worst case over the attacks as "worst"), accuracy_vs_eps.png, and for a grid
 solver_grid.png and accuracy_vs_<param>.png.
 """
 from __future__ import annotations
 
 import argparse
-import difflib
+import dataclasses
+import importlib.util
 from pathlib import Path
 
 import torch
 
-from odezoo import using_solver
-from odezoo.experiments.attacks import ATTACKS
+try:  # the recipes extra, checked before anything else: one line that says what to install
+    import odezoo.experiments  # noqa: F401
+except ImportError as missing:
+    raise SystemExit(f"error: {missing}") from None
+
+from odezoo import using_solver  # noqa: E402
 from odezoo.experiments.config import (ConfigError, fail, meta_solver_from_config, non_negative_int, parse_number_list,
                                        parse_solver_grid, positive_int, validate_config)
 from odezoo.experiments.data import get_datasets, make_loaders
-from odezoo.experiments.evaluation import robustness_rows
+from odezoo.experiments.attacks import correct_predictions
+from odezoo.experiments.protocol import PROTOCOLS, Protocol, evaluate_protocol, resolve_attacks, take_examples
 from odezoo.experiments.io import CheckpointError, load_checkpoint, save_csv, save_json
 from odezoo.experiments.models import build_model
 from odezoo.experiments.plots import plot_accuracy_vs_eps, plot_accuracy_vs_param, plot_solver_grid, solver_label
@@ -45,7 +59,11 @@ def flag(check):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="best.pt or checkpoint.pt written by recipes/train.py")
-    p.add_argument("--attacks", default="fgsm,pgd", help="comma list of fgsm, pgd (empty: clean only)")
+    p.add_argument("--attacks", default="fgsm,pgd",
+                   help="comma list of attack names: fgsm, pgd, pgd-50x2.5eps/50-5r, autoattack-standard "
+                        "(alias autoattack), autoattack-fast, noise-uniform-8draws, ... (empty: clean only)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
+                   help="run every attack of a named protocol (instead of --attacks)")
     p.add_argument("--eps", default=None, help="comma list in pixel units, fractions allowed (default: the config's)")
     p.add_argument("--solvers", default=None, help='e.g. "rk2_u:u=0.25,0.5,1.0;rk4_u2:u=1/3;euler"')
     p.add_argument("--n-steps", default=None, help="comma list of step counts for --solvers (default: training's)")
@@ -61,6 +79,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None)
     p.add_argument("--seed", type=flag(non_negative_int), default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true",
                    help="one test batch, the first eps, 2 PGD steps: checks the whole path in seconds (for CI)")
     args = p.parse_args(argv)
@@ -69,18 +88,25 @@ def parse_args(argv=None):
     return args
 
 
-def evaluate_specs(model, loader, specs, attacks, eps, pgd, device, max_batches, seed):
+def evaluate_model(model, loader, protocol, device, label, extra, progress, before_batch=None):
+    """Rows of one evaluation of ``model`` under ``protocol`` (full attack names, counts)."""
+    result = evaluate_protocol(model, loader, protocol, device=device, before_batch=before_batch,
+                               progress=lambda message: progress.update(1))
+    rows = result.rows(solver=label, **extra)
+    shown = [r for r in rows if r["attack"] in ("clean", "worst") or len(protocol.attacks) == 1]
+    progress.write(f"  {label:<40} " + "  ".join(
+        f"{r['attack']}{'' if r['attack'] == 'clean' else '@%.3g' % r['eps']} {r['accuracy']:.4f}" for r in shown))
+    return rows
+
+
+def evaluate_specs(model, loader, specs, protocol, device, progress):
     """Rows for every solver in ``specs``, each forced into all ODE blocks of ``model``."""
     rows = []
     for spec in specs:
-        torch.manual_seed(seed)
         with using_solver(model, spec):
-            new = robustness_rows(model, loader, spec.label(), attacks, eps, device=device, max_batches=max_batches,
-                                  **pgd)
-        rows += [{**r, "method": spec.method, "params": dict(spec.params), "n_steps": spec.n_steps} for r in new]
-        print(f"  {spec.label():<40} " + "  ".join(
-            f"{r['attack']}{'' if r['attack'] == 'clean' else '@%.3g' % r['eps']} {r['accuracy']:.4f}" for r in new),
-            flush=True)
+            rows += evaluate_model(model, loader, protocol, device, spec.label(),
+                                   {"method": spec.method, "params": dict(spec.params), "n_steps": spec.n_steps},
+                                   progress)
     return rows
 
 
@@ -104,18 +130,13 @@ def main(argv=None):
     except ValueError as error:
         fail(str(error))
     ev = cfg["eval"]
-    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], ATTACKS, n=1)
-        fail(f"--attacks: unknown attack {unknown[0]!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
-             f"choose from {', '.join(ATTACKS)} (empty: clean accuracy only)")
+    names = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     try:
         eps = parse_number_list(args.eps) if args.eps is not None else list(ev["eps"])
     except ValueError as error:
         fail(f"--eps: {error}")
-    if any(e < 0 for e in eps) or (attacks and not eps):
-        fail(f"--eps: give one or more eps >= 0 in pixel units (e.g. 0.1,0.3 or 8/255), got {args.eps!r}")
+    if any(e <= 0 for e in eps) or ((names or args.protocol) and not eps):
+        fail(f"--eps: give one or more eps > 0 in pixel units (e.g. 0.1,0.3 or 8/255), got {args.eps!r}")
     if args.dry_run:
         eps = eps[:1]
     step = args.pgd_step_size if args.pgd_step_size is not None else ev["pgd_step_size"]
@@ -125,8 +146,17 @@ def main(argv=None):
             raise ValueError(f"must be positive, got {step!r}")
     except (ValueError, IndexError) as error:
         fail(f"--pgd-step-size: {error} (a number in pixel units such as 2/255, or auto)")
-    pgd = {"pgd_steps": args.pgd_steps if args.pgd_steps is not None else ev["pgd_steps"],
-           "restarts": args.pgd_restarts, "pgd_step_size": step}
+    pgd_steps = args.pgd_steps if args.pgd_steps is not None else ev["pgd_steps"]
+    try:
+        attacks = list(PROTOCOLS[args.protocol].attacks) if args.protocol else \
+            resolve_attacks(names, pgd_steps, step, args.pgd_restarts)
+    except ValueError as error:
+        fail(f"--attacks: {error}")
+    if args.dry_run:  # every attack, cut to a couple of iterations
+        attacks = [dataclasses.replace(a, steps=min(a.steps, 2), square_queries=min(a.square_queries, 10),
+                                       samples=min(a.samples, 2)) for a in attacks]
+    if any(a.kind == "autoattack" for a in attacks) and importlib.util.find_spec("torchattacks") is None:
+        fail("AutoAttack needs torchattacks, which is not installed: pip install 'odezoo[attacks]'")
 
     model = build_model(cfg["model"], meta, **cfg.get("model_kwargs", {})).to(device)
     model.load_state_dict(state["model"])
@@ -154,22 +184,56 @@ def main(argv=None):
     else:
         specs = [train_spec] if train_spec is not None else []
 
+    out = output_folder(args)
+    n_examples = None if args.max_batches is None else args.max_batches * batch_size
+    if not attacks:
+        return clean_only(args, cfg, meta, model, specs, test_loader, device, n_examples)
+    protocol = Protocol(args.protocol or "evaluate", 1, tuple(attacks), eps=tuple(eps), n_examples=n_examples,
+                        n_autoattack=n_examples, seed=args.seed)
+    print(f"evaluating {args.checkpoint} (trained with {meta.summary()}) on {len(specs)} solver(s)")
+    print(protocol.describe(), flush=True)
+    from tqdm import tqdm
+
+    runs = len(specs) + (meta.mode == "ensemble") + bool(args.eot and meta.randomized)
+    progress = tqdm(total=runs * len(protocol.attacks) * len(protocol.eps), desc="attacks", unit="attack",
+                    disable=True if args.quiet else None, dynamic_ncols=True)
+    rows = evaluate_specs(model, test_loader, specs, protocol, device, progress)
+    if meta.mode == "ensemble":
+        rows += evaluate_model(model, test_loader, protocol, device, f"ensemble: {meta.describe()}",
+                               {"method": "ensemble", "params": {}, "n_steps": None}, progress)
+    if args.eot and meta.randomized:
+        eot = protocol.replace(attacks=tuple(dataclasses.replace(a, eot_samples=args.eot) for a in protocol.attacks))
+        rows += evaluate_model(model, test_loader, eot, device, f"randomized {meta.summary()} (EOT {args.eot})",
+                               {"method": "randomized", "params": {}, "n_steps": None}, progress,
+                               before_batch=meta.resample)
+    progress.close()
+    return write_results(args, cfg, meta, out, rows, specs, train_spec, attacks, eps)
+
+
+def clean_only(args, cfg, meta, model, specs, loader, device, n_examples):
+    """Clean accuracy of every solver (no attack): one forward pass over the test images."""
+    out = output_folder(args)
+    print(f"evaluating {args.checkpoint} (trained with {meta.summary()}) on {len(specs)} solver(s): clean accuracy")
+    batches = take_examples(loader, n_examples, device)
+    rows = []
+    for spec in specs:
+        with using_solver(model, spec):
+            ok = torch.cat([correct_predictions(model, x, y).cpu() for x, y in batches])
+        rows.append({"solver": spec.label(), "attack": "clean", "eps": 0.0, "n_examples": int(ok.numel()),
+                     "accuracy": float(ok.float().mean()), "method": spec.method, "params": dict(spec.params),
+                     "n_steps": spec.n_steps})
+        print(f"  {spec.label():<40} clean {rows[-1]['accuracy']:.4f}", flush=True)
+    train_spec = meta.eval_spec or (meta.current if meta.mode != "ensemble" else None)
+    return write_results(args, cfg, meta, out, rows, specs, train_spec, [], [])
+
+
+def output_folder(args) -> Path:
     out = Path(args.out or Path(args.checkpoint).parent / "eval")
     out.mkdir(parents=True, exist_ok=True)
-    print(f"evaluating {args.checkpoint} (trained with {meta.describe()}) on {len(specs)} solver(s); "
-          f"attacks {attacks or 'none'} at eps {eps}")
-    rows = evaluate_specs(model, test_loader, specs, attacks, eps, pgd, device, args.max_batches,
-                          args.seed) if specs else []
-    if meta.mode == "ensemble":
-        rows += [{**r, "method": "ensemble", "params": {}, "n_steps": None} for r in robustness_rows(
-            model, test_loader, f"ensemble: {meta.describe()}", attacks, eps, device=device,
-            max_batches=args.max_batches, **pgd)]
-    if args.eot and meta.randomized:
-        label = f"randomized {meta.mode} (EOT {args.eot})"
-        rows += [{**r, "method": "randomized", "params": {}, "n_steps": None} for r in robustness_rows(
-            model, test_loader, label, attacks, eps, device=device, max_batches=args.max_batches,
-            eot_samples=args.eot, before_batch=meta.resample, **pgd)]
+    return out
 
+
+def write_results(args, cfg, meta, out, rows, specs, train_spec, attacks, eps):
     save_json(out / "results.json", rows)
     save_csv(out / "results.csv", [{**r, "params": ";".join(f"{k}={v:.6g}" for k, v in r["params"].items())}
                                     for r in rows])
@@ -179,7 +243,8 @@ def main(argv=None):
         if train_spec is not None:
             train_cell = (solver_label({"solver": "", "method": train_spec.method, "params": train_spec.params}),
                           train_spec.n_steps)
-        attack = "pgd" if "pgd" in attacks else (attacks[0] if attacks else "clean")
+        pgd = [a.name for a in attacks if a.kind == "pgd"]
+        attack = pgd[0] if pgd else (attacks[0].name if attacks else "clean")
         plot_solver_grid(rows, out / "solver_grid.png", attack=attack, eps=max(eps) if eps else None,
                          train_solver=train_cell)
         params = sorted({p for s in specs for p in s.params})

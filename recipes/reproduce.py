@@ -41,7 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
+
+try:  # the recipes extra, checked before anything else: one line that says what to install
+    import odezoo.experiments  # noqa: F401
+except ImportError as missing:
+    raise SystemExit(f"error: {missing}") from None
+
+import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

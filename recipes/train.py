@@ -24,10 +24,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-import odezoo
+try:  # the recipes extra, checked before anything else: one line that says what to install
+    import odezoo.experiments  # noqa: F401
+except ImportError as missing:
+    raise SystemExit(f"error: {missing}") from None
+
+import yaml  # noqa: E402
+
+import odezoo  # noqa: E402
 from odezoo.experiments.config import (ConfigError, config_differences, fail, load_config, meta_solver_from_config,
                                        non_negative_int, positive_int, validate_config)
 from odezoo.experiments.data import get_datasets, make_loaders

@@ -55,7 +55,7 @@ from .attacks import AUTOATTACK_VERSIONS, correct_predictions, positive_number
 from .evaluation import strong_robustness
 
 __all__ = ["ATTACK_KINDS", "Attack", "Protocol", "PROTOCOLS", "get_protocol", "ProtocolResult",
-           "evaluate_protocol", "take_examples", "eps_label"]
+           "evaluate_protocol", "take_examples", "eps_label", "named_attacks", "resolve_attacks"]
 
 ATTACK_KINDS = ("fgsm", "pgd", "autoattack", "noise")
 _RULE = re.compile(r"^\s*(?:(?P<k>\d*\.?\d+)\s*\*?\s*)?eps\s*(?:/\s*(?P<d>steps|\d*\.?\d+))?\s*$")
@@ -335,6 +335,41 @@ PROTOCOLS: dict[str, Protocol] = {
                             note="CPU-cheap variant (PGD-20, APGD-CE → APGD-DLR): weaker than `strong`; "
                                  "a number measured with it is an upper bound on `strong`'s."),
 }
+
+
+def named_attacks() -> dict[str, Attack]:
+    """Every attack of the named protocols, by name (plus ``autoattack`` for ``autoattack-standard``)."""
+    attacks = {a.name: a for protocol in PROTOCOLS.values() for a in protocol.attacks}
+    attacks["autoattack"] = attacks["autoattack-standard"]
+    return attacks
+
+
+def resolve_attacks(names: Sequence[str], pgd_steps: int = 7, pgd_step_size: float | str = 2 / 255,
+                    pgd_restarts: int = 1) -> list[Attack]:
+    """Attacks from names as the results print them (``fgsm``, ``pgd-50x2.5eps/50-5r``,
+    ``autoattack-standard``, ``autoattack-fast``, ``noise-uniform-8draws``, ...).  A bare
+    ``pgd`` is PGD with ``pgd_steps`` steps of ``pgd_step_size`` (pixels, or ``"auto"`` =
+    2.5·ε/steps) and ``pgd_restarts`` restarts; ``autoattack`` is the standard cascade.
+    An unknown name is a ``ValueError`` with a did-you-mean."""
+    import difflib
+
+    known = named_attacks()
+    out = []
+    for name in names:
+        if name == "pgd":
+            size = "2.5*eps/steps" if pgd_step_size in ("auto", None) else pgd_step_size
+            attack = Attack("pgd", steps=pgd_steps, step_size=size, restarts=pgd_restarts)
+        elif name in known:
+            attack = known[name]
+        else:
+            choices = ["fgsm", "pgd", "autoattack", *sorted(known)]
+            close = difflib.get_close_matches(name, choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown attack {name!r}{hint}; choose from {', '.join(dict.fromkeys(choices))}")
+        if attack.name in {a.name for a in out}:
+            raise ValueError(f"attack {attack.name!r} is listed twice")
+        out.append(attack)
+    return out
 
 
 def get_protocol(name: str, eps: Sequence[float] | None = None, **changes) -> Protocol:

@@ -125,8 +125,13 @@ def test_evaluate_recipe_grid_and_plots(tmp_path):
                           "--pgd-steps", "2", "--eot", "2", "--out", str(tmp_path / "eval")])
     solvers = {r["solver"] for r in rows}
     assert len(solvers) == 6 + 1  # 3 methods x 2 step counts + the randomized (EOT) row set
-    assert {(r["attack"], r["eps"]) for r in rows} == {("clean", 0.0), ("fgsm", 0.1), ("fgsm", 0.3),
-                                                       ("pgd", 0.1), ("pgd", 0.3)}
+    pgd = "pgd-2x2.5eps/2"  # --pgd-steps 2, the config's "auto" step: every table names the attack in full
+    fixed = [r for r in rows if r["method"] != "randomized"]
+    assert {(r["attack"], r["eps"]) for r in fixed} == {("clean", 0.0), ("fgsm", 0.1), ("fgsm", 0.3), (pgd, 0.1),
+                                                        (pgd, 0.3), ("worst", 0.1), ("worst", 0.3)}
+    eot = {r["attack"] for r in rows if r["method"] == "randomized"}
+    assert eot == {"clean", "fgsm-eot2", f"{pgd}-eot2", "worst"}  # the randomized solver, attacked with EOT
+    assert all(r["n_examples"] == 16 for r in rows)
     for name in ("results.json", "results.csv", "accuracy_vs_eps.png", "solver_grid.png", "accuracy_vs_u.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
 
@@ -157,7 +162,29 @@ def test_every_recipe_has_a_dry_run(tmp_path):
 
     run_train(tmp_path, "--epochs", "1")
     rows = evaluate.main([str(tmp_path / "run" / "best.pt"), "--dry-run", "--out", str(tmp_path / "eval")])
-    assert {r["attack"] for r in rows} == {"clean", "fgsm", "pgd"} and len({r["eps"] for r in rows}) == 2
+    assert {r["attack"] for r in rows} == {"clean", "fgsm", "pgd-2x2.5eps/2", "worst"}
+    assert len({r["eps"] for r in rows}) == 2
     for script in sorted(RECIPES.glob("*.py")):
         result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "--dry-run" in result.stdout, script.name
+
+
+def test_evaluate_runs_every_named_attack_autoattack_included(tmp_path, capsys):
+    import evaluate
+
+    pytest.importorskip("torchattacks")
+    run_train(tmp_path, "--epochs", "1")
+    best = str(tmp_path / "run" / "best.pt")
+    rows = evaluate.main([best, "--attacks", "autoattack,pgd-50x2.5eps/50-5r,noise-uniform-8draws", "--eps", "0.1",
+                          "--dry-run", "--out", str(tmp_path / "eval")])
+    # --dry-run cuts every attack to 2 iterations, and the name says so
+    assert {r["attack"] for r in rows} == {"clean", "autoattack-standard-2it-10q", "pgd-2x2.5eps/2-5r",
+                                           "noise-uniform-2draws", "worst"}
+    out = capsys.readouterr().out
+    assert "Protocol" in out and "APGD-CE → APGD-T" in out and "trained with rk2_u(8 steps)" in out
+    rows = evaluate.main([best, "--protocol", "strong-fast", "--eps", "0.1", "--dry-run", "--quiet",
+                          "--out", str(tmp_path / "eval2")])
+    assert "autoattack-fast-2it" in {r["attack"] for r in rows}
+    with pytest.raises(SystemExit):
+        evaluate.main([best, "--attacks", "autoatack", "--out", str(tmp_path / "eval3")])
+    assert "did you mean 'autoattack'" in capsys.readouterr().err
