@@ -308,6 +308,15 @@ def trained_model(ctx: Context, folder: Path, name: str, cfg: dict):
     return model, meta, loaders.test, run_dir
 
 
+def eta(started: float, done: int, total: int) -> str:
+    """'; 12 min so far, about 30 min left' from the runs finished so far (nothing before the first)."""
+    if done == 0:
+        return ""
+    spent = time.time() - started
+    left = spent / done * (total - done)
+    return f"; {spent / 60:.1f} min so far, about {left / 60:.1f} min left"
+
+
 def train_seconds(run_dir: Path) -> float:
     """Training wall time of a run: the per-epoch ``seconds`` of metrics.jsonl (training plus
     the clean validation pass; the robust tracking of fig3b is not included), summed."""
@@ -350,27 +359,29 @@ def run_experiment(ctx: Context, name: str) -> Path:
     print(f"{len(arms)} arm(s) × seeds {seeds}; every model is evaluated with:\n" + protocol.describe(), flush=True)
     started = time.time()
     rows, checks, epochs_rows, cfg = [], [], [], None
-    for arm in arms:
-        for seed in seeds:
-            cfg = ctx.config(spec.data, arm, seed)
-            model, meta, loader, run_dir = trained_model(ctx, folder, f"{arm.run_name}_seed{seed}", cfg)
-            seconds = train_seconds(run_dir)
-            with meta.evaluating():
-                result = evaluate_protocol(model, loader, protocol, device=ctx.device,
-                                           progress=None if ctx.quiet else print)
-            rows += result.rows(experiment=name, arm=arm.label, seed=seed, train_seconds=round(seconds, 3),
-                                epochs=cfg["epochs"], test_images=result.fingerprint)
-            if ctx.checks:
-                checks += masking_rows(ctx, protocol, model, meta, loader, name, arm, seed)
-            if arm.track:
-                for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-                    record = json.loads(line)
-                    epochs_rows.append({"experiment": name, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
-                                        "split": "validation", "attack": "pgd-7x2/255", "eps": arm.track["eps"],
-                                        "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
-            print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f}, worst "
-                  + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g}" for e in protocol.eps)
-                  + f" (trained {seconds:.0f}s)", flush=True)
+    runs = [(arm, seed) for arm in arms for seed in seeds]
+    for k, (arm, seed) in enumerate(runs, start=1):
+        print(f"--- {name}: run {k} of {len(runs)}: {arm.label}, seed {seed}{eta(started, k - 1, len(runs))}",
+              flush=True)
+        cfg = ctx.config(spec.data, arm, seed)
+        model, meta, loader, run_dir = trained_model(ctx, folder, f"{arm.run_name}_seed{seed}", cfg)
+        seconds = train_seconds(run_dir)
+        with meta.evaluating():
+            result = evaluate_protocol(model, loader, protocol, device=ctx.device,
+                                       progress=None if ctx.quiet else print)
+        rows += result.rows(experiment=name, arm=arm.label, seed=seed, train_seconds=round(seconds, 3),
+                            epochs=cfg["epochs"], test_images=result.fingerprint)
+        if ctx.checks:
+            checks += masking_rows(ctx, protocol, model, meta, loader, name, arm, seed)
+        if arm.track:
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+                record = json.loads(line)
+                epochs_rows.append({"experiment": name, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
+                                    "split": "validation", "attack": "pgd-7x2/255", "eps": arm.track["eps"],
+                                    "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
+        print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f}, worst "
+              + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g}" for e in protocol.eps)
+              + f" (trained {seconds:.0f}s)", flush=True)
     results.mkdir(parents=True, exist_ok=True)
     save_csv(results / "per_seed.csv", rows)
     protocol.save(results / "protocol.json")

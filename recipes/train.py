@@ -312,7 +312,8 @@ def main(argv=None):
         if main_process and not args.quiet:
             from tqdm import tqdm
 
-            batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False)
+            # disable=None: no bar when stderr is not a terminal (CI logs)
+            batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False, disable=None)
         for step, (x, y) in enumerate(batches):
             if args.dry_run and step >= 2:
                 break
