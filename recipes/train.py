@@ -87,6 +87,9 @@ def parse_args(argv=None):
     p.add_argument("--dry-run", action="store_true", help="a few batches on tiny data, then stop (for CI)")
     p.add_argument("--no-eval", action="store_true", help="skip the final robustness evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="bf16: the training forward pass runs under torch.autocast(bfloat16); the ODE state and "
+                        "its stage sums stay float32")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config entry, e.g. --set solver.scale=0.05 (repeatable)")
     return p.parse_args(argv)
@@ -213,7 +216,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.allow_config_change and not args.resume:
         fail("--allow-config-change only applies with --resume")
-    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "data_dir": args.data_dir,
+    flags = {"precision": args.precision, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+             "data_dir": args.data_dir,
              "download": args.download, "device": args.device, "resample": args.resample}
     try:
         cfg = load_config(args.config, args.set, **flags)
@@ -255,7 +259,8 @@ def main(argv=None):
     model = build_model(cfg["model"], meta, **cfg.get("model_kwargs", {})).to(device)
     if main_process:
         print(f"odezoo {odezoo.__version__} | model {cfg['model']}: {count_parameters(model):,} parameters | "
-              f"solver {meta.mode}: {meta.describe()} | device {device} | world {world}")
+              f"solver {meta.summary()} | device {device} | world {world} | batch {cfg['batch_size']} per rank, "
+              f"{cfg['batch_size'] * world} global | precision {cfg['precision']}")
     optimizer = make_optimizer(cfg, model.parameters())
     scheduler = make_scheduler(cfg, optimizer, len(train_loader))
     train_model = model
@@ -281,6 +286,8 @@ def main(argv=None):
                 saved_meta = state["meta_solver"]
                 meta.load_state_dict(saved_meta, strict="identity" in saved_meta)
             torch.set_rng_state(state["rng"]["torch"])
+            if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         except (KeyError, RuntimeError, ValueError) as error:
             fail(f"cannot resume from {checkpoint_path}: {error}. Start a new run with --out NEW_DIR.")
         start_epoch, best_val = state["epoch"] + 1, state["best_val"]
@@ -322,8 +329,9 @@ def main(argv=None):
             x, y = x.to(device), y.to(device)
             x_train = adversarial_batch(attack_model, x, y, adv["kind"], adv["eps"], adv.get("alpha"),
                                         adv.get("steps", 7), adv.get("step_size"))
-            logits = train_model(x_train)
-            loss = nn.functional.cross_entropy(logits, y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16"):
+                logits = train_model(x_train)
+            loss = nn.functional.cross_entropy(logits.float(), y)
             try:
                 value = check_loss(loss, f"epoch {epoch + 1}, batch {step + 1}", cfg["loss_limit"],
                                    str(checkpoint_path) if checkpoint_path.exists() else None)
@@ -347,12 +355,17 @@ def main(argv=None):
             fail(f"training diverged in epoch {epoch + 1}: the weights became NaN or inf "
                  f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); {kept}. Lower the learning rate or "
                  f"loss_limit, or change the solver.", code=3)
-        with meta.evaluating():
-            val_acc = accuracy(model, val_loader, device)
+        if world > 1:  # every rank trained on its shard: log the global loss and accuracy
+            totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(totals)
+            total_loss, correct, seen = totals[0].item(), int(totals[1].item()), int(totals[2].item())
+        with meta.evaluating():  # validation on rank 0 only: the others would repeat it exactly
+            val_acc = accuracy(model, val_loader, device) if main_process else float("nan")
         record = {"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+                  "train_examples": seen, "world_size": world,
                   "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - started,
                   "solver": meta.history[-1]["solvers"]}
-        if cfg.get("track_robust"):
+        if cfg.get("track_robust") and main_process:
             record["robust_val_acc"] = robust_val_accuracy(model, meta, val_loader, cfg["track_robust"], device)
         if main_process:
             append_jsonl(out / "metrics.jsonl", record)
@@ -363,7 +376,9 @@ def main(argv=None):
             save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "meta_solver": meta.state_dict(), "rng": {"torch": torch.get_rng_state()},
+                "meta_solver": meta.state_dict(),
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
                 "epoch": epoch, "best_val": best_val, "config": cfg})
             save_json(out / "solver_history.json", meta.history)
             robust = f" robust_val {record['robust_val_acc']:.4f}" if "robust_val_acc" in record else ""
@@ -399,7 +414,9 @@ def main(argv=None):
         test_acc = accuracy(model, test_loader, device)
     summary = {"name": cfg["name"], "best_epoch": best["epoch"], "val_acc": best["val_acc"], "test_acc": test_acc,
                "parameters": count_parameters(model), "solver": meta.eval_spec.label() if meta.eval_spec else
-               meta.describe(), "solver_fingerprint": meta.fingerprint()}
+               meta.describe(), "trained_with": meta.summary(), "solver_fingerprint": meta.fingerprint(),
+               "batch_size_per_rank": cfg["batch_size"], "global_batch_size": cfg["batch_size"] * world,
+               "precision": cfg["precision"]}
     resumes = [r for r in read_jsonl(out / "resumes.jsonl") if r.get("changes")]
     if resumes:
         summary["config_changes"] = [{"after_epoch": r["after_epoch"], "changes": r["changes"]} for r in resumes]

@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
              "pgd_step_size": 2 / 255, "max_batches": None},
     "subset": None,                   # cap each split to N examples (dry runs, small scale)
     "loss_limit": 1e4,
+    "precision": "fp32",              # fp32 | bf16 (autocast for the training forward pass)
 }
 
 
@@ -368,6 +369,7 @@ class RecipeConfig(_Section):
     eval: EvalConfig = EvalConfig()
     subset: Optional[Count] = None
     loss_limit: Positive = 1e4
+    precision: _type(_choice("fp32", "bf16"), str) = "fp32"
 
     @model_validator(mode="after")
     def _model_kwargs_fit_the_model(self):

@@ -188,3 +188,45 @@ def test_evaluate_runs_every_named_attack_autoattack_included(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate.main([best, "--attacks", "autoatack", "--out", str(tmp_path / "eval3")])
     assert "did you mean 'autoattack'" in capsys.readouterr().err
+
+
+def epoch_loss_cmd(out, world):
+    """One epoch on 64 digits with lr 1e-30 (the weights stay put), so the logged epoch loss
+    is the mean loss of the initial model over every training digit, however they are batched."""
+    batch = 32 // world  # the same global batch size
+    return ([str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={world}"]
+            if world > 1 else [sys.executable]) + [
+        str(RECIPES / "train.py"), "--config", str(RECIPES / "configs" / "mnist_rk2_fixed.yaml"), "--epochs", "1",
+        "--batch-size", str(batch), "--set", "subset=64", "--set", "optimizer.lr=1e-30", "--set", "schedule=null",
+        "--set", "solver.n_steps=2", "--no-eval", "--quiet", "--device", "cpu", "--out", str(out)]
+
+
+def test_ddp_logs_global_metrics_equal_to_one_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    logs = {}
+    for world in (1, 2):
+        result = subprocess.run(epoch_loss_cmd(tmp_path / f"w{world}", world), capture_output=True, text=True,
+                                env=env, timeout=300, cwd=ROOT)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+        logs[world] = json.loads((tmp_path / f"w{world}" / "metrics.jsonl").read_text().splitlines()[0])
+        assert f"batch {32 // world} per rank, 32 global" in result.stdout
+        summary = json.loads((tmp_path / f"w{world}" / "summary.json").read_text())
+        assert summary["global_batch_size"] == 32 and summary["batch_size_per_rank"] == 32 // world
+    assert logs[1]["train_examples"] == logs[2]["train_examples"] == 64 and logs[2]["world_size"] == 2
+    assert logs[2]["train_loss"] == pytest.approx(logs[1]["train_loss"], rel=1e-5)
+    assert logs[2]["train_acc"] == logs[1]["train_acc"]
+    assert logs[2]["val_acc"] == logs[1]["val_acc"]  # rank 0 validates on the whole split
+
+
+def test_bf16_training_keeps_the_ode_state_float32(tmp_path):
+    from odezoo import ODEBlock, SolverSpec
+    from odezoo.experiments.models import MnistODEFunc
+
+    block = ODEBlock(MnistODEFunc(8), SolverSpec("rk2_u", n_steps=2))
+    x = torch.randn(2, 8, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert block.func(torch.tensor(0.0), x).dtype == torch.bfloat16  # the function runs in bf16 ...
+        assert block(x).dtype == torch.float32                            # ... the state sums stay float32
+    run_train(tmp_path, "--precision", "bf16")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["precision"] == "bf16"
