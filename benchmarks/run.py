@@ -63,7 +63,10 @@ TARGETS = {
     ("solver-work", "mlp", "fwd"): None,
     ("adaptive", None, None): 1.00,
     ("equal-accuracy", None, None): None,
+    ("compile", None, None): None,
+    ("bf16", None, None): None,
 }
+KINDS = ("family", "smoothing", "per-sample", "solver-work", "adaptive", "equal-accuracy", "compile", "bf16")
 #: adaptive cases: tolerances (float32 states) and the dopri5 tableau, registered through odezoo
 ADAPTIVE_RTOL, ADAPTIVE_ATOL = 1e-3, 1e-4
 DOPRI5 = dict(
@@ -214,8 +217,22 @@ def fmt_params(params):
 
 
 # ---------------------------------------------------------------------------- the cases
-def build_comparisons(functions, device, quick):
-    """Yield (kind, function, pass, odezoo label, baseline label, A, B, extra)."""
+def build_comparisons(functions, device, quick, kinds=KINDS):
+    """Yield (kind, function, pass, odezoo label, baseline label, A, B, extra) for ``kinds``
+    (under ``quick`` the inductor compile case is left out: compiling takes a minute)."""
+    for comparison in _comparisons(functions, device, quick):
+        if comparison[0] in kinds and not (quick and comparison[0] == "compile"):
+            yield comparison
+
+
+def _block_forward(block, y0, autocast=False):
+    def run():
+        with torch.no_grad(), torch.autocast(y0.device.type, dtype=torch.bfloat16, enabled=autocast):
+            block(y0)
+    return run
+
+
+def _comparisons(functions, device, quick):
     t = torch.tensor([0.0, 1.0], device=device)
     steps = round(1.0 / STEP_SIZE)
     if REGISTERED_DOPRI5 not in odezoo.families():
@@ -281,6 +298,15 @@ def build_comparisons(functions, device, quick):
                forward_pass(adaptive_solver("tsit5", t, tol, tol / 10), func, y0),
                forward_pass(adaptive_solver("dopri5", t), func, y0),
                {"details": {"nfe": [ts_nfe, dp_nfe], "error": [ts_error, dp_error], "tol": [tol, ADAPTIVE_RTOL]}})
+
+        # 7. torch.compile (inductor) of an ODEBlock with a fixed family against the same block in eager mode
+        block = odezoo.ODEBlock(func, SolverSpec("rk2_u", {"u": 0.5}, n_steps=steps)).to(device)
+        yield ("compile", name, "fwd", f"compiled ODEBlock rk2_u({steps} steps)", "eager",
+               _block_forward(torch.compile(block), y0), _block_forward(block, y0), {"backend": "inductor"})
+
+        # 8. bf16 autocast against float32 (the function in bf16, the ODE state float32)
+        yield ("bf16", name, "fwd", f"bf16 autocast ODEBlock rk2_u({steps} steps)", "float32",
+               _block_forward(block, y0, autocast=True), _block_forward(block, y0), {})
 
 
 # ---------------------------------------------------------------------------- environment
@@ -371,6 +397,8 @@ def main(argv=None) -> int:
                         help="torch.set_num_threads (default: torch's own; 1 with --quick)")
     parser.add_argument("--functions", default=",".join(CASES),
                         help=f"comma-separated ODE functions to run (default: {','.join(CASES)})")
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help=f"comma-separated comparison kinds to run (default: all of {','.join(KINDS)})")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON output (default benchmarks/results/<hostname>-<device>.json)")
     parser.add_argument("--docs", type=Path, default=None,
@@ -392,6 +420,9 @@ def main(argv=None) -> int:
     unknown = sorted(set(functions) - set(CASES))
     if unknown:
         parser.error(f"unknown --functions {unknown}; choose from {sorted(CASES)}")
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    if set(kinds) - set(KINDS):
+        parser.error(f"unknown --kinds {sorted(set(kinds) - set(KINDS))}; choose from {', '.join(KINDS)}")
     if args.threads is None and args.quick:
         args.threads = 1
     if args.threads is not None:
@@ -403,7 +434,7 @@ def main(argv=None) -> int:
     print(header(env), flush=True)
     timer = Timer(device)
     rows = []
-    for kind, function, pass_, label_a, label_b, a, b, extra in build_comparisons(functions, device, args.quick):
+    for kind, function, pass_, label_a, label_b, a, b, extra in build_comparisons(functions, device, args.quick, kinds):
         times_a, times_b = interleaved(a, b, timer=timer, reps=args.reps, warmup=1 if args.quick else 3,
                                        budget=args.budget)
         odezoo_s, baseline_s = summary(times_a), summary(times_b)

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "run.py"
 
-KINDS = {"family", "smoothing", "per-sample", "solver-work", "adaptive", "equal-accuracy"}
+KINDS = {"family", "smoothing", "per-sample", "solver-work", "adaptive", "equal-accuracy", "bf16"}
 
 
 def test_quick_benchmark_writes_every_case(tmp_path):
@@ -31,9 +31,10 @@ def test_quick_benchmark_writes_every_case(tmp_path):
     seen = {(r["kind"], r["function"], r["pass"]) for r in rows}
     for function in ("mlp", "conv"):
         for kind in KINDS:
-            passes = ("fwd",) if kind in ("solver-work", "equal-accuracy") else ("fwd", "fwd+bwd")
+            passes = ("fwd",) if kind in ("solver-work", "equal-accuracy", "bf16") else ("fwd", "fwd+bwd")
             for pass_ in passes:
                 assert (kind, function, pass_) in seen
+    assert not any(r["kind"] == "compile" for r in rows)  # --quick leaves out the inductor compile case
     baselines = {r["baseline_label"] for r in rows if r["kind"] == "family"}
     assert {"midpoint", "rk4"} <= baselines
     for row in rows:  # the registered dopri5 takes exactly torchdiffeq's steps
