@@ -34,8 +34,9 @@ except ImportError as missing:
     raise SystemExit(f"error: {missing}") from None
 
 from odezoo import using_solver  # noqa: E402
-from odezoo.experiments.config import (ConfigError, fail, meta_solver_from_config, non_negative_int, parse_number_list,
-                                       parse_solver_grid, positive_int, validate_config)
+from odezoo.experiments.config import (ConfigError, fail, flag, meta_solver_from_config,  # noqa: E402
+                                       non_negative_int, parse_number_list, parse_solver_grid, positive_int,
+                                       validate_config)
 from odezoo.experiments.data import get_datasets, make_loaders
 from odezoo.experiments.attacks import correct_predictions
 from odezoo.experiments.protocol import PROTOCOLS, Protocol, evaluate_protocol, resolve_attacks, take_examples
@@ -43,17 +44,6 @@ from odezoo.experiments.io import CheckpointError, load_checkpoint, save_csv, sa
 from odezoo.experiments.models import build_model
 from odezoo.experiments.plots import plot_accuracy_vs_eps, plot_accuracy_vs_param, plot_solver_grid, solver_label
 from odezoo.experiments.training import resolve_device
-
-
-def flag(check):
-    """An argparse type from a config check, so a flag gets the config's message."""
-    def convert(text):
-        try:
-            return check(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-    convert.__name__ = check.__name__
-    return convert
 
 
 def parse_args(argv=None):

@@ -34,8 +34,8 @@ except ImportError as missing:
 import yaml  # noqa: E402
 
 import odezoo  # noqa: E402
-from odezoo.experiments.config import (ConfigError, config_differences, fail, load_config, meta_solver_from_config,
-                                       non_negative_int, positive_int, validate_config)
+from odezoo.experiments.config import (ConfigError, config_differences, fail, flag, load_config,  # noqa: E402
+                                       meta_solver_from_config, non_negative_int, positive_int, validate_config)
 from odezoo.experiments.data import get_datasets, make_loaders
 from odezoo.experiments.evaluation import robustness_rows
 from odezoo.experiments.io import (CheckpointError, append_jsonl, atomic_write, load_checkpoint, nonfinite_tensors,
@@ -54,17 +54,6 @@ DRY_RUN = {"epochs": 1, "subset": 64, "batch_size": 16}
 RESUME_SAFE = ("epochs", "device", "data_dir", "download", "num_workers", "loss_limit", "eval")
 #: config keys no resume may change: the saved weights belong to this model.
 RESUME_NEVER = ("model", "model_kwargs")
-
-
-def flag(check):
-    """An argparse type from a config check, so a flag gets the config's message."""
-    def convert(text):
-        try:
-            return check(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-    convert.__name__ = check.__name__
-    return convert
 
 
 def parse_args(argv=None):

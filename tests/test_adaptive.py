@@ -23,25 +23,12 @@ import odezoo
 from odezoo.adaptive import EmbeddedTableau, OrderConditions, mid_weights
 from odezoo.order import density, elementary_weight, rooted_trees
 from odezoo.registry import registry
-from problems import coupled, coupled_exact, riccati, riccati_exact
+from problems import DP_A, DP_B, DP_BHAT, DP_C, DP_MID, coupled, coupled_exact, riccati, riccati_exact
 
 ROOT = Path(__file__).resolve().parents[1]
 BS32_DIR = ROOT / "plugins" / "odezoo-bs32"
 F64 = torch.float64
 
-# torchdiffeq's dopri5 (Dormand–Prince with Shampine's embedded row and dense output), typed.
-DP_A = [[0.0] * 7,
-        [1 / 5, 0, 0, 0, 0, 0, 0],
-        [3 / 40, 9 / 40, 0, 0, 0, 0, 0],
-        [44 / 45, -56 / 15, 32 / 9, 0, 0, 0, 0],
-        [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0, 0, 0],
-        [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0, 0],
-        [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]]
-DP_B = [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]
-DP_BHAT = [1951 / 21600, 0, 22642 / 50085, 451 / 720, -12231 / 42400, 649 / 6300, 1 / 60]
-DP_C = [0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1]
-DP_MID = [6025192743 / 30085553152 / 2, 0, 51252292925 / 65400821598 / 2, -2691868925 / 45128329728 / 2,
-          187940372067 / 1594534317056 / 2, -1776094331 / 19743644256 / 2, 11237099 / 235043384 / 2]
 
 #: name -> (main order, embedded order) of the built-in pairs
 PAIRS = {"rk2_u_adaptive": (2, 1), "tsit5": (5, 4), "dop853": (8, 5)}

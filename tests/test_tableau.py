@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from odezoo import ButcherTableau
+from problems import DP_A, DP_B
 from odezoo.order import density, order_residuals, rooted_trees
 
 CLASSIC_RK4 = ([[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1, 0]],
@@ -42,14 +43,7 @@ def test_order_of_known_methods(A, b, c, order):
 
 
 def test_dormand_prince_is_order_five():
-    A = [[0, 0, 0, 0, 0, 0, 0],
-         [1 / 5, 0, 0, 0, 0, 0, 0],
-         [3 / 40, 9 / 40, 0, 0, 0, 0, 0],
-         [44 / 45, -56 / 15, 32 / 9, 0, 0, 0, 0],
-         [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0, 0, 0],
-         [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0, 0],
-         [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]]
-    b = [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]
+    A, b = DP_A, DP_B
     c = np.sum(A, axis=1)
     assert ButcherTableau(A, b, c).order() == 5
 

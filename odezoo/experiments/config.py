@@ -44,7 +44,7 @@ from .models import MODELS
 from .training import ADVERSARIAL_KINDS
 
 __all__ = ["DEFAULTS", "ConfigError", "RecipeConfig", "deep_update", "parse_override", "load_config",
-           "validate_config", "check_run_name", "config_differences", "fail", "meta_solver_from_config",
+           "validate_config", "check_run_name", "config_differences", "fail", "flag", "meta_solver_from_config",
            "parse_solver_grid", "parse_number_list", "positive_int"]
 
 
@@ -570,6 +570,19 @@ def config_differences(old: Mapping, new: Mapping, prefix: str = "") -> dict[str
         elif a != b:
             out[dotted] = (a, b)
     return out
+
+
+def flag(check):
+    """An argparse ``type=`` from a config check, so a command-line flag gets the config's message."""
+    import argparse
+
+    def convert(text):
+        try:
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    convert.__name__ = check.__name__
+    return convert
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
