@@ -369,7 +369,9 @@ def _evaluate():
     (["--solvers", "rk2_u:u=0"], "--solvers: rk2_u"),
     (["--attacks", "fgsm,pdg"], "unknown attack 'pdg' (did you mean 'pgd'?)"),
     (["--eps", "abc"], "--eps: not a number: 'abc'"),
-    (["--eps", "-0.1"], "--eps: give one or more eps >= 0"),
+    (["--eps", "-0.1"], "--eps: give one or more eps > 0"),
+    (["--eps", "0"], "--eps: give one or more eps > 0"),  # clean accuracy is always reported
+    (["--attacks", "pgdd"], "--attacks: unknown attack 'pgdd' (did you mean 'pgd'?)"),
     (["--pgd-step-size", "0"], "--pgd-step-size: must be positive"),
 ])
 def test_evaluate_flags_are_checked_not_replaced(tiny_checkpoint, flags, message, capsys):
