@@ -250,6 +250,18 @@ class AdaptiveFamily(SolverFamily):
 
     adaptive = True  # a class attribute, not a field: SolverFamily has none
 
+    @classmethod
+    def constant(cls, name: str, A, b, c, b_embedded, order: int, embedded_order: int, b_mid=None, *,
+                 description: str = "", reference: str = "") -> "AdaptiveFamily":
+        """A pair without parameters from its coefficients (what tsit5, dop853 and the example
+        ``bs32`` plugin are): ``A`` square nested numbers, ``b``, ``c``, ``b_embedded`` and the
+        optional dense-output weights ``b_mid`` sequences.  ``TypeError``/``ValueError`` for
+        rows that are not numbers; the orders are checked when the family registers."""
+        rows = (_constant(A), _constant(b), _constant(c), _constant(b_embedded)) + (
+            () if b_mid is None else (_constant(b_mid),))
+        return cls(name=name, params=(), defaults={}, order=int(order), embedded_order=int(embedded_order),
+                   stages=len(rows[0]), formula=lambda: rows, description=description, reference=reference)
+
     def __post_init__(self):
         super().__post_init__()
         if not isinstance(self.embedded_order, int) or not 1 <= self.embedded_order < self.order:
@@ -469,20 +481,21 @@ def register_tableau(name: str, A, b, c, order: int, b_embedded=None, embedded_o
     if existing is not None:
         raise ValueError(f"register_tableau({name!r}): the name is already registered by {existing.provider!r}; "
                          f"choose another name or unregister that one first")
+    description = description or ("embedded pair" if b_embedded is not None else "Runge–Kutta method") \
+        + " from odezoo.register_tableau"
     try:
-        A, b, c = _constant(A), _constant(b), _constant(c)
-        rows = (A, b, c) if b_embedded is None else (A, b, c, _constant(b_embedded)) + (
-            () if b_mid is None else (_constant(b_mid),))
-    except (TypeError, ValueError, IndexError):
+        if b_embedded is None:
+            rows = (_constant(A), _constant(b), _constant(c))
+            family = SolverFamily(name=name, params=(), defaults={}, order=int(order), stages=len(rows[0]),
+                                  formula=lambda: rows, description=description, reference=reference)
+        else:
+            family = AdaptiveFamily.constant(name, A, b, c, b_embedded, order, embedded_order, b_mid,
+                                             description=description, reference=reference)
+    except (TypeError, ValueError, IndexError) as error:
+        if "family" in str(error):  # the family's own checks (name, orders): already clear
+            raise ValueError(f"register_tableau({name!r}): {error}") from None
         raise ValueError(f"register_tableau({name!r}): A, b, c, b_embedded and b_mid must be numbers "
                          f"(A a square nested sequence)") from None
-    common = dict(name=name, params=(), defaults={}, order=int(order), stages=len(A), formula=lambda: rows,
-                  description=description or ("embedded pair" if b_embedded is not None else "Runge–Kutta method")
-                  + " from odezoo.register_tableau", reference=reference)
-    if b_embedded is None:
-        family = SolverFamily(**common)
-    else:
-        family = AdaptiveFamily(**common, embedded_order=int(embedded_order))
     family.tableau()  # invalid coefficients -> ValueError now, with the tableau's own message
 
     plugin_name = TABLEAU_PLUGIN_PREFIX + name

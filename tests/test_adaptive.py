@@ -71,7 +71,7 @@ def test_rooted_tree_counts_and_speed_up_to_order_nine():
                                 elementary_weight(tree, np.array(DP_A), np.array(DP_B)), rel_tol=1e-13, abs_tol=1e-15)
     from odezoo_families import dop853
     start = time.perf_counter()
-    tab = EmbeddedTableau(*dop853.formula())  # fresh: nothing cached
+    tab = EmbeddedTableau(*dop853.FAMILY.formula())  # fresh: nothing cached
     orders = (tab.order(), tab.embedded_order(), tab.error_order())
     assert time.perf_counter() - start < 1.0
     assert orders == (8, 5, 5)
@@ -136,7 +136,7 @@ def test_dopri5_typed_has_orders_five_four_and_order_four_dense_output():
 def test_relative_tolerance_accepts_round_off_and_refuses_real_errors():
     from odezoo_families import dop853
 
-    A, b, c, bh, mid = dop853.formula()
+    A, b, c, bh, mid = dop853.FAMILY.formula()
     shaken = [x * (1 + 3e-16) for x in b]  # round-off-size changes keep the orders
     shaken[0] += 1 - math.fsum(shaken)
     assert EmbeddedTableau(A, shaken, c, bh).order() == 8

@@ -69,18 +69,8 @@ B_EMBEDDED = [b - e for b, e in zip(B, E5)]
 B_MID = mid_weights(A, order=4, theta=0.5)
 
 
-def formula():
-    return A, B, C, B_EMBEDDED, B_MID
-
-
-FAMILY = AdaptiveFamily(
-    name="dop853",
-    params=(),
-    defaults={},
-    order=8,
-    embedded_order=5,
-    stages=12,
-    formula=formula,
+FAMILY = AdaptiveFamily.constant(
+    "dop853", A, B, C, B_EMBEDDED, order=8, embedded_order=5, b_mid=B_MID,
     description="DOP853 (Dormand-Prince 8th order) with its order-5 error estimator",
     reference="Hairer, Norsett & Wanner, Solving ODEs I, II.10 (dop853.f)",
 )

@@ -44,18 +44,8 @@ B_EMBEDDED = [b - e for b, e in zip(B, E)]
 B_MID = mid_weights(A, order=4, theta=0.5)
 
 
-def formula():
-    return A, B, C, B_EMBEDDED, B_MID
-
-
-FAMILY = AdaptiveFamily(
-    name="tsit5",
-    params=(),
-    defaults={},
-    order=5,
-    embedded_order=4,
-    stages=7,
-    formula=formula,
+FAMILY = AdaptiveFamily.constant(
+    "tsit5", A, B, C, B_EMBEDDED, order=5, embedded_order=4, b_mid=B_MID,
     description="Tsitouras 5(4) pair, FSAL",
     reference="Tsitouras, Comput. Math. Appl. 62 (2011) 770-775",
 )

@@ -18,25 +18,18 @@ second-order midpoint for its quartic interpolant.)
 import odezoo
 
 
-def formula():
-    A = [[0.0, 0.0, 0.0, 0.0],
-         [1 / 2, 0.0, 0.0, 0.0],
-         [0.0, 3 / 4, 0.0, 0.0],
-         [2 / 9, 1 / 3, 4 / 9, 0.0]]
-    b = [2 / 9, 1 / 3, 4 / 9, 0.0]
-    c = [0.0, 1 / 2, 3 / 4, 1.0]
-    b_embedded = [7 / 24, 1 / 4, 1 / 3, 1 / 8]
-    return A, b, c, b_embedded
+A = [[0.0, 0.0, 0.0, 0.0],
+     [1 / 2, 0.0, 0.0, 0.0],
+     [0.0, 3 / 4, 0.0, 0.0],
+     [2 / 9, 1 / 3, 4 / 9, 0.0]]
+B = [2 / 9, 1 / 3, 4 / 9, 0.0]
+C = [0.0, 1 / 2, 3 / 4, 1.0]
+B_EMBEDDED = [7 / 24, 1 / 4, 1 / 3, 1 / 8]
 
-
-FAMILY = odezoo.AdaptiveFamily(
-    name="bs32",
-    params=(),
-    defaults={},
-    order=3,
-    embedded_order=2,
-    stages=4,
-    formula=formula,
+# A pair without parameters; a parameterized one builds odezoo.AdaptiveFamily(...) with a
+# formula(**params) returning (A, b, c, b_embedded[, b_mid]) (docs/adaptive.md).
+FAMILY = odezoo.AdaptiveFamily.constant(
+    "bs32", A, B, C, B_EMBEDDED, order=3, embedded_order=2,
     description="Bogacki-Shampine 3(2) pair, FSAL",
     reference="Bogacki & Shampine, Appl. Math. Lett. 2 (1989) 321-325",
 )
