@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import importlib.util
 import json
 import math
@@ -187,7 +188,9 @@ SMALL_SEEDS = {"table1": 8, "table2": 8}
 
 # --------------------------------------------------------------------------- settings
 class Context:
-    def __init__(self, args):
+    def __init__(self, args, launcher=None):
+        from odezoo.experiments.sweep import Launcher
+
         from odezoo.experiments.training import resolve_device
 
         self.scale = args.scale
@@ -202,6 +205,9 @@ class Context:
         self.checks = not args.no_checks
         self.protocol_name = args.protocol
         self.smoothing_resample = args.smoothing_resample
+        self.collect = args.collect
+        self.launcher = launcher or Launcher()
+
 
     def seeds_for(self, name: str) -> list[int]:
         if self.seeds_flag:
@@ -278,8 +284,8 @@ def data_label(dataset: str, subset) -> str:
             "cifar10": "CIFAR-10" + (f" ({subset:,} images per split)" if subset else "")}[dataset]
 
 
-# --------------------------------------------------------------------------- training and evaluation
-def trained_model(ctx: Context, folder: Path, name: str, cfg: dict):
+# --------------------------------------------------------------------------- one model: a job
+def trained_model(folder: Path, name: str, cfg: dict, device: torch.device, quiet: bool = True):
     """Train (or reuse / resume) one run; return the best model, its MetaSolver, test loader, run dir."""
     import train
     from odezoo.experiments.config import DEFAULTS, meta_solver_from_config
@@ -295,26 +301,17 @@ def trained_model(ctx: Context, folder: Path, name: str, cfg: dict):
         config_path = run_dir.parent / f"{name}.yaml"
         config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         flags = ["--config", str(config_path), "--out", str(run_dir), "--no-eval"]
-        flags += ["--quiet"] if ctx.quiet else []
+        flags += ["--quiet"] if quiet else []
         flags += ["--resume"] if (run_dir / "checkpoint.pt").exists() else []
         train.main(flags)
-    state = load_checkpoint(run_dir / "best.pt", map_location=ctx.device)
+    state = load_checkpoint(run_dir / "best.pt", map_location=device)
     meta = meta_solver_from_config(cfg["solver"], seed=cfg["seed"])
-    model = build_model(cfg["model"], meta, **cfg.get("model_kwargs", {})).to(ctx.device)
+    model = build_model(cfg["model"], meta, **cfg.get("model_kwargs", {})).to(device)
     model.load_state_dict(state["model"])
     model.eval()
     splits = get_datasets(cfg["dataset"], data_dir=cfg.get("data_dir"), seed=cfg["seed"])
     loaders = make_loaders(splits, batch_size=cfg["batch_size"], seed=cfg["seed"], subset=cfg.get("subset"))
     return model, meta, loaders.test, run_dir
-
-
-def eta(started: float, done: int, total: int) -> str:
-    """'; 12 min so far, about 30 min left' from the runs finished so far (nothing before the first)."""
-    if done == 0:
-        return ""
-    spent = time.time() - started
-    left = spent / done * (total - done)
-    return f"; {spent / 60:.1f} min so far, about {left / 60:.1f} min left"
 
 
 def train_seconds(run_dir: Path) -> float:
@@ -324,20 +321,20 @@ def train_seconds(run_dir: Path) -> float:
     return sum(json.loads(line)["seconds"] for line in lines if line.strip())
 
 
-def masking_rows(ctx, protocol, model, meta, loader, name, arm, seed) -> list[dict]:
+def masking_rows(protocol, model, meta, loader, name, arm, seed, device, dry_run=False) -> list[dict]:
     """Gradient-masking checks on the model as evaluated (the deterministic evaluation solver),
     plus, for a randomized solver, the determinism check on the solver as deployed."""
     from odezoo.experiments.masking import gradient_masking_checks
     from odezoo.experiments.protocol import take_examples
 
-    batches = take_examples(loader, protocol.n_checks, ctx.device)
-    budget = dict(pgd_steps=2, restarts=1, noise_samples=2) if ctx.dry_run else {}
+    batches = take_examples(loader, protocol.n_checks, device)
+    budget = dict(pgd_steps=2, restarts=1, noise_samples=2) if dry_run else {}
     with meta.evaluating():
-        checks = gradient_masking_checks(model, batches, protocol.eps, device=ctx.device, seed=protocol.seed, **budget)
+        checks = gradient_masking_checks(model, batches, protocol.eps, device=device, seed=protocol.seed, **budget)
     rows = [{"experiment": name, "arm": arm.label, "seed": seed, "check": c.name, "status": c.status,
              "detail": c.detail, "n_examples": sum(len(y) for _, y in batches)} for c in checks]
     if meta.randomized:
-        (deployed,) = gradient_masking_checks(model, batches, protocol.eps, device=ctx.device,
+        (deployed,) = gradient_masking_checks(model, batches, protocol.eps, device=device,
                                               before_forward=meta.resample, only=("deterministic-forward",))
         rows.append({"experiment": name, "arm": arm.label, "seed": seed, "check": "deployed-solver-randomized",
                      "status": "info", "detail": deployed.detail + " — the protocol evaluates the deterministic "
@@ -346,57 +343,143 @@ def masking_rows(ctx, protocol, model, meta, loader, name, arm, seed) -> list[di
     return rows
 
 
-def run_experiment(ctx: Context, name: str) -> Path:
+RESULT_FILE = "protocol_result.json"
+
+
+def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, protocol: dict, checks: bool = True,
+              quiet: bool = True, dry_run: bool = False, device: str = "cpu") -> dict:
+    """One job: train (or reuse, or resume) one seed of one arm, evaluate it with the protocol
+    and the masking checks, and keep the outcome in ``<run>/protocol_result.json``.  Idempotent:
+    a run whose result file holds the same protocol (and checks) returns it without touching
+    the model, so a rerun of an experiment does only what is missing."""
+    from odezoo.experiments.io import save_json
+    from odezoo.experiments.protocol import Protocol, evaluate_protocol
+
+    arm = Arm(**arm)
+    protocol_obj = Protocol.from_dict(protocol)
+    run = f"{arm.run_name}_seed{seed}"
+    result_path = Path(folder) / "runs" / run / RESULT_FILE
+    if result_path.exists():
+        saved = json.loads(result_path.read_text())
+        if saved.get("protocol") == protocol_obj.to_dict() and saved.get("checks_run") == checks:
+            return saved
+    print(f"--- {experiment}: {arm.label}, seed {seed}", flush=True)
+    device = torch.device(device)
+    model, meta, loader, run_dir = trained_model(Path(folder), run, cfg, device, quiet)
+    seconds = train_seconds(run_dir)
+    started = time.time()
+    with meta.evaluating():
+        result = evaluate_protocol(model, loader, protocol_obj, device=device, progress=None if quiet else print)
+    rows = result.rows(experiment=experiment, arm=arm.label, seed=seed, train_seconds=round(seconds, 3),
+                       epochs=cfg["epochs"], test_images=result.fingerprint)
+    check_rows = masking_rows(protocol_obj, model, meta, loader, experiment, arm, seed, device, dry_run) \
+        if checks else []
+    epoch_rows = []
+    if arm.track:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            epoch_rows.append({"experiment": experiment, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
+                               "split": "validation", "attack": "pgd-7x2/255", "eps": arm.track["eps"],
+                               "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
+    print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f}, worst "
+          + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g}" for e in protocol_obj.eps)
+          + f" (trained {seconds:.0f}s)", flush=True)
+    out = {"protocol": protocol_obj.to_dict(), "checks_run": checks, "rows": rows, "checks": check_rows,
+           "epochs": epoch_rows, "train_seconds": seconds, "eval_seconds": time.time() - started,
+           "dataset": cfg["dataset"], "subset": cfg.get("subset")}
+    save_json(result_path, out)
+    return out
+
+
+# --------------------------------------------------------------------------- an experiment: jobs, then files
+def experiment_jobs(ctx: "Context", name: str, protocol) -> list:
+    from odezoo.experiments.sweep import Job
+
+    spec, jobs = SPECS[name], []
+    for arm in arms_of(name, ctx):
+        for seed in ctx.seeds_for(name):
+            kwargs = {"experiment": name, "arm": dataclasses.asdict(arm), "seed": seed,
+                      "cfg": ctx.config(spec.data, arm, seed), "folder": str(ctx.out / name),
+                      "protocol": protocol.to_dict(), "checks": ctx.checks, "quiet": ctx.quiet,
+                      "dry_run": ctx.dry_run, "device": str(ctx.device)}
+            jobs.append(Job(f"{name}/{arm.run_name}_seed{seed}", __file__, "run_model", kwargs))
+    return jobs
+
+
+def finished_results(jobs) -> tuple[list[dict], list[str]]:
+    """The results of the jobs whose result file holds the job's protocol, and the names of the others."""
+    found, missing = [], []
+    for job in jobs:
+        k = job.kwargs
+        path = Path(k["folder"]) / "runs" / f"{Arm(**k['arm']).run_name}_seed{k['seed']}" / RESULT_FILE
+        saved = json.loads(path.read_text()) if path.exists() else None
+        if saved and saved.get("protocol") == k["protocol"] and saved.get("checks_run") == k["checks"]:
+            found.append(saved)
+        else:
+            missing.append(job.name)
+    return found, missing
+
+
+def run_experiment(ctx: "Context", name: str) -> Path | None:
+    """Run (or, with ``--collect``, only gather) every model of one experiment, then write the
+    shipped files and the report from the models that have finished.  Returns the results
+    folder, or None when some job failed (nothing shipped: rerun to finish what is missing)."""
     from odezoo.experiments.io import save_csv, save_json
-    from odezoo.experiments.protocol import evaluate_protocol
+    from odezoo.experiments.sweep import run_jobs
 
     spec, arms, seeds = SPECS[name], arms_of(name, ctx), ctx.seeds_for(name)
     protocol = ctx.protocol(name)
-    check_dependencies(any(a.kind == "autoattack" for a in protocol.attacks))
     folder, results = ctx.out / name, ctx.results / name
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"=== {name} ({ctx.scale}{', dry run' if ctx.dry_run else ''}) -> {folder}; data -> {results}", flush=True)
-    print(f"{len(arms)} arm(s) × seeds {seeds}; every model is evaluated with:\n" + protocol.describe(), flush=True)
+    jobs = experiment_jobs(ctx, name, protocol)
     started = time.time()
-    rows, checks, epochs_rows, cfg = [], [], [], None
-    runs = [(arm, seed) for arm in arms for seed in seeds]
-    for k, (arm, seed) in enumerate(runs, start=1):
-        print(f"--- {name}: run {k} of {len(runs)}: {arm.label}, seed {seed}{eta(started, k - 1, len(runs))}",
+    if not ctx.collect:
+        check_dependencies(any(a.kind == "autoattack" for a in protocol.attacks))
+        folder.mkdir(parents=True, exist_ok=True)
+        print(f"=== {name} ({ctx.scale}{', dry run' if ctx.dry_run else ''}) -> {folder}; data -> {results}",
               flush=True)
-        cfg = ctx.config(spec.data, arm, seed)
-        model, meta, loader, run_dir = trained_model(ctx, folder, f"{arm.run_name}_seed{seed}", cfg)
-        seconds = train_seconds(run_dir)
-        with meta.evaluating():
-            result = evaluate_protocol(model, loader, protocol, device=ctx.device,
-                                       progress=None if ctx.quiet else print)
-        rows += result.rows(experiment=name, arm=arm.label, seed=seed, train_seconds=round(seconds, 3),
-                            epochs=cfg["epochs"], test_images=result.fingerprint)
-        if ctx.checks:
-            checks += masking_rows(ctx, protocol, model, meta, loader, name, arm, seed)
-        if arm.track:
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-                record = json.loads(line)
-                epochs_rows.append({"experiment": name, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
-                                    "split": "validation", "attack": "pgd-7x2/255", "eps": arm.track["eps"],
-                                    "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
-        print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f}, worst "
-              + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g}" for e in protocol.eps)
-              + f" (trained {seconds:.0f}s)", flush=True)
+        print(f"{len(arms)} arm(s) × seeds {seeds} = {len(jobs)} models ({ctx.launcher.describe()}); every model is "
+              "evaluated with:\n" + protocol.describe(), flush=True)
+        outcomes = run_jobs(jobs, ctx.launcher, progress=lambda line: print(line, flush=True))
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            print(f"{name}: {len(failed)} of {len(jobs)} models failed; nothing shipped. Rerun the same command to "
+                  "finish only what is missing (finished models are reused), or add --collect to ship what has "
+                  "finished:", flush=True)
+            for o in failed:
+                print(f"  {o.name}: {o.error}" + (f" (log: {o.log})" if o.log else ""), flush=True)
+            return None
+    found, missing = finished_results(jobs)
+    if not found:
+        print(f"{name}: no finished models under {folder} for protocol {protocol.full_name}; nothing shipped",
+              flush=True)
+        return None
+    if missing:
+        print(f"{name}: collecting {len(found)} of {len(jobs)} models; missing: {', '.join(missing)}", flush=True)
+    rows = [r for f in found for r in f["rows"]]
+    checks = [r for f in found for r in f["checks"]]
+    epochs_rows = [r for f in found for r in f["epochs"]]
     results.mkdir(parents=True, exist_ok=True)
     save_csv(results / "per_seed.csv", rows)
     protocol.save(results / "protocol.json")
-    if checks:
-        save_csv(results / "checks.csv", checks)
-    if epochs_rows:
-        save_csv(results / "per_epoch.csv", epochs_rows)
+    for file, data in (("checks.csv", checks), ("per_epoch.csv", epochs_rows)):
+        if data:
+            save_csv(results / file, data)
+        else:
+            (results / file).unlink(missing_ok=True)
+    first = found[0]
     setup = {"experiment": name, "title": spec.title, "scale": ctx.scale, "dry_run": ctx.dry_run,
-             "data": data_label(cfg["dataset"], cfg.get("subset")), "stand_in": cfg["dataset"] == "mnist-embedded-rgb32",
-             "model": f"{cfg['model']} {cfg.get('model_kwargs') or ''}".strip(), "epochs": cfg["epochs"],
-             "batch_size": cfg["batch_size"], "seeds": seeds,
+             "data": data_label(first["dataset"], first.get("subset")),
+             "stand_in": first["dataset"] == "mnist-embedded-rgb32",
+             "model": f"{ctx.base_config(spec.data)['model']} {ctx.base_config(spec.data).get('model_kwargs') or ''}"
+                      .strip(),
+             "epochs": rows[0]["epochs"], "batch_size": ctx.config(spec.data, arms[0], seeds[0])["batch_size"],
+             "seeds": sorted({r["seed"] for r in rows}), "missing": missing,
              "arms": [{"label": a.label, "solver": a.solver_text(), "adversarial": a.adversarial.get("kind", "none")}
                       for a in arms],
              "reference": spec.reference, "x_axis": spec.x_axis,
-             "wall_minutes": round((time.time() - started) / 60, 1), "threads": torch.get_num_threads(),
+             "wall_minutes": round((time.time() - started) / 60, 1),
+             "compute_minutes": round(sum(f["train_seconds"] + f.get("eval_seconds", 0.0) for f in found) / 60, 1),
+             "launcher": ctx.launcher.describe(), "threads": ctx.launcher.job_threads or torch.get_num_threads(),
              "device": str(ctx.device),
              "command": f"python recipes/reproduce.py {name} --scale {ctx.scale}"
                         + (f" --data-dir {ctx.data_dir}" if ctx.data_dir else "")
@@ -502,6 +585,9 @@ def build_report(results: Path) -> str:
     n_test = max(r["n_examples"] for r in rows if r["attack"] == "clean")
     lines = [f"### {name} — {setup['scale']} scale{' (dry run: not a result)' if setup['dry_run'] else ''}", "",
              setup["title"] + ".", ""]
+    if setup.get("missing"):
+        lines += [f"> **Incomplete.** {len(setup['missing'])} model(s) had not finished when this was collected and "
+                  f"are not in the tables: {', '.join(setup['missing'])}.", ""]
     if setup["stand_in"]:
         lines += ["> **Stand-in data.** These models never saw CIFAR-10: they were trained and attacked on MNIST "
                   "digits padded to 32×32×3. The numbers test the pipeline and the direction of an effect, not "
@@ -512,7 +598,7 @@ def build_report(results: Path) -> str:
                                      + (f", {a['adversarial']} adversarial training" if a["adversarial"] != "none"
                                         else "") for a in setup["arms"]),
               f"* seeds: {seeds} — mean ± standard error over seeds, in %",
-              f"* wall time: {setup['wall_minutes']} min on {setup['threads']} CPU thread(s) ({setup['device']})", "",
+              _time_line(setup), "",
               protocol.describe(n_test), ""]
     # accuracy tables, one per eps
     attacks = ["clean"] + list(protocol.attack_names) + ["worst"]
@@ -548,6 +634,15 @@ def build_report(results: Path) -> str:
     text = "\n".join(lines)
     atomic_write(results / "summary.md", text)
     _figure(name, setup, protocol, summary, epochs, results / f"{name}.png")
+    return text
+
+
+def _time_line(setup) -> str:
+    launcher = setup.get("launcher", "in-process: one job at a time")
+    threads = "" if "thread" in launcher else f"; {setup['threads']} CPU thread(s)"
+    text = f"* wall time: {setup['wall_minutes']} min ({launcher}{threads}; {setup['device']})"
+    if setup.get("compute_minutes") is not None:
+        text += f"; training and evaluation summed over the models: {setup['compute_minutes']} min"
     return text
 
 
@@ -630,7 +725,8 @@ def _cost_section(setup, rows) -> list[str]:
             ratio = (f"{rm:.3f}" + (f" ± {rs:.3f}" if not math.isnan(rs) else "")
                      + f" ({min(ratios):.3f}–{max(ratios):.3f})")
         lines.append(f"| {arm} | {mean:.1f}" + (f" ± {se:.1f}" if not math.isnan(se) else "") + f" | {ratio} |")
-    return lines + ["", "Same seeds, same machine, one run at a time; the ratio is the measured cost of the arm "
+    launcher = setup.get("launcher", "in-process: one job at a time")
+    return lines + ["", f"Same seeds, same machine ({launcher}); the ratio is the measured cost of the arm "
                         "relative to the reference (1.000 = no extra cost).", ""]
 
 
@@ -758,6 +854,7 @@ def write_report(results_root: Path, page: Path) -> Path:
 
 def main(argv=None):
     from odezoo.experiments.protocol import PROTOCOLS
+    from odezoo.experiments.sweep import add_launcher_flags, launcher_from_args
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", choices=EXPERIMENTS + ("all", "report"),
@@ -780,22 +877,30 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--verbose", action="store_true", help="progress of every training run and attack")
     p.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
+    p.add_argument("--collect", action="store_true",
+                   help="train and evaluate nothing: ship the models of the experiment that have finished (under "
+                        "--out, from any launcher) and rebuild its report, listing the missing ones")
+    add_launcher_flags(p)
     args = p.parse_args(argv)
     if args.experiment == "report":
         results = Path(args.results) if args.results else ROOT / "docs" / "results"
         page = Path(args.page) if args.page else (results / "results.md" if args.results else ROOT / "docs" / "results.md")
         print(f"wrote {write_report(results, page)}")
         return 0
-    ctx = Context(args)
+    out = Path(args.out or ROOT / "runs" / "reproduce" / args.scale)
+    try:
+        launcher = launcher_from_args(args, folder=out / "jobs")
+    except ValueError as error:
+        p.error(str(error))
+    ctx = Context(args, launcher)
     if ctx.scale == "paper" and not args.data_dir:
         p.error("--scale paper needs --data-dir (full MNIST / CIFAR-10; add nothing else: run "
                 "`python recipes/train.py --config recipes/configs/mnist_paper.yaml --data-dir DIR --download` "
                 "once on a machine with internet to fetch the data)")
     if args.seeds and len(args.seeds.split(",")) < 2 and not args.dry_run:
         p.error("give at least 2 seeds (3 or more recommended): results are mean ± standard error")
-    for name in (EXPERIMENTS if args.experiment == "all" else (args.experiment,)):
-        run_experiment(ctx, name)
-    return 0
+    shipped = [run_experiment(ctx, name) for name in (EXPERIMENTS if args.experiment == "all" else (args.experiment,))]
+    return 0 if all(shipped) else 1
 
 
 if __name__ == "__main__":

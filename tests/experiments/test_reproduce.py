@@ -61,9 +61,11 @@ def test_protocol_printed_before_training(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.index("Protocol `strong-v1`") < out.index("epoch 1/1")
     assert "autoattack-standard-3it-10q" in out
-    runs = [line for line in out.splitlines() if line.startswith("--- fig5: run ")]
-    assert runs[0].startswith("--- fig5: run 1 of ") and "left" not in runs[0]
-    assert len(runs) > 1 and all("min so far, about" in line and "min left" in line for line in runs[1:])
+    assert "= 4 models (in-process: one job at a time)" in out
+    done = [line for line in out.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in done] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert all("min so far, about" in line and "min left" in line for line in done[:-1])
+    assert "left" not in done[-1]
 
 
 def test_report_from_the_shipped_files_alone(dry_run_all, tmp_path):

@@ -1,0 +1,379 @@
+"""Fan independent runs out as jobs: one after another in this process, as parallel local
+processes, or on a Slurm cluster — the last two through `submitit <https://github.com/facebookincubator/submitit>`_.
+
+A job is a plain, picklable :class:`Job`: *call function F of the Python file S with these
+keyword arguments*.  The recipes are files, not modules, so a job names its script by path and
+the worker process loads it there; the same object runs unchanged under every launcher.  Jobs
+must be idempotent (the recipes make them so: a finished run is reused, a half-finished one
+resumes from its checkpoint), because a rerun of a sweep simply submits every job again.
+
+    >>> launcher = Launcher("local", jobs=2, folder="runs/sweep/logs")
+    >>> outcomes = run_jobs([Job("u=0.5", "recipes/train.py", "run_config", {...}), ...], launcher)
+    >>> [o.name for o in outcomes if o.status == "failed"]
+
+A failed job never stops the others: its :class:`Outcome` carries the error and the path of its
+log, and :func:`run_jobs` returns once every job has finished or failed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+__all__ = ["LAUNCHERS", "Launcher", "Job", "Outcome", "run_jobs", "submit_jobs", "wait_jobs", "launcher_from_options",
+           "add_launcher_flags", "launcher_from_args", "JobFailed"]
+
+#: ``inprocess``: one job after another in this process (the default, no submitit needed);
+#: ``local``: up to ``jobs`` processes on this machine; ``slurm``: one Slurm job array, at most
+#: ``jobs`` tasks running at once.
+LAUNCHERS = ("inprocess", "local", "slurm")
+
+
+class JobFailed(RuntimeError):
+    """A job's function exited with a non-zero ``SystemExit`` (a recipe's ``error: ...`` line)."""
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """Where and how jobs run.
+
+    Args:
+        kind: one of :data:`LAUNCHERS`.
+        jobs: at most this many jobs at once (local: processes; slurm: array parallelism).
+        folder: submitit's folder (pickled jobs, one ``<job id>_log.out/.err`` pair per job);
+            required for ``local`` and ``slurm``.
+        threads: torch threads per job (default: this machine's cores divided by ``jobs``
+            for ``local``; for ``slurm``, ``cpus_per_job``).
+        partition: Slurm partition (default: the cluster's default).
+        gpus_per_job: GPUs per Slurm job (``--gpus-per-node``).
+        cpus_per_job: CPUs per Slurm task (``--cpus-per-task``).
+        time_limit_min: wall-clock limit per job in minutes (Slurm ``--time``; local jobs are
+            stopped after it too).
+        mem_gb: memory per Slurm job.
+        poll_seconds: how often to look at running jobs.
+    """
+    kind: str = "inprocess"
+    jobs: int = 1
+    folder: str | os.PathLike | None = None
+    threads: int | None = None
+    partition: str | None = None
+    gpus_per_job: int = 0
+    cpus_per_job: int | None = None
+    time_limit_min: int = 240
+    mem_gb: float | None = None
+    poll_seconds: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {self.kind!r}; choose one of {', '.join(LAUNCHERS)}")
+        for key in ("jobs", "time_limit_min"):
+            _positive_int(getattr(self, key), key)
+        for key in ("threads", "cpus_per_job"):
+            if getattr(self, key) is not None:
+                _positive_int(getattr(self, key), key)
+        if isinstance(self.gpus_per_job, bool) or not isinstance(self.gpus_per_job, int) or self.gpus_per_job < 0:
+            raise ValueError(f"gpus_per_job must be a whole number >= 0, got {self.gpus_per_job!r}")
+        if self.mem_gb is not None and not (isinstance(self.mem_gb, (int, float)) and self.mem_gb > 0):
+            raise ValueError(f"mem_gb must be a positive number, got {self.mem_gb!r}")
+        if self.kind != "inprocess" and self.folder is None:
+            raise ValueError(f"the {self.kind} launcher needs a folder for submitit's logs")
+        if self.kind == "inprocess" and self.jobs != 1:
+            raise ValueError("the inprocess launcher runs one job at a time; use --launcher local for --jobs "
+                             f"{self.jobs}")
+
+    @property
+    def job_threads(self) -> int | None:
+        if self.threads is not None:
+            return self.threads
+        if self.kind == "local":
+            return max(1, (os.cpu_count() or 1) // self.jobs)
+        if self.kind == "slurm":
+            return self.cpus_per_job
+        return None
+
+    def describe(self) -> str:
+        """'local: 2 jobs at once, 1 torch thread each' — what the results' setup records."""
+        if self.kind == "inprocess":
+            return "in-process: one job at a time"
+        threads = self.job_threads
+        text = f"{self.kind}: {self.jobs} job{'s' if self.jobs > 1 else ''} at once"
+        text += f", {threads} torch thread{'s' if threads != 1 else ''} each" if threads else ""
+        if self.kind == "slurm":
+            text += (f", partition {self.partition or '(default)'}, {self.gpus_per_job} GPU(s) per job, "
+                     f"{self.time_limit_min} min limit")
+        return text
+
+
+def _positive_int(value, key):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Job:
+    """Call ``function`` of the Python file ``script`` with ``kwargs`` (picklable plain data).
+
+    In the worker the script is loaded as a module (its folder goes on ``sys.path``, so the
+    recipes can import each other) and, when ``threads`` is set, torch uses that many threads.
+    A ``SystemExit`` with a non-zero code (a recipe's ``error:`` line) becomes :class:`JobFailed`."""
+    name: str
+    script: str
+    function: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "script", str(Path(self.script).resolve()))  # workers may start elsewhere
+
+    def __call__(self) -> Any:
+        if self.threads:
+            import torch
+            torch.set_num_threads(self.threads)
+        function = getattr(_load_script(self.script), self.function)
+        try:
+            return function(**self.kwargs)
+        except SystemExit as stop:
+            if stop.code in (None, 0):
+                return None
+            raise JobFailed(f"job {self.name}: {stop.code}") from None
+
+
+def _load_script(script: str):
+    path = Path(script).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"job script {path} does not exist")
+    name = "_odezoo_job_" + "".join(c if c.isalnum() else "_" for c in path.stem)
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__file__", None) == str(path):
+        return module
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+@dataclass
+class Outcome:
+    """How one job ended: ``status`` is ``done`` (``result`` holds what the function returned)
+    or ``failed`` (``error`` says why, ``log`` is the file holding its output, when there is one)."""
+    name: str
+    status: str
+    result: Any = None
+    error: str | None = None
+    log: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+
+def _executor(launcher: Launcher):
+    try:
+        import submitit
+    except ImportError:
+        raise ImportError(f"--launcher {launcher.kind} needs submitit. Install it with: "
+                          "pip install 'odezoo[recipes]'") from None
+    folder = Path(launcher.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if launcher.kind == "local":
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=launcher.time_limit_min)
+        return executor
+    executor = submitit.SlurmExecutor(folder=folder)
+    options: dict[str, Any] = {"time": launcher.time_limit_min, "array_parallelism": launcher.jobs,
+                               "ntasks_per_node": 1, "nodes": 1}
+    if launcher.partition:
+        options["partition"] = launcher.partition
+    if launcher.gpus_per_job:
+        options["gpus_per_node"] = launcher.gpus_per_job
+    if launcher.cpus_per_job:
+        options["cpus_per_task"] = launcher.cpus_per_job
+    if launcher.mem_gb:
+        options["mem"] = f"{int(launcher.mem_gb * 1024)}MB"
+    executor.update_parameters(**options)
+    return executor
+
+
+def _log_of(handle) -> str | None:
+    try:
+        return str(handle.paths.stderr)
+    except Exception:  # noqa: BLE001 — a log path is a courtesy, never a reason to fail
+        return None
+
+
+def _error_text(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def submit_jobs(jobs: Sequence[Job], launcher: Launcher) -> list:
+    """Submit every job at once (``slurm``: one job array limited to ``launcher.jobs`` running
+    tasks); return submitit's job handles, in order.  ``local`` jobs are windowed by
+    :func:`run_jobs` instead, so use this for ``slurm`` only."""
+    if launcher.kind != "slurm":
+        raise ValueError("submit_jobs is for the slurm launcher; run_jobs handles inprocess and local")
+    executor = _executor(launcher)
+    handles = []
+    with executor.batch():
+        for job in jobs:
+            handles.append(executor.submit(job))
+    return handles
+
+
+def wait_jobs(jobs: Sequence[Job], handles: Sequence, launcher: Launcher,
+              progress: Callable[[str], None] | None = print) -> list[Outcome]:
+    """Wait for submitted jobs; one :class:`Outcome` per job, in order."""
+    since = time.time()
+    started = {job.name: since for job in jobs}
+    outcomes: dict[int, Outcome] = {}
+    while len(outcomes) < len(jobs):
+        for i, (job, handle) in enumerate(zip(jobs, handles)):
+            if i not in outcomes and handle.done():
+                outcomes[i] = _finish(job, handle, started[job.name])
+                _report(outcomes[i], len(outcomes), len(jobs), progress, since)
+        if len(outcomes) < len(jobs):
+            time.sleep(launcher.poll_seconds)
+    return [outcomes[i] for i in range(len(jobs))]
+
+
+def _finish(job: Job, handle, started: float) -> Outcome:
+    seconds = time.time() - started
+    try:
+        result = handle.result()
+    except Exception as error:  # noqa: BLE001 — every failure becomes an Outcome; the others go on
+        return Outcome(job.name, "failed", error=_error_text(error), log=_log_of(handle), seconds=seconds)
+    return Outcome(job.name, "done", result=result, log=_log_of(handle), seconds=seconds)
+
+
+def _report(outcome: Outcome, done: int, total: int, progress, since: float) -> None:
+    if progress is None:
+        return
+    spent = time.time() - since
+    clock = f"; {spent / 60:.1f} min so far" + (f", about {spent / done * (total - done) / 60:.1f} min left"
+                                               if done < total else "")
+    if outcome.ok:
+        progress(f"[{done}/{total}] done: {outcome.name} ({outcome.seconds / 60:.1f} min{clock})")
+    else:
+        progress(f"[{done}/{total}] FAILED: {outcome.name}: {outcome.error}"
+                 + (f" (log: {outcome.log})" if outcome.log else "") + f" ({clock[2:]})")
+
+
+def run_jobs(jobs: Sequence[Job], launcher: Launcher = Launcher(),
+             progress: Callable[[str], None] | None = print) -> list[Outcome]:
+    """Run every job with ``launcher`` and wait for all of them; one :class:`Outcome` per job,
+    in the order given.  A failing job is reported (with its log) and the others go on."""
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"job names must be unique: {sorted(n for n in set(names) if names.count(n) > 1)}")
+    threads = launcher.job_threads
+    jobs = [job if job.threads or not threads else Job(job.name, job.script, job.function, job.kwargs, threads)
+            for job in jobs]
+    if launcher.kind == "inprocess":
+        return _run_inprocess(jobs, progress)
+    if launcher.kind == "slurm":
+        return wait_jobs(jobs, submit_jobs(jobs, launcher), launcher, progress)
+    executor = _executor(launcher)
+    since = time.time()
+    pending = list(enumerate(jobs))
+    running: dict[int, tuple[Any, float]] = {}
+    outcomes: dict[int, Outcome] = {}
+    while pending or running:
+        while pending and len(running) < launcher.jobs:
+            i, job = pending.pop(0)
+            running[i] = (executor.submit(job), time.time())
+            if progress is not None:
+                progress(f"started {job.name} (log: {_log_of(running[i][0])})")
+        for i in [i for i, (handle, _) in running.items() if handle.done()]:
+            handle, started = running.pop(i)
+            outcomes[i] = _finish(jobs[i], handle, started)
+            _report(outcomes[i], len(outcomes), len(jobs), progress, since)
+        if running:
+            time.sleep(launcher.poll_seconds)
+    return [outcomes[i] for i in range(len(jobs))]
+
+
+def _run_inprocess(jobs: Sequence[Job], progress) -> list[Outcome]:
+    since = time.time()
+    outcomes = []
+    for job in jobs:
+        started = time.time()
+        try:
+            outcome = Outcome(job.name, "done", result=job())
+        except Exception as error:  # noqa: BLE001 — reported, and the other jobs go on
+            if progress is not None:
+                progress("".join(traceback.format_exception(error)).rstrip())
+            outcome = Outcome(job.name, "failed", error=_error_text(error))
+        outcome.seconds = time.time() - started
+        outcomes.append(outcome)
+        _report(outcome, len(outcomes), len(jobs), progress, since)
+    return outcomes
+
+
+# ----------------------------------------------------------------------------- command line
+_OPTION_KEYS = {f.name for f in fields(Launcher)} - {"poll_seconds"}
+
+
+def launcher_from_options(options: Mapping[str, Any], folder: str | os.PathLike | None = None) -> Launcher:
+    """A :class:`Launcher` from a mapping (a YAML ``launcher:`` section or flags); unknown keys
+    are refused with the list of known ones."""
+    unknown = sorted(set(options) - _OPTION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown launcher option(s) {', '.join(unknown)}; known: {', '.join(sorted(_OPTION_KEYS))}")
+    values = {k: v for k, v in options.items() if v is not None}
+    values.setdefault("folder", folder)
+    return Launcher(**values)
+
+
+def add_launcher_flags(parser) -> None:
+    """``--launcher``, ``--jobs``, ``--launcher-config`` and the Slurm flags, for a recipe's parser."""
+    group = parser.add_argument_group("launching jobs (submitit)")
+    group.add_argument("--launcher", choices=LAUNCHERS,
+                       help="inprocess: one run after another here (default); local: --jobs processes on this "
+                            "machine; slurm: a Slurm job array")
+    group.add_argument("--jobs", type=int, metavar="N", help="at most N jobs at once (local, slurm)")
+    group.add_argument("--threads", type=int, metavar="T", help="torch threads per job (local default: cores / jobs)")
+    group.add_argument("--partition", help="Slurm partition")
+    group.add_argument("--gpus-per-job", type=int, metavar="G", help="Slurm GPUs per job")
+    group.add_argument("--cpus-per-job", type=int, metavar="C", help="Slurm CPUs per job")
+    group.add_argument("--time-limit", type=int, metavar="MIN", dest="time_limit_min",
+                       help="wall-clock limit per job in minutes (default 240)")
+    group.add_argument("--mem-gb", type=float, help="Slurm memory per job")
+    group.add_argument("--launcher-config", metavar="YAML",
+                       help="a YAML file whose keys (kind, jobs, threads, partition, gpus_per_job, cpus_per_job, "
+                            "time_limit_min, mem_gb) set the launcher; flags override it")
+
+
+def launcher_from_args(args, folder: str | os.PathLike) -> Launcher:
+    """The launcher the flags of :func:`add_launcher_flags` ask for (YAML first, flags over it).
+    Raises ``ValueError`` with the offending option named."""
+    options: dict[str, Any] = {}
+    if getattr(args, "launcher_config", None):
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(Path(args.launcher_config).read_text()) or {}
+        except FileNotFoundError:
+            raise ValueError(f"launcher config not found: {args.launcher_config}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.launcher_config} must hold a mapping (kind: local, jobs: 2, ...)")
+        options.update(loaded.get("launcher", loaded))
+    flags = {"kind": args.launcher, "jobs": args.jobs, "threads": args.threads, "partition": args.partition,
+             "gpus_per_job": args.gpus_per_job, "cpus_per_job": args.cpus_per_job,
+             "time_limit_min": args.time_limit_min, "mem_gb": args.mem_gb}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    return launcher_from_options(options, folder=folder)
