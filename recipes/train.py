@@ -130,6 +130,36 @@ def setup_distributed(device_name):
     return dist.get_rank(), world, device
 
 
+def rng_states(world: int) -> dict:
+    """This process's CPU and CUDA RNG states, plus (under DDP) every rank's, gathered to all:
+    a resumed data-parallel run then continues each rank's random streams exactly (random
+    starts of adversarial training differ per rank)."""
+    own = {"torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    if world > 1:
+        ranks = [None] * world
+        torch.distributed.all_gather_object(ranks, {k: (v.cpu() if torch.is_tensor(v) else
+                                                        [t.cpu() for t in v] if v is not None else None)
+                                                    for k, v in own.items()})
+        own["ranks"] = ranks
+    return own
+
+
+def restore_rng_states(saved: dict, rank: int, world: int) -> None:
+    """Set this rank's RNG states from a checkpoint (its own when the checkpoint holds every
+    rank's for the same world size; otherwise rank 0's, and the run says so)."""
+    ranks = saved.get("ranks")
+    mine = saved
+    if world > 1 and ranks is not None and len(ranks) == world:
+        mine = ranks[rank]
+    elif world > 1 and rank == 0:
+        print(f"note: the checkpoint holds the RNG states of {len(ranks) if ranks else 1} process(es), not "
+              f"{world}; every rank continues from rank 0's, so random draws differ from an uninterrupted run")
+    torch.set_rng_state(mine["torch"])
+    if mine.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(mine["cuda"])
+
+
 def ranks_agree_on_weights(model) -> bool:
     """Gather every rank's flattened weights and compare them exactly."""
     import torch.distributed as dist
@@ -274,9 +304,7 @@ def main(argv=None):
             else:  # the same solver config: an older state without an identity is verified by it
                 saved_meta = state["meta_solver"]
                 meta.load_state_dict(saved_meta, strict="identity" in saved_meta)
-            torch.set_rng_state(state["rng"]["torch"])
-            if state["rng"].get("cuda") is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            restore_rng_states(state["rng"], rank, world)
         except (KeyError, RuntimeError, ValueError) as error:
             fail(f"cannot resume from {checkpoint_path}: {error}. Start a new run with --out NEW_DIR.")
         start_epoch, best_val = state["epoch"] + 1, state["best_val"]
@@ -356,6 +384,7 @@ def main(argv=None):
                   "solver": meta.history[-1]["solvers"]}
         if cfg.get("track_robust") and main_process:
             record["robust_val_acc"] = robust_val_accuracy(model, meta, val_loader, cfg["track_robust"], device)
+        rng = rng_states(world)  # every rank's own streams (a collective: all ranks call it)
         if main_process:
             append_jsonl(out / "metrics.jsonl", record)
             if val_acc > best_val:
@@ -366,8 +395,7 @@ def main(argv=None):
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "meta_solver": meta.state_dict(),
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                "rng": rng,
                 "epoch": epoch, "best_val": best_val, "config": cfg})
             save_json(out / "solver_history.json", meta.history)
             robust = f" robust_val {record['robust_val_acc']:.4f}" if "robust_val_acc" in record else ""

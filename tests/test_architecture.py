@@ -108,12 +108,13 @@ def test_experiments_declares_its_public_names():
 
     for name in ex.__all__:
         assert hasattr(ex, name), name
-    for module in ("attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "protocol", "training"):
+    for module in ("attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "protocol", "sweep",
+                   "training"):
         sub = getattr(ex, module)
         assert sub.__all__ and all(hasattr(sub, n) for n in sub.__all__), module
 
 
-@pytest.mark.parametrize("script", ["evaluate.py", "demo.py", "train.py", "reproduce.py"])
+@pytest.mark.parametrize("script", ["evaluate.py", "demo.py", "train.py", "reproduce.py", "sweep.py"])
 def test_recipes_without_the_extra_stop_with_the_install_line(script):
     code = ("import sys, runpy; sys.modules['mlxtend'] = None; "
             "import importlib.util as u; real = u.find_spec; "

@@ -11,7 +11,8 @@ The solver core (``import odezoo``) never imports this package.  Its modules:
 * :mod:`~odezoo.experiments.protocol` — named attacks and named, versioned evaluation protocols;
 * :mod:`~odezoo.experiments.io` — atomic files: checkpoints, JSON, CSV, JSON-lines logs;
 * :mod:`~odezoo.experiments.plots` — PNG figures (``matplotlib.figure.Figure``, no global backend);
-* :mod:`~odezoo.experiments.config` — recipe configs and solvers from configs.
+* :mod:`~odezoo.experiments.config` — recipe configs and solvers from configs;
+* :mod:`~odezoo.experiments.sweep` — many runs as jobs: in this process, local processes or Slurm (submitit).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ if _absent:
     raise ImportError(f"odezoo.experiments needs the 'recipes' extra (missing: {', '.join(_absent)}). "
                       f"Install it with: pip install 'odezoo[recipes]'")
 
-from . import attacks, config, data, evaluation, io, masking, models, plots, protocol, training  # noqa: E402
+from . import attacks, config, data, evaluation, io, masking, models, plots, protocol, sweep, training  # noqa: E402
 from .attacks import EOTModel, fgsm, pgd, pgd_step_size  # noqa: E402
 from .config import load_config, meta_solver_from_config, parse_solver_grid  # noqa: E402
 from .data import DatasetNotFoundError, get_datasets, make_loaders  # noqa: E402
@@ -45,7 +46,7 @@ from .protocol import PROTOCOLS, Attack, Protocol, ProtocolResult, evaluate_prot
 from .training import TrainingDiverged, adversarial_batch  # noqa: E402
 
 __all__ = [
-    "attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "protocol", "training",
+    "attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "protocol", "sweep", "training",
     "RECIPES_EXTRA",
     "EOTModel", "fgsm", "pgd", "pgd_step_size",
     "load_config", "meta_solver_from_config", "parse_solver_grid",

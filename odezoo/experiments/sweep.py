@@ -216,9 +216,13 @@ def _log_of(handle) -> str | None:
 
 
 def _error_text(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    """One line: the error's last line; for submitit's FailedJobError, the last line of the
+    job's traceback (between its dashed rules), e.g. ``ValueError: ...``."""
+    lines = [line for line in (str(error).strip() or type(error).__name__).splitlines() if line.strip()]
+    rules = [i for i, line in enumerate(lines) if set(line.strip()) == {"-"}]
+    if len(rules) >= 2 and rules[1] > rules[0] + 1:
+        return lines[rules[1] - 1].strip()
+    return lines[-1].strip() if lines else type(error).__name__
 
 
 def submit_jobs(jobs: Sequence[Job], launcher: Launcher) -> list:

@@ -145,3 +145,34 @@ def test_missing_optional_dependency_stops_before_training(monkeypatch, tmp_path
     monkeypatch.setattr(reproduce.importlib.util, "find_spec", lambda m: None if m == "advertorch" else real(m))
     with pytest.raises(SystemExit, match=r"pip install 'odezoo\[recipes\]'"):
         reproduce.main(["table1", "--dry-run", "--protocol", "paper", "--out", str(tmp_path), "--device", "cpu"])
+
+
+def test_a_failed_model_ships_nothing_and_a_rerun_does_only_what_is_missing(tmp_path, capsys):
+    """Every model is an idempotent job: a failure is reported with the others finished, nothing
+    ships; --collect ships what finished and names what is missing; the rerun runs only it."""
+    out = tmp_path / "reproduce"
+    blocked = out / "fig5" / "runs" / "euler_1_step_seed1"  # a file where the run folder must go
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a folder")
+    args = ["fig5", "--dry-run", "--out", str(out), "--device", "cpu", "--no-checks"]
+    assert reproduce.main(args) == 1
+    text = capsys.readouterr().out
+    assert "fig5: 1 of 4 models failed; nothing shipped" in text
+    assert "  fig5/euler_1_step_seed1: " in text
+    shipped = out / "results" / "fig5"
+    assert not (shipped / "per_seed.csv").exists()
+
+    assert reproduce.main(args + ["--collect"]) == 0
+    assert "collecting 3 of 4 models; missing: fig5/euler_1_step_seed1" in capsys.readouterr().out
+    assert "**Incomplete.** 1 model(s)" in (shipped / "summary.md").read_text()
+    assert len({(r["arm"], r["seed"]) for r in read(shipped / "per_seed.csv")}) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "fig5" / "runs").glob("*/protocol_result.json")}
+    assert len(stamps) == 3
+
+    blocked.unlink()
+    assert reproduce.main(args) == 0
+    text = capsys.readouterr().out
+    assert [line for line in text.splitlines() if line.startswith("--- fig5:")] == ["--- fig5: euler 1 step, seed 1"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert len({(r["arm"], r["seed"]) for r in read(shipped / "per_seed.csv")}) == 4
+    assert "Incomplete" not in (shipped / "summary.md").read_text()

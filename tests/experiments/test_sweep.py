@@ -1,0 +1,214 @@
+"""odezoo.experiments.sweep: jobs in this process, as local processes (submitit's LocalExecutor,
+for real), and on Slurm through submitit's SlurmExecutor with sbatch/sacct mocked by submitit's
+own test helper (no cluster needed: the job is then run the way a Slurm node runs it)."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from odezoo.experiments.sweep import Job, JobFailed, Launcher, launcher_from_options, run_jobs, submit_jobs, wait_jobs
+
+# A job script as a recipe is one: a file.  work() is idempotent (a finished name is reused) and
+# records every real call; the job named in `kill` SIGKILLs its own process the first time, mid-way.
+SCRIPT = textwrap.dedent('''
+    import json, os, signal, time
+    from pathlib import Path
+
+    def work(name, out, kill="", fail="", exit_code=0, seconds=0.0):
+        out = Path(out)
+        done = out / f"{name}.done"
+        if done.exists():
+            return {"name": name, "reused": True}
+        with open(out / "calls.log", "a") as log:
+            log.write(f"{name} {os.getpid()} {time.time()}\\n")
+        (out / f"{name}.half").write_text("half-way")
+        if name == kill and not (out / "killed").exists():
+            (out / "killed").write_text(name)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if name == fail:
+            raise ValueError(f"{name}: bad input, fix the config")
+        if exit_code:
+            raise SystemExit(f"error: {name} refused")
+        time.sleep(seconds)
+        done.write_text(str(os.getpid()))
+        return {"name": name, "reused": False, "pid": os.getpid(), "end": time.time()}
+''')
+
+
+@pytest.fixture
+def script(tmp_path):
+    path = tmp_path / "job_script.py"
+    path.write_text(SCRIPT)
+    out = tmp_path / "out"
+    out.mkdir()
+    return path, out
+
+
+def jobs_for(script, names, **kwargs):
+    path, out = script
+    return [Job(n, str(path), "work", {"name": n, "out": str(out), **kwargs}) for n in names]
+
+
+def calls(out):
+    log = out / "calls.log"
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_inprocess_runs_in_order_and_a_failure_never_stops_the_others(script):
+    lines = []
+    outcomes = run_jobs(jobs_for(script, ["a", "b", "c"], fail="b"), Launcher(), progress=lines.append)
+    assert [o.status for o in outcomes] == ["done", "failed", "done"]
+    assert outcomes[1].error == "b: bad input, fix the config"
+    assert outcomes[0].result["name"] == "a" and not outcomes[0].result["reused"]
+    assert calls(script[1]) == ["a", "b", "c"]
+    assert any(line.startswith("[2/3] FAILED: b:") for line in lines)
+    assert lines[-1].startswith("[3/3] done: c")
+
+
+def test_a_recipe_error_exit_becomes_a_failed_outcome(script):
+    (outcome,) = run_jobs(jobs_for(script, ["a"], exit_code=2), progress=None)
+    assert outcome.status == "failed" and "error: a refused" in outcome.error
+    with pytest.raises(JobFailed, match="a refused"):
+        jobs_for(script, ["a"], exit_code=2)[0]()
+
+
+def test_job_names_must_be_unique_and_launchers_are_checked(script):
+    with pytest.raises(ValueError, match="unique"):
+        run_jobs(jobs_for(script, ["a", "a"]), progress=None)
+    with pytest.raises(ValueError, match="unknown launcher 'slrum'"):
+        Launcher("slrum")
+    with pytest.raises(ValueError, match="needs a folder"):
+        Launcher("local", jobs=2)
+    with pytest.raises(ValueError, match="--launcher local for --jobs 3"):
+        Launcher("inprocess", jobs=3)
+    with pytest.raises(ValueError, match="jobs must be a whole number >= 1"):
+        Launcher("local", jobs=0, folder="x")
+    with pytest.raises(ValueError, match="unknown launcher option.*partion.*known:.*partition"):
+        launcher_from_options({"kind": "slurm", "partion": "gpu"}, folder="x")
+
+
+def test_local_launcher_runs_jobs_in_parallel_and_a_rerun_finishes_only_what_was_killed(script, tmp_path):
+    """The issue's acceptance in miniature: two local processes; one job is killed mid-way
+    (SIGKILL, no clean-up); it is reported with its log and the others finish; the rerun
+    runs only the killed job."""
+    launcher = Launcher("local", jobs=2, folder=tmp_path / "logs", poll_seconds=0.2)
+    assert launcher.describe().startswith("local: 2 jobs at once")
+    jobs = jobs_for(script, ["a", "b", "c", "d"], kill="c", seconds=1.5)
+    lines = []
+    first = run_jobs(jobs, launcher, progress=lines.append)
+    assert [o.status for o in first] == ["done", "done", "failed", "done"]
+    killed = first[2]
+    assert killed.log and killed.log.endswith("_log.err")
+    assert any(line.startswith("started c (log: ") for line in lines)
+    assert any("FAILED: c" in line and killed.log in line for line in lines)
+    out = script[1]
+    assert (out / "c.half").exists() and not (out / "c.done").exists()
+    # two at once: a and b ran in different processes and overlapped in time
+    pids = {o.name: o.result["pid"] for o in first if o.ok}
+    assert pids["a"] != pids["b"]
+    starts = {line.split()[0]: float(line.split()[2]) for line in (out / "calls.log").read_text().splitlines()}
+    assert starts["b"] < first[0].result["end"]
+    assert sorted(calls(out)) == ["a", "b", "c", "d"]
+
+    second = run_jobs(jobs, launcher, progress=None)
+    assert all(o.ok for o in second)
+    assert [o.result["reused"] for o in second] == [True, True, False, True]
+    assert sorted(calls(out)) == ["a", "b", "c", "c", "d"]
+
+
+def test_slurm_path_through_submitits_executor_with_mocked_sbatch(script, tmp_path):
+    """The Slurm launcher builds one job array with the requested resources; each task is then
+    run as a Slurm node runs it (submitit's process_job) and collected, failures included."""
+    submitit = pytest.importorskip("submitit")
+    from submitit.core import submission
+    from submitit.core.test_core import MockedSubprocess
+
+    launcher = Launcher("slurm", jobs=2, folder=tmp_path / "slurm", partition="gpu", gpus_per_job=1,
+                        cpus_per_job=4, time_limit_min=90, mem_gb=16, poll_seconds=0.01)
+    jobs = jobs_for(script, ["a", "b", "c"], fail="b")
+    mock = MockedSubprocess(known_cmds=["srun"])
+    try:
+        with mock.context():
+            handles = submit_jobs(jobs, launcher)
+            array_id = handles[0].job_id.split("_")[0]
+            assert [h.job_id for h in handles] == [f"{array_id}_{i}" for i in range(3)]
+            sbatch = submitit.slurm.slurm.SlurmJob(tmp_path / "slurm", array_id).paths.submission_file.read_text()
+            for line in ("#SBATCH --array=0-2%2", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
+                         "#SBATCH --cpus-per-task=4", "#SBATCH --time=90", "#SBATCH --mem=16384MB"):
+                assert line in sbatch, (line, sbatch)
+            for handle in handles:  # what each Slurm task does on its node
+                with mock.job_context(handle.job_id):
+                    try:
+                        submission.process_job(handle.paths.folder)
+                    except ValueError:
+                        pass  # b's error is pickled as its result and re-raised to the process
+            outcomes = wait_jobs(jobs, handles, launcher, progress=None)
+    finally:
+        submitit.slurm.slurm.SlurmJob.watcher.clear()
+    assert [o.status for o in outcomes] == ["done", "failed", "done"]
+    assert "b: bad input" in outcomes[1].error and outcomes[1].log.endswith("_log.err")
+    assert outcomes[2].result["name"] == "c"
+    assert sorted(calls(script[1])) == ["a", "b", "c"]
+
+
+def test_launcher_from_yaml_and_flags(tmp_path):
+    import argparse
+
+    from odezoo.experiments.sweep import add_launcher_flags, launcher_from_args
+
+    parser = argparse.ArgumentParser()
+    add_launcher_flags(parser)
+    config = tmp_path / "launcher.yaml"
+    config.write_text("launcher:\n  kind: slurm\n  partition: long\n  jobs: 8\n  time_limit_min: 600\n")
+    args = parser.parse_args(["--launcher-config", str(config), "--jobs", "4", "--gpus-per-job", "2"])
+    launcher = launcher_from_args(args, folder=tmp_path)
+    assert (launcher.kind, launcher.partition, launcher.jobs, launcher.time_limit_min, launcher.gpus_per_job) == \
+        ("slurm", "long", 4, 600, 2)
+    assert "partition long, 2 GPU(s) per job, 600 min limit" in launcher.describe()
+    assert launcher_from_args(parser.parse_args([]), folder=tmp_path).kind == "inprocess"
+
+
+# ----------------------------------------------------------------------------- recipes/sweep.py
+def _sweep_recipe():
+    import sys
+    from pathlib import Path
+
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    sys.path.insert(0, str(recipes))
+    import sweep
+    return sweep, recipes / "configs" / "mnist_rk2_fixed.yaml"
+
+
+def test_sweep_recipe_trains_every_grid_point_and_a_rerun_reuses_them(tmp_path, capsys):
+    import csv
+
+    sweep, config = _sweep_recipe()
+    args = ["--config", str(config), "--grid", "solver.params.u=0.5,1", "--grid", "seed=0,1", "--set", "epochs=1",
+            "--dry-run", "--out", str(tmp_path)]
+    assert sweep.main(args) == 0
+    with open(tmp_path / "sweep.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["run"], r["solver.params.u"], r["seed"], r["status"]) for r in rows] == [
+        ("u=0.5_seed=0", "0.5", "0", "done"), ("u=0.5_seed=1", "0.5", "1", "done"),
+        ("u=1_seed=0", "1", "0", "done"), ("u=1_seed=1", "1", "1", "done")]
+    assert rows[0]["solver"].startswith("rk2_u(u=0.5") and rows[2]["solver"].startswith("rk2_u(u=1")
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/summary.json")}
+    assert len(stamps) == 4 and "4 of 4 run(s) finished" in capsys.readouterr().out
+    assert sweep.main(args) == 0
+    assert "epoch 1/1" not in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_sweep_recipe_checks_every_grid_point_before_any_job(tmp_path, capsys):
+    sweep, config = _sweep_recipe()
+    with pytest.raises(SystemExit):
+        sweep.main(["--config", str(config), "--grid", "solver.params.u=0.5,0", "--grid", "seed=0,1",
+                    "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert "2 of 4 grid point(s) have a bad config (nothing was run)" in err
+    assert "u=0_seed=0, u=0_seed=1: " in err and "u != 0" in err
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(SystemExit):
+        sweep.main(["--config", str(config), "--grid", "seed", "--out", str(tmp_path / "s")])
+    assert "--grid expects KEY=V1,V2" in capsys.readouterr().err
