@@ -6,16 +6,20 @@ torchdiffeq fixed-grid method::
     import odezoo
     from torchdiffeq import odeint
     y = odeint(f, y0, t, method="rk4_uv", options={"u": 0.3, "v": 0.6, "step_size": 0.05})
+
+``odezoo.odeint`` is the same function with a shorter front end for odezoo's families
+(identical results; see :mod:`odezoo.frontend`).
 """
 from __future__ import annotations
 
-from torchdiffeq import odeint, odeint_adjoint
+from torchdiffeq import odeint_adjoint
 
 from .family import Constraint, DistributionSpec, SolverFamily, SINGULAR_TOL
 from .hookspecs import hookimpl, hookspec
 from .tableau import ButcherTableau
 from .registry import ENTRY_POINT_GROUP, OdezooPluginWarning, registry as _registry
 from .step_warning import OdezooStepWarning
+from .frontend import odeint
 from .metasolver import (EnsembleSolver, FixedSolver, MetaSolver, PerSampleSmoothingSolver, SmoothingSolver,
                          SwitchingSolver)
 from .spec import SolverSpec

@@ -8,10 +8,11 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from torchdiffeq import odeint, odeint_adjoint
+from torchdiffeq import odeint_adjoint
 
 from . import _torchdiffeq_bridge as bridge
 from .family import as_real
+from .frontend import odeint
 from .registry import registry
 
 __all__ = ["SolverSpec", "uniform_grid", "check_parameter", "check_n_steps", "check_step_size", "is_adaptive"]
@@ -98,6 +99,7 @@ def uniform_grid(n_steps: int):
         g = torch.linspace(float(t[0]), float(t[-1]), n_steps + 1, dtype=t.dtype, device=t.device)
         g[0], g[-1] = t[0], t[-1]
         return g
+    grid.odezoo_grid_key = ("n", int(n_steps))  # a pure function of t's values: solvers may reuse it
     return grid
 
 

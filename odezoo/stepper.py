@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,6 +247,10 @@ class ParameterizedRKSolver(FixedGridODESolver):
                                  f"number, got {step_size!r}")
         if interp not in ("linear", "cubic"):
             raise ValueError(f"method {family.name!r}: interp must be 'linear' or 'cubic', got {interp!r}")
+        # A grid that is a pure function of t's values (torchdiffeq's step_size grid, odezoo's
+        # uniform n-step grid) lets integrate() reuse the grid bookkeeping across solves.
+        self._grid_key = (("step", float(step_size)) if step_size is not None and grid_constructor is None
+                          else getattr(grid_constructor, "odezoo_grid_key", None))
         if step_size is None and grid_constructor is None:  # torchdiffeq #137: steps = output gaps
             grid_constructor = output_grid(family.name)  # same grid, plus an OdezooStepWarning
         super().__init__(func, y0, step_size=step_size, grid_constructor=grid_constructor,
@@ -261,11 +266,9 @@ class ParameterizedRKSolver(FixedGridODESolver):
         wrapper would only cast ``t``, so the wrapped function is called directly.
         """
         nodes = self.plan.nodes
-        base = None if self.perturb else bridge.unwrap_perturb(func)
-        if base is not None:
-            return [_direct(base)] * len(nodes)
-        if not self.perturb:
-            return [func] * len(nodes)
+        if not self.perturb:  # the user's function, behind torchdiffeq's wrapper or not (odezoo.odeint)
+            base = bridge.unwrap_perturb(func)
+            return [_direct(func if base is None else base)] * len(nodes)
         return [functools.partial(func, perturb=Perturb.NEXT)] + [
             functools.partial(func, perturb=Perturb.PREV if _is(node, 1.0) else Perturb.NONE)
             for node in nodes[1:]]
@@ -287,7 +290,7 @@ class ParameterizedRKSolver(FixedGridODESolver):
         return _combine(None, weights, ks), ks[0]
 
     # -- the whole grid --------------------------------------------------------
-    def integrate(self, t):
+    def integrate(self, t, t_values=None):
         """Same contract and results as ``FixedGridODESolver.integrate``.
 
         Everything that does not change from step to step is prepared once per solve: the
@@ -295,54 +298,78 @@ class ParameterizedRKSolver(FixedGridODESolver):
         unless the time grid itself needs a gradient; the stage times of every step are
         computed at once; coefficients times the step are computed once per distinct step
         size; and without ``perturb`` the function is called without torchdiffeq's wrapper,
-        whose only work would be to cast ``t`` (and compute ``y.abs()`` to find the dtype)."""
-        time_grid = self.grid_constructor(self.func, self.y0, t)
-        if not (time_grid[0] == t[0] and time_grid[-1] == t[-1]):
-            raise ValueError(f"the grid_constructor returned a grid from {float(time_grid[0])!r} to "
-                             f"{float(time_grid[-1])!r}, but it must start and end at the integration times "
-                             f"t[0]={float(t[0])!r} and t[-1]={float(t[-1])!r}; include both end points")
-        grid_values = time_grid.tolist()
-        t_values = t.tolist()
+        whose only work would be to cast ``t`` (and compute ``y.abs()`` to find the dtype).
+        When the grid is a pure function of the values of ``t`` (``step_size``, or odezoo's
+        ``n_steps`` grid) and the nodes are numbers, that preparation is kept, keyed by those
+        values — never by tensor identity — and reused while none of its tensors has been
+        modified in place (their version counters are checked on every reuse)."""
+        if t_values is None:
+            t_values = t.tolist()
+        timeline = self._timeline(t, t_values)
         plan = self.plan
+        time_grid, grid_values = timeline.time_grid, timeline.grid_values
+        t0_list, t1_list, dt_list, step_times = timeline.t0s, timeline.t1s, timeline.dts, timeline.step_times
         differentiable_time = time_grid.requires_grad
         calls = self._stage_calls(self.func)
-        callback = self.func.callback_step
-        if bridge.is_null_callback(callback):
+        callback = getattr(self.func, "callback_step", None)
+        if callback is None or bridge.is_null_callback(callback):
             callback = None
-
-        t0s, t1s = time_grid[:-1], time_grid[1:]
-        dts = t1s - t0s
-        t0_list, t1_list, dt_list = t0s.unbind(0), t1s.unbind(0), dts.unbind(0)
-        stage_dtype = self.y0.dtype.to_real()
-        # Stage times of every step, one column per node, in a few tensor ops per solve.
-        step_times = list(zip(*(self._node_times(node, t0s, t1s, dts, t0_list, stage_dtype)
-                                for node in plan.nodes)))
         scaled_by_dt = {}  # step size -> (rows, weights) multiplied by that step
 
         solution = [self.y0]
         j = 1
+        n_out = len(t_values)
         y0 = self.y0
         for n in range(len(grid_values) - 1):
-            t0, t1, dt = t0_list[n], t1_list[n], dt_list[n]
             t0f, t1f = grid_values[n], grid_values[n + 1]
             if differentiable_time:
-                rows, weights = _scale(plan, dt)
+                rows, weights = _scale(plan, dt_list[n])
             else:
                 step = t1f - t0f
                 scaled = scaled_by_dt.get(step)
                 if scaled is None:
                     scaled = scaled_by_dt[step] = _scale(plan, step)
                 rows, weights = scaled
-            times = step_times[n]
             if callback is not None:
-                callback(t0, y0, dt)
-            ks = self._stages(calls, y0, times, rows)
+                callback(t0_list[n], y0, dt_list[n])
+            ks = self._stages(calls, y0, step_times[n], rows)
             y1 = _combine(y0, weights, ks)
-            while j < len(t_values) and t1f >= t_values[j]:
-                solution.append(self._interpolate(t0, t1, t0f, t1f, y0, y1, ks[0], t[j], t_values[j]))
+            while j < n_out and t1f >= t_values[j]:
+                solution.append(self._interpolate(t0_list[n], t1_list[n], t0f, t1f, y0, y1, ks[0], t[j],
+                                                  t_values[j]))
                 j += 1
             y0 = y1
         return torch.stack(solution)
+
+    def _timeline(self, t, t_values) -> "_Timeline":
+        key = None
+        if self._grid_key is not None and not t.requires_grad and all(isinstance(c, float) for c in self.plan.nodes):
+            key = (self._grid_key, tuple(t_values), t.dtype, t.device, self.y0.dtype, self.plan.nodes)
+            timeline = _TIMELINES.get(key)
+            if timeline is not None:
+                if timeline.intact():
+                    _TIMELINES.move_to_end(key)
+                    return timeline
+                del _TIMELINES[key]
+        time_grid = self.grid_constructor(self.func, self.y0, t)
+        if not (time_grid[0] == t[0] and time_grid[-1] == t[-1]):
+            raise ValueError(f"the grid_constructor returned a grid from {float(time_grid[0])!r} to "
+                             f"{float(time_grid[-1])!r}, but it must start and end at the integration times "
+                             f"t[0]={float(t[0])!r} and t[-1]={float(t[-1])!r}; include both end points")
+        t0s, t1s = time_grid[:-1], time_grid[1:]
+        dts = t1s - t0s
+        t0_list = t0s.unbind(0)
+        stage_dtype = self.y0.dtype.to_real()
+        # Stage times of every step, one column per node, in a few tensor ops per solve.
+        step_times = list(zip(*(self._node_times(node, t0s, t1s, dts, t0_list, stage_dtype)
+                                for node in self.plan.nodes)))
+        timeline = _Timeline(time_grid, time_grid.tolist(), t0_list, t1s.unbind(0), dts.unbind(0), step_times)
+        if key is not None:
+            timeline.seal()
+            _TIMELINES[key] = timeline
+            if len(_TIMELINES) > _TIMELINE_CACHE_SIZE:
+                _TIMELINES.popitem(last=False)
+        return timeline
 
     @staticmethod
     def _node_times(node, t0s, t1s, dts, t0_list, stage_dtype):
@@ -372,6 +399,36 @@ class ParameterizedRKSolver(FixedGridODESolver):
             return y0 + slope * (y1 - y0)
         f1 = self.func(t1, y1)
         return self._cubic_hermite_interp(t0, y0, f0, t1, y1, f1, t_j)
+
+
+@dataclass
+class _Timeline:
+    """The per-solve preparation of one grid: the grid, its values as floats, every step's
+    t0, t1, dt and stage times (tensors handed to the ODE function)."""
+    time_grid: torch.Tensor
+    grid_values: list
+    t0s: tuple
+    t1s: tuple
+    dts: tuple
+    step_times: list
+    guards: tuple = ()
+
+    def seal(self) -> None:
+        """Record the version counter of every tensor storage behind the timeline (views
+        share their base's counter), so an in-place change anywhere is seen on reuse."""
+        bases = {}
+        for x in (self.time_grid, *self.t0s, *self.t1s, *self.dts, *(x for times in self.step_times for x in times)):
+            base = x if x._base is None else x._base
+            bases[id(base)] = base
+        self.guards = tuple((b, b._version) for b in bases.values())
+
+    def intact(self) -> bool:
+        return all(b._version == v for b, v in self.guards)
+
+
+#: prepared grids, keyed by (grid kind, t's values, dtypes, device, nodes); least recently used first
+_TIMELINES: "OrderedDict[tuple, _Timeline]" = OrderedDict()
+_TIMELINE_CACHE_SIZE = 64
 
 
 def _is(node, value: float) -> bool:

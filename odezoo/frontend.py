@@ -1,0 +1,77 @@
+"""``odezoo.odeint``: torchdiffeq's ``odeint``, with a short front end for odezoo's fixed-grid families.
+
+torchdiffeq's ``odeint`` normalizes every input before it solves: tuple states, decreasing
+times, tolerance and norm options, the device of ``t``, a perturbation wrapper around the
+function and its callbacks — about 30 µs of small operations per call, which on a cheap
+function is several percent of the solve.  For the common case none of that changes
+anything, so :func:`odeint` checks that it *is* the common case and hands the inputs straight
+to the family's solver:
+
+* ``method`` is a registered fixed-grid odezoo family, ``event_fn`` is None;
+* ``y0`` is one floating-point tensor; ``t`` a 1-D floating tensor on ``y0``'s device, without
+  a gradient, with at least two strictly increasing, finite values;
+* ``options`` holds only the family's parameters, ``step_size``, a ``grid_constructor`` made
+  by odezoo (``SolverSpec(n_steps=...)``), ``interp='linear'`` and ``perturb=False``.
+
+Anything else — torchdiffeq's own methods, adaptive families, tuples, decreasing times,
+``perturb``, cubic interpolation, your own grid constructor — goes to ``torchdiffeq.odeint``
+unchanged.  Both paths run the same solver on the same grid, so the results are identical,
+bit for bit (``tests/test_frontend.py``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torchdiffeq
+
+from . import _torchdiffeq_bridge as bridge
+from .stepper import ParameterizedRKSolver
+
+__all__ = ["odeint"]
+
+_EASY_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb")
+
+
+def _short_path(solver, y0, t, options) -> list[float] | None:
+    """The values of ``t`` when the short path applies, else None."""
+    if not (isinstance(solver, type) and issubclass(solver, ParameterizedRKSolver)):
+        return None
+    if type(y0) is not torch.Tensor or not y0.is_floating_point():
+        return None
+    if not isinstance(t, torch.Tensor) or t.ndim != 1 or t.shape[0] < 2 or t.requires_grad \
+            or not t.is_floating_point() or t.device != y0.device:
+        return None
+    if options:
+        params = solver.family.params
+        for key, value in options.items():
+            if key in params or key == "step_size":
+                continue
+            if key == "grid_constructor" and getattr(value, "odezoo_grid_key", None) is not None:
+                continue
+            if (key == "interp" and value == "linear") or (key == "perturb" and value is False):
+                continue
+            return None
+    values = t.tolist()
+    previous = -math.inf
+    for value in values:
+        if not (previous < value < math.inf):
+            return None  # decreasing, repeated or non-finite: torchdiffeq's checks handle it
+        previous = value
+    return values
+
+
+def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None):
+    """Integrate ``dy/dt = func(t, y)`` from ``y0`` at ``t[0]`` to every time in ``t`` — the
+    signature, behaviour and results of ``torchdiffeq.odeint``.
+
+    For an odezoo fixed-grid family in the common case (see the module docstring) the
+    family's solver runs without torchdiffeq's input normalization, which changes no result
+    and saves its per-call cost; everything else is ``torchdiffeq.odeint`` itself.
+    """
+    solver = bridge.installed(method) if event_fn is None and isinstance(method, str) else None
+    values = _short_path(solver, y0, t, options) if solver is not None else None
+    if values is None:
+        return torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options,
+                                  event_fn=event_fn)
+    return solver(func=func, y0=y0, rtol=rtol, atol=atol, **(options or {})).integrate(t, values)
