@@ -14,6 +14,11 @@ Without --solvers the model is evaluated with its training (evaluation) solver o
 grid of solvers is the paper's solver-overfitting check: a model that only works with the
 solver it was trained with shows up as one bright cell in solver_grid.png.
 
+Under torchrun (``torchrun --nproc_per_node=N recipes/evaluate.py ...``) each process attacks
+every N-th test batch, with the random starts that batch has in a one-process run, and the
+per-example results are gathered: the numbers are those of one process (randomized solvers
+with --eot draw per process, so that row differs); rank 0 writes the files.
+
 Writes to --out (default <run>/eval): results.json and results.csv (solver × attack × eps →
 accuracy and the number of test images, with clean accuracy as attack "clean" and the
 per-example worst case over the attacks as "worst"), accuracy_vs_eps.png, and for a grid
@@ -43,7 +48,7 @@ from odezoo.experiments.protocol import PROTOCOLS, Protocol, evaluate_protocol, 
 from odezoo.experiments.io import CheckpointError, load_checkpoint, save_csv, save_json
 from odezoo.experiments.models import build_model
 from odezoo.experiments.plots import plot_accuracy_vs_eps, plot_accuracy_vs_param, plot_solver_grid, solver_label
-from odezoo.experiments.training import resolve_device
+from odezoo.experiments.training import setup_distributed
 
 
 def parse_args(argv=None):
@@ -78,10 +83,11 @@ def parse_args(argv=None):
     return args
 
 
-def evaluate_model(model, loader, protocol, device, label, extra, progress, before_batch=None):
-    """Rows of one evaluation of ``model`` under ``protocol`` (full attack names, counts)."""
+def evaluate_model(model, loader, protocol, device, label, extra, progress, before_batch=None, sharded=False):
+    """Rows of one evaluation of ``model`` under ``protocol`` (full attack names, counts);
+    ``sharded``: under torchrun, each rank attacks its share of the batches (same results)."""
     result = evaluate_protocol(model, loader, protocol, device=device, before_batch=before_batch,
-                               progress=lambda message: progress.update(1))
+                               progress=lambda message: progress.update(1), sharded=sharded)
     rows = result.rows(solver=label, **extra)
     shown = [r for r in rows if r["attack"] in ("clean", "worst") or len(protocol.attacks) == 1]
     progress.write(f"  {label:<40} " + "  ".join(
@@ -89,14 +95,14 @@ def evaluate_model(model, loader, protocol, device, label, extra, progress, befo
     return rows
 
 
-def evaluate_specs(model, loader, specs, protocol, device, progress):
+def evaluate_specs(model, loader, specs, protocol, device, progress, sharded=False):
     """Rows for every solver in ``specs``, each forced into all ODE blocks of ``model``."""
     rows = []
     for spec in specs:
         with using_solver(model, spec):
             rows += evaluate_model(model, loader, protocol, device, spec.label(),
                                    {"method": spec.method, "params": dict(spec.params), "n_steps": spec.n_steps},
-                                   progress)
+                                   progress, sharded=sharded)
     return rows
 
 
@@ -116,9 +122,10 @@ def main(argv=None):
         fail(f"{args.checkpoint}: the solver its config describes ({meta.describe()}) is not the one the model was "
              f"trained with ({saved_identity}); the checkpoint is inconsistent. Evaluate another checkpoint of the run.")
     try:
-        device = resolve_device(args.device)
+        rank, world, device = setup_distributed(args.device)
     except ValueError as error:
         fail(str(error))
+    sharded = world > 1
     ev = cfg["eval"]
     names = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     try:
@@ -177,26 +184,42 @@ def main(argv=None):
     out = output_folder(args)
     n_examples = None if args.max_batches is None else args.max_batches * batch_size
     if not attacks:
+        if sharded:  # one forward pass: not worth sharding; rank 0 does it
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            if rank != 0:
+                return []
         return clean_only(args, cfg, meta, model, specs, test_loader, device, n_examples)
     protocol = Protocol(args.protocol or "evaluate", 1, tuple(attacks), eps=tuple(eps), n_examples=n_examples,
                         n_autoattack=n_examples, seed=args.seed)
-    print(f"evaluating {args.checkpoint} (trained with {meta.summary()}) on {len(specs)} solver(s)")
-    print(protocol.describe(), flush=True)
+    main_process = rank == 0
+    if main_process:
+        print(f"evaluating {args.checkpoint} (trained with {meta.summary()}) on {len(specs)} solver(s)"
+              + (f", sharded over {world} processes" if sharded else ""))
+        print(protocol.describe(), flush=True)
     from tqdm import tqdm
 
     runs = len(specs) + (meta.mode == "ensemble") + bool(args.eot and meta.randomized)
     progress = tqdm(total=runs * len(protocol.attacks) * len(protocol.eps), desc="attacks", unit="attack",
-                    disable=True if args.quiet else None, dynamic_ncols=True)
-    rows = evaluate_specs(model, test_loader, specs, protocol, device, progress)
+                    disable=True if args.quiet or not main_process else None, dynamic_ncols=True)
+    rows = evaluate_specs(model, test_loader, specs, protocol, device, progress, sharded)
     if meta.mode == "ensemble":
         rows += evaluate_model(model, test_loader, protocol, device, f"ensemble: {meta.describe()}",
-                               {"method": "ensemble", "params": {}, "n_steps": None}, progress)
+                               {"method": "ensemble", "params": {}, "n_steps": None}, progress, sharded=sharded)
     if args.eot and meta.randomized:
         eot = protocol.replace(attacks=tuple(dataclasses.replace(a, eot_samples=args.eot) for a in protocol.attacks))
         rows += evaluate_model(model, test_loader, eot, device, f"randomized {meta.summary()} (EOT {args.eot})",
                                {"method": "randomized", "params": {}, "n_steps": None}, progress,
-                               before_batch=meta.resample)
+                               before_batch=meta.resample, sharded=sharded)
     progress.close()
+    if sharded:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+        if not main_process:
+            return rows
     return write_results(args, cfg, meta, out, rows, specs, train_spec, attacks, eps)
 
 

@@ -41,8 +41,8 @@ from odezoo.experiments.evaluation import robustness_rows
 from odezoo.experiments.io import (CheckpointError, append_jsonl, atomic_write, load_checkpoint, nonfinite_tensors,
                                    read_jsonl, save_checkpoint, save_csv, save_json, truncate_jsonl)
 from odezoo.experiments.models import build_model, count_parameters
-from odezoo.experiments.training import (TrainingDiverged, accuracy, adversarial_batch, check_loss, resolve_device,
-                                         seed_everything)
+from odezoo.experiments.training import (TrainingDiverged, accuracy, adversarial_batch, check_loss, seed_everything,
+                                         setup_distributed)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,21 +113,6 @@ def make_scheduler(cfg, optimizer, iterations_per_epoch):
     return torch.optim.lr_scheduler.CyclicLR(
         optimizer, base_lr=sched["base_lr"], max_lr=sched["max_lr"], step_size_up=up, step_size_down=down,
         mode=sched.get("mode", "triangular2"), cycle_momentum=momentum)
-
-
-def setup_distributed(device_name):
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, resolve_device(device_name)
-    import torch.distributed as dist
-
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world, device
 
 
 def rng_states(world: int) -> dict:

@@ -283,7 +283,8 @@ def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: st
                       fgsm_attack: bool = True, autoattack: bool = True, autoattack_version: str = "standard",
                       autoattack_steps: int = 100, square_queries: int = 5000, noise_samples: int = 1,
                       seed: int = 0, eot_samples: int = 1,
-                      before_batch: Callable[[], Any] | None = None) -> StrongRobustnessResult:
+                      before_batch: Callable[[], Any] | None = None,
+                      batch_ids: Sequence[int] | None = None) -> StrongRobustnessResult:
     """Per-example correctness under FGSM, every PGD configuration, AutoAttack and noise at ``eps``.
 
     ``loader`` yields ``(x in [0, 1], true int64 labels)``; batches go to ``device`` (the
@@ -296,7 +297,9 @@ def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: st
     (100 as in the original; torchattacks' own ``AutoAttack`` uses 10), ``square_queries``
     for Square.  ``noise_samples`` uniform draws per example (0 disables; an example
     survives noise only if it survives every draw).  ``seed`` fixes every random start
-    (the global RNG is left as it was).  Randomized models: as in
+    (the global RNG is left as it was): batch ``i`` of ``loader`` uses ``seed + batch_ids[i]``
+    (default ``seed + i``), so a shard of the batches given with their positions in the whole
+    evaluation gets exactly the results it would have there.  Randomized models: as in
     :func:`evaluate_robustness` (``before_batch``, ``eot_samples``).
     """
     eps = positive_number(eps, "eps", allow_zero=True)
@@ -337,7 +340,7 @@ def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: st
             ok_clean = logits.argmax(-1) == y
             clean.append(ok_clean.cpu())
             labels.append(y.cpu())
-            batch_seed = int(seed) + i
+            batch_seed = int(seed) + (i if batch_ids is None else int(batch_ids[i]))
 
             if fgsm_attack:
                 start = time.perf_counter()

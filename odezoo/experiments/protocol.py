@@ -466,6 +466,40 @@ class ProtocolResult:
         return rows
 
 
+def _shard(sharded: bool) -> tuple[int, int]:
+    """(rank, world size) for a sharded evaluation; (0, 1) otherwise."""
+    if not sharded:
+        return 0, 1
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("evaluate_protocol(sharded=True) needs torch.distributed to be initialized "
+                         "(run under torchrun), or sharded=False")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _per_batch(result, name: str, lengths: list[int], ids: list[int]) -> dict:
+    """This rank's per-example outcome of one attack, split back into its batches."""
+    batches = []
+    if result is not None:
+        oks = result.correct[name].split(lengths)
+        stage_parts = {k: v.split(lengths) for k, v in result.stages.items()}
+        for n, (i, ok) in enumerate(zip(ids, oks)):
+            batches.append((i, ok, {k: v[n] for k, v in stage_parts.items()}, None))
+    return {"batches": batches, "seconds": result.seconds.get(name, 0.0) if result is not None else 0.0,
+            "stages": list(result.stages) if result is not None else []}
+
+
+def _gather(mine: dict) -> dict:
+    """Every rank's batches, in evaluation order, on every rank."""
+    import torch.distributed as dist
+
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, mine)
+    batches = sorted((b for part in parts for b in part["batches"]), key=lambda b: b[0])
+    stages = next((part["stages"] for part in parts if part["stages"]), [])
+    return {"batches": batches, "seconds": sum(part["seconds"] for part in parts), "stages": stages}
+
+
 def _mean(mask: torch.Tensor) -> float:
     return int(mask.sum()) / mask.numel() if mask.numel() else float("nan")
 
@@ -481,7 +515,7 @@ def _fingerprint(batches) -> str:
 
 def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, device: str | torch.device = "cpu",
                       before_batch: Callable[[], Any] | None = None,
-                      progress: Callable[[str], Any] | None = None) -> ProtocolResult:
+                      progress: Callable[[str], Any] | None = None, sharded: bool = False) -> ProtocolResult:
     """Run every attack of ``protocol`` at every ε on the first ``protocol.n_examples`` test
     images of ``loader`` (AutoAttack on the first ``protocol.n_autoattack`` of them).
 
@@ -489,7 +523,12 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
     ``i`` uses ``seed + i``), so the evaluation is reproducible and every attack sees the
     same images.  ``before_batch`` (e.g. a randomized MetaSolver's ``resample``) runs before
     every prediction and attack forward, as in :func:`evaluate_robustness`; each attack's
-    ``eot_samples`` applies.  ``progress(message)`` is called after each attack × ε."""
+    ``eot_samples`` applies.  ``progress(message)`` is called after each attack × ε.
+
+    ``sharded=True`` under ``torch.distributed`` (every rank calls it with the same loader):
+    rank ``r`` of ``w`` attacks the batches ``r, r + w, ...`` with the seeds those batches have
+    in the whole evaluation, and the per-example results are gathered in order, so every rank
+    returns the result one process would have computed (``seconds`` are summed over ranks)."""
     if not protocol.eps:
         raise ValueError(f"protocol {protocol.full_name} has no eps: build it with get_protocol(name, eps=[...])")
     batches = take_examples(loader, protocol.n_examples, device)
@@ -498,17 +537,23 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
     aa_batches = _first(batches, n_aa)
     clean = torch.cat([correct_predictions(model, x, y, before_batch).cpu() for x, y in batches])
     correct, seconds, descriptions, stages = {}, {}, {}, {}
+    rank, world = _shard(sharded)
     for eps in protocol.eps:
         for attack in protocol.attacks:
             subset = aa_batches if attack.kind == "autoattack" else batches
-            result = strong_robustness(model, subset, eps, device=device, seed=protocol.seed,
-                                       before_batch=before_batch, **attack.strong_kwargs(eps))
+            ids = list(range(rank, len(subset), world))
+            result = strong_robustness(model, [subset[i] for i in ids], eps, device=device, seed=protocol.seed,
+                                       before_batch=before_batch, batch_ids=ids, **attack.strong_kwargs(eps)) \
+                if ids else None
             key = (attack.name, eps)
-            correct[key] = result.correct[attack.result_key]
-            seconds[key] = result.seconds.get(attack.result_key, 0.0)
+            mine = _per_batch(result, attack.result_key, [len(subset[i][1]) for i in ids], ids)
+            merged = mine if world == 1 else _gather(mine)
+            correct[key] = torch.cat([ok for _, ok, _, _ in merged["batches"]])
+            seconds[key] = merged["seconds"]
             descriptions[attack.name] = attack.describe()
-            if result.stages:
-                stages[key] = dict(result.stages)
+            stage_names = merged["stages"]
+            if stage_names:
+                stages[key] = {name: torch.cat([st[name] for _, _, st, _ in merged["batches"]]) for name in stage_names}
             if progress is not None:
                 progress(f"{attack.name} ε={eps_label(eps)}: {100 * _mean(correct[key]):.1f}% of "
                          f"{correct[key].numel()} ({seconds[key]:.0f}s)")

@@ -4,6 +4,7 @@ scripts, not a framework); checkpoints and logs are in :mod:`odezoo.experiments.
 from __future__ import annotations
 
 import math
+import os
 import random
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch import nn
 from .attacks import pgd_step_size
 
 __all__ = ["TrainingDiverged", "adversarial_batch", "check_loss", "accuracy", "seed_everything", "resolve_device",
-           "ADVERSARIAL_KINDS"]
+           "setup_distributed", "ADVERSARIAL_KINDS"]
 
 ADVERSARIAL_KINDS = ("none", "fgsm", "fgsm_random", "pgd")
 
@@ -100,3 +101,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available; use --device cpu or auto")
     return torch.device(name)
+
+
+def setup_distributed(device_name: str = "auto") -> tuple[int, int, torch.device]:
+    """``(rank, world size, device)``; under ``torchrun`` (``WORLD_SIZE`` > 1) this also joins
+    the process group (NCCL on CUDA, where each rank takes its ``LOCAL_RANK`` GPU; gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, resolve_device(device_name)
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device

@@ -123,3 +123,49 @@ def test_evaluate_protocol_reuses_strong_robustness(tiny_result, trained, loader
 def test_protocol_needs_eps(trained, loader):
     with pytest.raises(ValueError, match="no eps"):
         evaluate_protocol(trained, loader, PROTOCOLS["paper"])
+
+
+class Chaotic(torch.nn.Module):
+    """Predictions that jump with the smallest change of the input: whether an example survives
+    noise or a random PGD start depends on the exact random draw, so on the seed it got."""
+
+    def forward(self, x):
+        s = x.flatten(1).sum(1, keepdim=True)
+        return torch.cat([torch.sin(997.0 * s), torch.cos(991.0 * s)], 1)
+
+
+def test_a_sharded_evaluation_gets_each_batch_its_own_seed_and_gathers_in_order(monkeypatch):
+    """Simulate 2 ranks in one process (the real 2-process run is in test_recipes): each rank
+    attacks every other batch; merged, the per-example results equal one process's exactly."""
+    from odezoo.experiments import protocol as pr
+
+    torch.manual_seed(0)
+    batches = [(torch.rand(5, 1, 4, 4), torch.randint(0, 2, (5,))) for _ in range(5)]
+    protocol = Protocol("shard", 1, (Attack("noise", samples=1), Attack("pgd", steps=1, step_size=0.2)),
+                        eps=(0.3,), n_examples=23, n_autoattack=None, n_checks=None, seed=7)
+    whole = evaluate_protocol(Chaotic(), batches, protocol)
+    assert 0 < whole.accuracy("noise-uniform", 0.3) < whole.accuracy("clean")  # the draws matter
+
+    parts = {1: []}
+    monkeypatch.setattr(pr, "_shard", lambda sharded: (1, 2))
+    monkeypatch.setattr(pr, "_gather", lambda mine: parts[1].append(mine) or mine)
+    evaluate_protocol(Chaotic(), batches, protocol, sharded=True)
+    others = iter(parts[1])
+
+    def gather(mine):
+        other = next(others)
+        return {"batches": sorted(mine["batches"] + other["batches"], key=lambda b: b[0]),
+                "seconds": mine["seconds"] + other["seconds"], "stages": mine["stages"] or other["stages"]}
+
+    monkeypatch.setattr(pr, "_shard", lambda sharded: (0, 2))
+    monkeypatch.setattr(pr, "_gather", gather)
+    merged = evaluate_protocol(Chaotic(), batches, protocol, sharded=True)
+    assert merged.correct.keys() == whole.correct.keys()
+    for key in whole.correct:
+        assert torch.equal(merged.correct[key], whole.correct[key]), key
+    assert merged.rows() == whole.rows()
+
+
+def test_sharded_needs_a_process_group(trained, loader):
+    with pytest.raises(ValueError, match="needs torch.distributed"):
+        evaluate_protocol(trained, loader, get_protocol("paper", eps=(0.1,), n_examples=8), sharded=True)

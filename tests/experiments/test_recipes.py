@@ -258,3 +258,24 @@ def test_resumed_ddp_run_continues_exactly(tmp_path):
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sharded_evaluation_over_two_processes_equals_one_process(tmp_path):
+    """torchrun evaluate.py with 2 gloo processes: each attacks every other batch with the
+    random starts that batch has in one process; the gathered results are the same."""
+    run_train(tmp_path, "--epochs", "1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [str(RECIPES / "evaluate.py"), str(tmp_path / "run" / "best.pt"), "--attacks",
+            "fgsm,pgd,noise-uniform-8draws", "--pgd-steps", "1", "--eps", "0.3,0.6", "--max-batches", "3",
+            "--batch-size", "8", "--quiet", "--device", "cpu"]
+    results = {}
+    for world in (1, 2):
+        launch = [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={world}"] \
+            if world > 1 else [sys.executable]
+        result = subprocess.run(launch + args + ["--out", str(tmp_path / f"eval{world}")], capture_output=True,
+                                text=True, env=env, timeout=300, cwd=ROOT)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+        results[world] = json.loads((tmp_path / f"eval{world}" / "results.json").read_text())
+    assert "sharded over 2 processes" in result.stdout
+    assert len(results[1]) == 1 + 2 * 4 and all(r["n_examples"] == 24 for r in results[1])
+    assert results[2] == results[1]
