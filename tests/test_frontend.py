@@ -61,8 +61,14 @@ def test_random_grids_and_parameters_match_torchdiffeq(times, step, u, float64):
         return  # equal after rounding to float32, or too many steps for a quick property
     func = F().to(dtype)
     y0 = torch.randn(2, 3, dtype=dtype, generator=torch.Generator().manual_seed(2))
-    ours, theirs = both(func, y0, t, method="rk2_u", options={"u": u, "step_size": step})
-    assert torch.equal(ours, theirs)
+    outcomes = []
+    for solve in (odezoo.odeint, torchdiffeq.odeint):
+        try:
+            outcomes.append(solve(func, y0, t, method="rk2_u", options={"u": u, "step_size": step}))
+        except ValueError as error:  # e.g. a gap far below the step: torchdiffeq's grid misses t[0]
+            outcomes.append(str(error))
+    ours, theirs = outcomes
+    assert (ours == theirs) if isinstance(ours, str) else (isinstance(theirs, torch.Tensor) and torch.equal(ours, theirs))
 
 
 REAL_ODEINT = torchdiffeq.odeint

@@ -62,6 +62,21 @@ def test_every_config_runs_with_dry_run(config, tmp_path, fake_cifar):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+def run_processes(cmd, env, timeout=300):
+    """Run a (torchrun) command.  On a 2-core machine whose cores were busy with experiment
+    jobs, a gloo rank died of SIGABRT before its first epoch 3 times in one session (twice in
+    one full-suite run, once alone; never reproduced on demand, not even under artificial
+    load).  Such a run is retried once; any failure shows the whole output, so a defect that
+    repeats still fails and can be read."""
+    for attempt in (1, 2):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+        if result.returncode == 0 or attempt == 2 or "SIGABRT" not in result.stderr \
+                or "epoch 1/" in result.stdout:
+            break
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-8000:]
+    return result
+
+
 def run_train(tmp_path, *extra, out="run"):
     return train.main(["--config", str(RECIPES / "configs" / "mnist_rk2_smoothing.yaml"), "--dry-run", "--no-eval",
                        "--quiet", "--out", str(tmp_path / out), "--device", "cpu",
@@ -150,8 +165,7 @@ def test_ddp_two_cpu_processes_agree_on_weights(tmp_path):
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2",
            str(RECIPES / "train.py"), "--config", str(RECIPES / "configs" / "mnist_rk2_smoothing.yaml"),
            "--dry-run", "--no-eval", "--quiet", "--device", "cpu", "--out", str(tmp_path / "ddp")]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    result = run_processes(cmd, env)
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["ddp_world_size"] == 2 and summary["ddp_weights_agree"] is True
     assert "2 ranks agree" in result.stdout
@@ -205,9 +219,7 @@ def test_ddp_logs_global_metrics_equal_to_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     logs = {}
     for world in (1, 2):
-        result = subprocess.run(epoch_loss_cmd(tmp_path / f"w{world}", world), capture_output=True, text=True,
-                                env=env, timeout=300, cwd=ROOT)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+        result = run_processes(epoch_loss_cmd(tmp_path / f"w{world}", world), env)
         logs[world] = json.loads((tmp_path / f"w{world}" / "metrics.jsonl").read_text().splitlines()[0])
         assert f"batch {32 // world} per rank, 32 global" in result.stdout
         summary = json.loads((tmp_path / f"w{world}" / "summary.json").read_text())
@@ -246,8 +258,7 @@ def test_resumed_ddp_run_continues_exactly(tmp_path):
             "--device", "cpu"]
     for extra in (["--out", str(tmp_path / "straight")], ["--out", str(tmp_path / "split"), "--stop-after", "1"],
                   ["--out", str(tmp_path / "split"), "--resume"]):
-        result = subprocess.run(base + extra, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+        result = run_processes(base + extra, env)
     assert "resumed from" in result.stdout
 
     def metrics(name):
@@ -272,9 +283,7 @@ def test_sharded_evaluation_over_two_processes_equals_one_process(tmp_path):
     for world in (1, 2):
         launch = [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={world}"] \
             if world > 1 else [sys.executable]
-        result = subprocess.run(launch + args + ["--out", str(tmp_path / f"eval{world}")], capture_output=True,
-                                text=True, env=env, timeout=300, cwd=ROOT)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+        result = run_processes(launch + args + ["--out", str(tmp_path / f"eval{world}")], env)
         results[world] = json.loads((tmp_path / f"eval{world}" / "results.json").read_text())
     assert "sharded over 2 processes" in result.stdout
     assert len(results[1]) == 1 + 2 * 4 and all(r["n_examples"] == 24 for r in results[1])
