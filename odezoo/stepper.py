@@ -342,15 +342,35 @@ class ParameterizedRKSolver(FixedGridODESolver):
         return torch.stack(solution)
 
     def _timeline(self, t, t_values) -> "_Timeline":
+        """The grid's bookkeeping and every step's stage times.  The grid part depends only on
+        the grid kind and t's values, so when those are all it depends on it is kept (bounded,
+        least recently used first) and each float node's column of stage times is kept with
+        it; tensor nodes (per-sample or differentiable parameters) and nodes that change every
+        solve (smoothing) only cost their own column."""
+        stage_dtype = self.y0.dtype.to_real()
+        grid = None
         key = None
-        if self._grid_key is not None and not t.requires_grad and all(isinstance(c, float) for c in self.plan.nodes):
-            key = (self._grid_key, tuple(t_values), t.dtype, t.device, self.y0.dtype, self.plan.nodes)
-            timeline = _TIMELINES.get(key)
-            if timeline is not None:
-                if timeline.intact():
-                    _TIMELINES.move_to_end(key)
-                    return timeline
-                del _TIMELINES[key]
+        if self._grid_key is not None and not t.requires_grad:
+            key = (self._grid_key, tuple(t_values), t.dtype, t.device)
+            grid = _GRIDS.get(key)
+            if grid is not None:
+                if grid.intact():
+                    _GRIDS.move_to_end(key)
+                else:
+                    del _GRIDS[key]
+                    grid = None
+        if grid is None:
+            grid = self._make_grid(t)
+            if key is not None:
+                grid.seal()
+                _GRIDS[key] = grid
+                if len(_GRIDS) > _TIMELINE_CACHE_SIZE:
+                    _GRIDS.popitem(last=False)
+        columns = [grid.column(node, stage_dtype, cache=key is not None) for node in self.plan.nodes]
+        return _Timeline(grid.time_grid, grid.grid_values, grid.t0_list, grid.t1_list, grid.dt_list,
+                         list(zip(*columns)))
+
+    def _make_grid(self, t) -> "_Grid":
         time_grid = self.grid_constructor(self.func, self.y0, t)
         if not (time_grid[0] == t[0] and time_grid[-1] == t[-1]):
             raise ValueError(f"the grid_constructor returned a grid from {float(time_grid[0])!r} to "
@@ -358,36 +378,7 @@ class ParameterizedRKSolver(FixedGridODESolver):
                              f"t[0]={float(t[0])!r} and t[-1]={float(t[-1])!r}; include both end points")
         t0s, t1s = time_grid[:-1], time_grid[1:]
         dts = t1s - t0s
-        t0_list = t0s.unbind(0)
-        stage_dtype = self.y0.dtype.to_real()
-        # Stage times of every step, one column per node, in a few tensor ops per solve.
-        step_times = list(zip(*(self._node_times(node, t0s, t1s, dts, t0_list, stage_dtype)
-                                for node in self.plan.nodes)))
-        timeline = _Timeline(time_grid, time_grid.tolist(), t0_list, t1s.unbind(0), dts.unbind(0), step_times)
-        if key is not None:
-            timeline.seal()
-            _TIMELINES[key] = timeline
-            if len(_TIMELINES) > _TIMELINE_CACHE_SIZE:
-                _TIMELINES.popitem(last=False)
-        return timeline
-
-    @staticmethod
-    def _node_times(node, t0s, t1s, dts, t0_list, stage_dtype):
-        """Stage times ``t0 + node·dt`` of one node for every step, as a tuple over steps.
-
-        Float nodes give times in ``stage_dtype``, the dtype the function receives them in.
-        Tensor nodes (per-sample or differentiable parameters) are computed in the node's
-        dtype for all steps at once, broadcasting over the steps in dim 0.
-        """
-        if isinstance(node, float):
-            if node == 0.0 and t0s.dtype == stage_dtype:
-                return t0_list
-            column = t0s if node == 0.0 else t1s if node == 1.0 else t0s + node * dts
-            return column.to(stage_dtype).unbind(0)
-        shape = (-1,) + (1,) * node.ndim
-        if dts.dtype != node.dtype:
-            dts, t0s = dts.to(node.dtype), t0s.to(node.dtype)
-        return torch.addcmul(t0s.reshape(shape), node.unsqueeze(0), dts.reshape(shape)).unbind(0)
+        return _Grid(time_grid, time_grid.tolist(), t0s, t1s, dts, t0s.unbind(0), t1s.unbind(0), dts.unbind(0))
 
     def _interpolate(self, t0, t1, t0f, t1f, y0, y1, f0, t_j, t_jf):
         if self.interp == "linear":
@@ -401,34 +392,93 @@ class ParameterizedRKSolver(FixedGridODESolver):
         return self._cubic_hermite_interp(t0, y0, f0, t1, y1, f1, t_j)
 
 
+def _node_times(node, t0s, t1s, dts, t0_list, stage_dtype):
+    """Stage times ``t0 + node·dt`` of one node for every step, as a tuple over steps.
+
+    Float nodes give times in ``stage_dtype``, the dtype the function receives them in.
+    Tensor nodes (per-sample or differentiable parameters) are computed in the node's
+    dtype for all steps at once, broadcasting over the steps in dim 0.
+    """
+    if isinstance(node, float):
+        if node == 0.0 and t0s.dtype == stage_dtype:
+            return t0_list
+        column = t0s if node == 0.0 else t1s if node == 1.0 else t0s + node * dts
+        return column.to(stage_dtype).unbind(0)
+    shape = (-1,) + (1,) * node.ndim
+    if dts.dtype != node.dtype:
+        dts, t0s = dts.to(node.dtype), t0s.to(node.dtype)
+    return torch.addcmul(t0s.reshape(shape), node.unsqueeze(0), dts.reshape(shape)).unbind(0)
+
+
+def _guards(tensors) -> tuple:
+    """The version counter of every tensor storage behind ``tensors`` (views share their
+    base's counter), so that an in-place change anywhere is seen on reuse."""
+    bases = {}
+    for x in tensors:
+        base = x if x._base is None else x._base
+        bases[id(base)] = base
+    return tuple((b, b._version) for b in bases.values())
+
+
+def _intact(guards) -> bool:
+    return all(b._version == v for b, v in guards)
+
+
 @dataclass
 class _Timeline:
-    """The per-solve preparation of one grid: the grid, its values as floats, every step's
-    t0, t1, dt and stage times (tensors handed to the ODE function)."""
+    """What one solve walks: the grid, its values as floats, every step's t0, t1, dt and
+    stage times (tensors handed to the ODE function)."""
     time_grid: torch.Tensor
     grid_values: list
     t0s: tuple
     t1s: tuple
     dts: tuple
     step_times: list
+
+
+@dataclass
+class _Grid:
+    """The per-grid preparation (a pure function of the grid kind and t's values) and the
+    stage-time columns of the float nodes seen with it, each guarded by version counters."""
+    time_grid: torch.Tensor
+    grid_values: list
+    t0s_tensor: torch.Tensor
+    t1s_tensor: torch.Tensor
+    dts_tensor: torch.Tensor
+    t0_list: tuple
+    t1_list: tuple
+    dt_list: tuple
     guards: tuple = ()
+    columns: "OrderedDict[tuple, tuple]" = None
 
     def seal(self) -> None:
-        """Record the version counter of every tensor storage behind the timeline (views
-        share their base's counter), so an in-place change anywhere is seen on reuse."""
-        bases = {}
-        for x in (self.time_grid, *self.t0s, *self.t1s, *self.dts, *(x for times in self.step_times for x in times)):
-            base = x if x._base is None else x._base
-            bases[id(base)] = base
-        self.guards = tuple((b, b._version) for b in bases.values())
+        self.guards = _guards((self.time_grid, *self.t0_list, *self.t1_list, *self.dt_list))
+        self.columns = OrderedDict()
 
     def intact(self) -> bool:
-        return all(b._version == v for b, v in self.guards)
+        return _intact(self.guards)
+
+    def column(self, node, stage_dtype, cache: bool) -> tuple:
+        """The stage times of ``node`` for every step (kept for float nodes when ``cache``)."""
+        if not (cache and isinstance(node, float)):
+            return _node_times(node, self.t0s_tensor, self.t1s_tensor, self.dts_tensor, self.t0_list, stage_dtype)
+        key = (node, stage_dtype)
+        entry = self.columns.get(key)
+        if entry is not None and _intact(entry[1]):
+            return entry[0]
+        times = _node_times(node, self.t0s_tensor, self.t1s_tensor, self.dts_tensor, self.t0_list, stage_dtype)
+        base = times[0]._base if times else None  # the steps' times are views of one column
+        self.columns[key] = (times, () if base is None or times is self.t0_list else ((base, base._version),))
+        if len(self.columns) > _COLUMN_CACHE_SIZE:
+            self.columns.popitem(last=False)
+        return times
 
 
-#: prepared grids, keyed by (grid kind, t's values, dtypes, device, nodes); least recently used first
-_TIMELINES: "OrderedDict[tuple, _Timeline]" = OrderedDict()
+#: prepared grids, keyed by (grid kind, t's values, t's dtype, device); least recently used first
+_GRIDS: "OrderedDict[tuple, _Grid]" = OrderedDict()
 _TIMELINE_CACHE_SIZE = 64
+#: stage-time columns kept per grid (a smoothing run draws a new node every solve: those cycle)
+_COLUMN_CACHE_SIZE = 16
 
 
 def _is(node, value: float) -> bool:
