@@ -396,8 +396,11 @@ def experiment_jobs(ctx: "Context", name: str, protocol) -> list:
     from odezoo.experiments.sweep import Job
 
     spec, jobs = SPECS[name], []
-    for arm in arms_of(name, ctx):
-        for seed in ctx.seeds_for(name):
+    # Seed-major: a seed's arms are queued next to each other, so with parallel jobs they run at
+    # the same time under the same load and the per-seed cost ratios compare like with like.
+    arms = arms_of(name, ctx)
+    for seed in ctx.seeds_for(name):
+        for arm in arms:
             kwargs = {"experiment": name, "arm": dataclasses.asdict(arm), "seed": seed,
                       "cfg": ctx.config(spec.data, arm, seed), "folder": str(ctx.out / name),
                       "protocol": protocol.to_dict(), "checks": ctx.checks, "quiet": ctx.quiet,
@@ -480,6 +483,7 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
              "wall_minutes": round((time.time() - started) / 60, 1),
              "compute_minutes": round(sum(f["train_seconds"] + f.get("eval_seconds", 0.0) for f in found) / 60, 1),
              "launcher": ctx.launcher.describe(), "threads": ctx.launcher.job_threads or torch.get_num_threads(),
+             "job_order": "seed-major",
              "device": str(ctx.device),
              "command": f"python recipes/reproduce.py {name} --scale {ctx.scale}"
                         + (f" --data-dir {ctx.data_dir}" if ctx.data_dir else "")
@@ -726,7 +730,12 @@ def _cost_section(setup, rows) -> list[str]:
                      + f" ({min(ratios):.3f}–{max(ratios):.3f})")
         lines.append(f"| {arm} | {mean:.1f}" + (f" ± {se:.1f}" if not math.isnan(se) else "") + f" | {ratio} |")
     launcher = setup.get("launcher", "in-process: one job at a time")
-    return lines + ["", f"Same seeds, same machine ({launcher}); the ratio is the measured cost of the arm "
+    # Runs shipped before setup.json recorded the order queued every seed of one arm, then the next.
+    order = ("a seed's arms queued side by side, so parallel jobs ran them under the same load"
+             if setup.get("job_order") == "seed-major" else
+             "every seed of one arm queued before the next arm, so with parallel jobs the arms ran at different "
+             "times and any change in the machine's load between them is in the ratio")
+    return lines + ["", f"Same seeds, same machine ({launcher}; {order}); the ratio is the measured cost of the arm "
                         "relative to the reference (1.000 = no extra cost).", ""]
 
 

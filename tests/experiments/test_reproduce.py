@@ -176,3 +176,20 @@ def test_a_failed_model_ships_nothing_and_a_rerun_does_only_what_is_missing(tmp_
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert len({(r["arm"], r["seed"]) for r in read(shipped / "per_seed.csv")}) == 4
     assert "Incomplete" not in (shipped / "summary.md").read_text()
+
+
+def test_a_seeds_arms_are_queued_side_by_side(tmp_path, monkeypatch):
+    """Seed-major order: with parallel jobs, the arms of one seed train at the same time under
+    the same load, so the per-seed cost ratios compare like with like."""
+    import odezoo.experiments.sweep as sweep
+
+    queued = []
+
+    def fake_run_jobs(jobs, launcher, progress=None):
+        queued.extend(job.name for job in jobs)
+        return [sweep.Outcome(job.name, "failed", error="not run") for job in jobs]
+
+    monkeypatch.setattr(sweep, "run_jobs", fake_run_jobs)
+    assert reproduce.main(["table2", "--dry-run", "--out", str(tmp_path), "--device", "cpu"]) == 1
+    assert queued == ["table2/standard_seed0", "table2/smoothing_seed0",
+                      "table2/standard_seed1", "table2/smoothing_seed1"]
