@@ -478,13 +478,14 @@ def _shard(sharded: bool) -> tuple[int, int]:
 
 
 def _per_batch(result, name: str, lengths: list[int], ids: list[int]) -> dict:
-    """This rank's per-example outcome of one attack, split back into its batches."""
+    """This rank's per-example outcome of one attack, split back into its batches:
+    ``(batch index, correct per example, {stage: correct per example})`` each."""
     batches = []
     if result is not None:
         oks = result.correct[name].split(lengths)
         stage_parts = {k: v.split(lengths) for k, v in result.stages.items()}
         for n, (i, ok) in enumerate(zip(ids, oks)):
-            batches.append((i, ok, {k: v[n] for k, v in stage_parts.items()}, None))
+            batches.append((i, ok, {k: v[n] for k, v in stage_parts.items()}))
     return {"batches": batches, "seconds": result.seconds.get(name, 0.0) if result is not None else 0.0,
             "stages": list(result.stages) if result is not None else []}
 
@@ -548,12 +549,12 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
             key = (attack.name, eps)
             mine = _per_batch(result, attack.result_key, [len(subset[i][1]) for i in ids], ids)
             merged = mine if world == 1 else _gather(mine)
-            correct[key] = torch.cat([ok for _, ok, _, _ in merged["batches"]])
+            correct[key] = torch.cat([ok for _, ok, _ in merged["batches"]])
             seconds[key] = merged["seconds"]
             descriptions[attack.name] = attack.describe()
             stage_names = merged["stages"]
             if stage_names:
-                stages[key] = {name: torch.cat([st[name] for _, _, st, _ in merged["batches"]]) for name in stage_names}
+                stages[key] = {name: torch.cat([st[name] for _, _, st in merged["batches"]]) for name in stage_names}
             if progress is not None:
                 progress(f"{attack.name} ε={eps_label(eps)}: {100 * _mean(correct[key]):.1f}% of "
                          f"{correct[key].numel()} ({seconds[key]:.0f}s)")

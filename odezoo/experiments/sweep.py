@@ -88,6 +88,7 @@ class Launcher:
 
     @property
     def job_threads(self) -> int | None:
+        """Torch threads each job sets (None: in-process jobs keep the caller's setting)."""
         if self.threads is not None:
             return self.threads
         if self.kind == "local":
