@@ -9,6 +9,7 @@ The solver core (``import odezoo``) never imports this package.  Its modules:
 * :mod:`~odezoo.experiments.evaluation` — robust accuracy, the stronger per-example evaluation, tables;
 * :mod:`~odezoo.experiments.masking` — automated gradient-masking checks;
 * :mod:`~odezoo.experiments.protocol` — named attacks and named, versioned evaluation protocols;
+* :mod:`~odezoo.experiments.statistics` — mean ± SE over seeds, seed-paired intervals, detectable effects;
 * :mod:`~odezoo.experiments.io` — atomic files: checkpoints, JSON, CSV, JSON-lines logs;
 * :mod:`~odezoo.experiments.plots` — PNG figures (``matplotlib.figure.Figure``, no global backend);
 * :mod:`~odezoo.experiments.config` — recipe configs and solvers from configs;
@@ -33,7 +34,8 @@ if _absent:
     raise ImportError(f"odezoo.experiments needs the 'recipes' extra (missing: {', '.join(_absent)}). "
                       f"Install it with: pip install 'odezoo[recipes]'")
 
-from . import attacks, config, data, evaluation, io, masking, models, plots, protocol, sweep, training  # noqa: E402
+from . import (attacks, config, data, evaluation, io, masking, models, plots, protocol, statistics,  # noqa: E402
+               sweep, training)
 from .attacks import EOTModel, fgsm, pgd, pgd_step_size  # noqa: E402
 from .config import load_config, meta_solver_from_config, parse_solver_grid  # noqa: E402
 from .data import DatasetNotFoundError, get_datasets, make_loaders  # noqa: E402
@@ -46,7 +48,8 @@ from .protocol import PROTOCOLS, Attack, Protocol, ProtocolResult, evaluate_prot
 from .training import TrainingDiverged, adversarial_batch  # noqa: E402
 
 __all__ = [
-    "attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "protocol", "sweep", "training",
+    "attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "protocol", "statistics", "sweep",
+    "training",
     "RECIPES_EXTRA",
     "EOTModel", "fgsm", "pgd", "pgd_step_size",
     "load_config", "meta_solver_from_config", "parse_solver_grid",

@@ -110,25 +110,6 @@ def test_rerun_reuses_trained_models(dry_run_all, capsys):
     assert "epoch 1/1" not in capsys.readouterr().out
 
 
-def test_statistics_use_scipy():
-    from scipy import stats
-
-    mean, se, n = reproduce.mean_se([0.5, 0.7, 0.6])
-    assert (round(mean, 12), round(se, 12), n) == (0.6, round(0.1 / 3 ** 0.5, 12), 3)
-    assert reproduce.t_quantile(0.975, 2) == pytest.approx(4.302653, rel=1e-6)
-    sd, n = 0.02, 8
-    expected = (stats.t.ppf(0.975, 7) + stats.t.ppf(0.8, 7)) * sd / math.sqrt(8)
-    assert reproduce.mde(sd, n) == pytest.approx(expected)
-    assert math.isnan(reproduce.mde(sd, 1))
-    rows = [{"arm": a, "seed": s, "attack": "fgsm", "eps": 0.1, "accuracy": v}
-            for a, s, v in [("ref", 0, 0.5), ("x", 0, 0.6), ("ref", 1, 0.4), ("x", 1, 0.45), ("ref", 2, 0.5),
-                            ("x", 2, 0.58)]]
-    d = reproduce.paired(rows, "ref", "x", "fgsm", 0.1)
-    assert d["n"] == 3 and d["mean"] == pytest.approx((0.1 + 0.05 + 0.08) / 3)
-    assert d["half"] == pytest.approx(reproduce.t_quantile(0.975, 2) * d["se"])
-    assert not hasattr(reproduce, "t_975")
-
-
 def test_paper_scale_needs_data(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["table1", "--scale", "paper"])
