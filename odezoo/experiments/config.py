@@ -50,7 +50,7 @@ __all__ = ["DEFAULTS", "ConfigError", "RecipeConfig", "deep_update", "parse_over
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
-    "dataset": "mnist-embedded",      # mnist-embedded | mnist-embedded-rgb32 | mnist | cifar10
+    "dataset": "mnist-embedded",      # mnist-embedded | mnist-embedded-rgb32 | mnist | cifar10 | synthetic-cifar10
     "data_dir": None,
     "download": False,
     "model": "mnist",                 # mnist | cifar10

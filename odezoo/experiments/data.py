@@ -9,6 +9,9 @@ normalization lives inside the models — and labels are int64 class indices.
   the official 10k test set.
 * ``"cifar10"``: torchvision CIFAR-10; 40k/10k/10k as in the paper, with the standard
   augmentation (random crop 32, padding 4, horizontal flip) on the training split only.
+* ``"synthetic-cifar10"``: random images of CIFAR-10's shape and split sizes (40k/10k/10k),
+  made on the fly: for timing a paper-scale epoch where the data cannot be copied (a lent
+  GPU machine has no network).  There is nothing to learn in it: accuracy stays at chance.
 
 Nothing is downloaded unless ``download=True`` is passed explicitly.
 """
@@ -23,9 +26,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 __all__ = ["DATASETS", "DatasetNotFoundError", "Splits", "Loaders", "TransformSubset", "stratified_split",
-           "embedded_mnist_arrays", "load_embedded_mnist", "load_embedded_mnist_rgb32", "load_mnist", "load_cifar10", "get_datasets", "make_loaders"]
+           "embedded_mnist_arrays", "load_embedded_mnist", "load_embedded_mnist_rgb32", "load_mnist", "load_cifar10",
+           "SyntheticImages", "load_synthetic_cifar10", "get_datasets", "make_loaders"]
 
-DATASETS = ("mnist-embedded", "mnist-embedded-rgb32", "mnist", "cifar10")
+DATASETS = ("mnist-embedded", "mnist-embedded-rgb32", "mnist", "cifar10", "synthetic-cifar10")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -136,6 +140,32 @@ def load_embedded_mnist_rgb32(seed: int = 0) -> Splits:
     return Splits(*(rgb32(split) for split in load_embedded_mnist(seed=seed)))
 
 
+class SyntheticImages(Dataset):
+    """``n`` images of ``shape`` with uniform pixels in [0, 1] and uniform labels in
+    ``[0, classes)``; item ``i`` is a pure function of ``(seed, i)`` and made when asked for
+    (nothing is held in memory).  For timing only: there is nothing to learn."""
+
+    def __init__(self, n: int, shape: Sequence[int] = (3, 32, 32), classes: int = 10, seed: int = 0):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        self.n, self.shape, self.classes, self.seed = n, tuple(shape), classes, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.n:
+            raise IndexError(f"index {index} out of range for {self.n} synthetic images")
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        image = torch.rand(self.shape, generator=generator)
+        return image, int(torch.randint(self.classes, (), generator=generator))
+
+
+def load_synthetic_cifar10(seed: int = 0) -> Splits:
+    """Random data of CIFAR-10's shape and split sizes (40k/10k/10k): see :class:`SyntheticImages`."""
+    return Splits(*(SyntheticImages(n, seed=3 * seed + k) for k, n in enumerate((40_000, 10_000, 10_000))))
+
+
 # --------------------------------------------------------------------------- torchvision
 
 def _torchvision():
@@ -244,6 +274,8 @@ def get_datasets(name: str = "mnist-embedded", data_dir: str | Path | None = Non
         return load_mnist(data_dir, download=download, seed=seed)
     if name == "cifar10":
         return load_cifar10(data_dir, download=download, seed=seed)
+    if name == "synthetic-cifar10":
+        return load_synthetic_cifar10(seed=seed)
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 

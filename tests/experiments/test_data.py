@@ -220,3 +220,20 @@ def test_rgb32_stand_in_has_cifar_shape_and_the_same_digits():
     assert x.shape == (3, 32, 32)
     assert torch.equal(x[0, 2:30, 2:30], gray.test[0][0][0]) and torch.equal(x[0], x[2])
     assert int(y) == int(gray.test[0][1]) and len(rgb.train) == len(gray.train)
+
+
+def test_synthetic_cifar10_has_the_real_shape_and_is_repeatable():
+    splits = odata.get_datasets("synthetic-cifar10", seed=1)
+    assert [len(s) for s in splits] == [40_000, 10_000, 10_000]
+    x, y = splits.train[39_999]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert isinstance(y, int) and 0 <= y < 10
+    again, _ = odata.get_datasets("synthetic-cifar10", seed=1).train[39_999]
+    assert torch.equal(x, again)  # a pure function of (seed, index)
+    assert not torch.equal(splits.train[0][0], splits.val[0][0])  # the splits differ
+    assert not torch.equal(x, odata.get_datasets("synthetic-cifar10", seed=2).train[39_999][0])
+    with pytest.raises(IndexError):
+        splits.test[10_000]
+    loaders = odata.make_loaders(splits, batch_size=256, seed=0, subset=512)
+    xb, yb = next(iter(loaders.train))
+    assert xb.shape == (256, 3, 32, 32) and yb.dtype == torch.int64
