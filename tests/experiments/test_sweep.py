@@ -25,6 +25,7 @@ SCRIPT = textwrap.dedent('''
         (out / f"{name}.half").write_text("half-way")
         if name == kill and not (out / "killed").exists():
             (out / "killed").write_text(name)
+            print(f"{name}: epoch 3 of 4", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
         if name == fail:
             raise ValueError(f"{name}: bad input, fix the config")
@@ -100,6 +101,8 @@ def test_local_launcher_runs_jobs_in_parallel_and_a_rerun_finishes_only_what_was
     assert [o.status for o in first] == ["done", "done", "failed", "done"]
     killed = first[2]
     assert killed.log and killed.log.endswith("_log.err")
+    assert killed.error.startswith("the job's process ended without a result (state ")
+    assert killed.error.endswith("its last output: c: epoch 3 of 4")
     assert any(line.startswith("started c (log: ") for line in lines)
     assert any("FAILED: c" in line and killed.log in line for line in lines)
     out = script[1]
