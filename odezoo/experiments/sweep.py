@@ -258,7 +258,7 @@ def wait_jobs(jobs: Sequence[Job], handles: Sequence, launcher: Launcher,
         for i, (job, handle) in enumerate(zip(jobs, handles)):
             if i not in outcomes and handle.done():
                 outcomes[i] = _finish(job, handle, started[job.name])
-                _report(outcomes[i], len(outcomes), len(jobs), progress, since)
+                _report(outcomes[i], list(outcomes.values()), len(jobs), progress, since, launcher.jobs)
         if len(outcomes) < len(jobs):
             time.sleep(launcher.poll_seconds)
     return [outcomes[i] for i in range(len(jobs))]
@@ -273,12 +273,18 @@ def _finish(job: Job, handle, started: float) -> Outcome:
     return Outcome(job.name, "done", result=result, log=_log_of(handle), seconds=seconds)
 
 
-def _report(outcome: Outcome, done: int, total: int, progress, since: float) -> None:
+def _report(outcome: Outcome, finished: Sequence[Outcome], total: int, progress, since: float,
+            parallel: int = 1) -> None:
+    """One progress line; the time left is the mean duration of the finished jobs times the
+    jobs still to finish, divided by how many run at once."""
     if progress is None:
         return
+    done = len(finished)
     spent = time.time() - since
-    clock = f"; {spent / 60:.1f} min so far" + (f", about {spent / done * (total - done) / 60:.1f} min left"
-                                               if done < total else "")
+    mean = sum(o.seconds for o in finished) / done
+    clock = f"; {spent / 60:.1f} min so far" + (
+        f", about {mean * (total - done) / max(1, min(parallel, total - done)) / 60:.1f} min left"
+        if done < total else "")
     if outcome.ok:
         progress(f"[{done}/{total}] done: {outcome.name} ({outcome.seconds / 60:.1f} min{clock})")
     else:
@@ -314,7 +320,7 @@ def run_jobs(jobs: Sequence[Job], launcher: Launcher = Launcher(),
         for i in [i for i, (handle, _) in running.items() if handle.done()]:
             handle, started = running.pop(i)
             outcomes[i] = _finish(jobs[i], handle, started)
-            _report(outcomes[i], len(outcomes), len(jobs), progress, since)
+            _report(outcomes[i], list(outcomes.values()), len(jobs), progress, since, launcher.jobs)
         if running:
             time.sleep(launcher.poll_seconds)
     return [outcomes[i] for i in range(len(jobs))]
@@ -333,7 +339,7 @@ def _run_inprocess(jobs: Sequence[Job], progress) -> list[Outcome]:
             outcome = Outcome(job.name, "failed", error=_error_text(error))
         outcome.seconds = time.time() - started
         outcomes.append(outcome)
-        _report(outcome, len(outcomes), len(jobs), progress, since)
+        _report(outcome, outcomes, len(jobs), progress, since)
     return outcomes
 
 

@@ -4,6 +4,7 @@ own test helper (no cluster needed: the job is then run the way a Slurm node run
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 
@@ -215,3 +216,15 @@ def test_sweep_recipe_checks_every_grid_point_before_any_job(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sweep.main(["--config", str(config), "--grid", "seed", "--out", str(tmp_path / "s")])
     assert "--grid expects KEY=V1,V2" in capsys.readouterr().err
+
+
+def test_time_left_counts_the_jobs_that_run_at_once():
+    """Two jobs at once, two 10-minute jobs done, 14 to go: about 70 minutes, not 140."""
+    from odezoo.experiments.sweep import Outcome, _report
+
+    lines = []
+    finished = [Outcome("a", "done", seconds=600.0), Outcome("b", "done", seconds=600.0)]
+    _report(finished[-1], finished, 16, lines.append, time.time() - 620, parallel=2)
+    assert lines[0].startswith("[2/16] done: b (10.0 min; 10.3 min so far, about 70.0 min left")
+    _report(finished[-1], finished, 3, lines.append, time.time(), parallel=2)  # one left: it runs alone
+    assert "about 10.0 min left" in lines[1]
