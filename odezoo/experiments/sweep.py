@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 __all__ = ["LAUNCHERS", "Launcher", "Job", "Outcome", "run_jobs", "submit_jobs", "wait_jobs", "launcher_from_options",
-           "add_launcher_flags", "launcher_from_args", "JobFailed"]
+           "add_launcher_flags", "launcher_from_args", "JobFailed", "minutes_left"]
 
 #: ``inprocess``: one job after another in this process (the default, no submitit needed);
 #: ``local``: up to ``jobs`` processes on this machine; ``slurm``: one Slurm job array, at most
@@ -273,18 +273,23 @@ def _finish(job: Job, handle, started: float) -> Outcome:
     return Outcome(job.name, "done", result=result, log=_log_of(handle), seconds=seconds)
 
 
+def minutes_left(seconds: Sequence[float], total: int, parallel: int = 1) -> float:
+    """Estimated minutes until ``total`` jobs are done, given the durations of those finished
+    so far: their mean times the jobs to go, divided by how many run at once."""
+    to_go = total - len(seconds)
+    if to_go <= 0 or not seconds:
+        return 0.0
+    return sum(seconds) / len(seconds) * to_go / max(1, min(parallel, to_go)) / 60
+
+
 def _report(outcome: Outcome, finished: Sequence[Outcome], total: int, progress, since: float,
             parallel: int = 1) -> None:
-    """One progress line; the time left is the mean duration of the finished jobs times the
-    jobs still to finish, divided by how many run at once."""
     if progress is None:
         return
     done = len(finished)
     spent = time.time() - since
-    mean = sum(o.seconds for o in finished) / done
     clock = f"; {spent / 60:.1f} min so far" + (
-        f", about {mean * (total - done) / max(1, min(parallel, total - done)) / 60:.1f} min left"
-        if done < total else "")
+        f", about {minutes_left([o.seconds for o in finished], total, parallel):.1f} min left" if done < total else "")
     if outcome.ok:
         progress(f"[{done}/{total}] done: {outcome.name} ({outcome.seconds / 60:.1f} min{clock})")
     else:

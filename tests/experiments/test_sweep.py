@@ -4,7 +4,6 @@ own test helper (no cluster needed: the job is then run the way a Slurm node run
 from __future__ import annotations
 
 import textwrap
-import time
 
 import pytest
 
@@ -219,12 +218,11 @@ def test_sweep_recipe_checks_every_grid_point_before_any_job(tmp_path, capsys):
 
 
 def test_time_left_counts_the_jobs_that_run_at_once():
-    """Two jobs at once, two 10-minute jobs done, 14 to go: about 70 minutes, not 140."""
-    from odezoo.experiments.sweep import Outcome, _report
+    """Two jobs at once, two 10-minute jobs done, 14 to go: about 70 minutes, not 140; with
+    one job to go it runs alone."""
+    from odezoo.experiments.sweep import minutes_left
 
-    lines = []
-    finished = [Outcome("a", "done", seconds=600.0), Outcome("b", "done", seconds=600.0)]
-    _report(finished[-1], finished, 16, lines.append, time.time() - 620, parallel=2)
-    assert lines[0].startswith("[2/16] done: b (10.0 min; 10.3 min so far, about 70.0 min left")
-    _report(finished[-1], finished, 3, lines.append, time.time(), parallel=2)  # one left: it runs alone
-    assert "about 10.0 min left" in lines[1]
+    assert minutes_left([600.0, 600.0], 16, parallel=2) == pytest.approx(70.0)
+    assert minutes_left([600.0, 600.0], 16) == pytest.approx(140.0)
+    assert minutes_left([600.0, 600.0], 3, parallel=2) == pytest.approx(10.0)
+    assert minutes_left([600.0, 600.0], 2, parallel=2) == 0.0 and minutes_left([], 4) == 0.0
