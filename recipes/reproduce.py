@@ -584,7 +584,8 @@ def build_report(results: Path) -> str:
 def _time_line(setup) -> str:
     launcher = setup.get("launcher", "in-process: one job at a time")
     threads = "" if "thread" in launcher else f"; {setup['threads']} CPU thread(s)"
-    text = f"* wall time: {setup['wall_minutes']} min ({launcher}{threads}; {setup['device']})"
+    text = (f"* wall time of the command that shipped these results: {setup['wall_minutes']} min ({launcher}{threads}; "
+            f"{setup['device']}; models finished by an earlier, interrupted run are reused and not counted in it)")
     if setup.get("compute_minutes") is not None:
         text += f"; training and evaluation summed over the models: {setup['compute_minutes']} min"
     return text
