@@ -364,9 +364,9 @@ class ParameterizedRKSolver(FixedGridODESolver):
             if key is not None:
                 grid.seal()
                 _GRIDS[key] = grid
-                if len(_GRIDS) > _TIMELINE_CACHE_SIZE:
+                if len(_GRIDS) > _GRID_CACHE_SIZE:
                     _GRIDS.popitem(last=False)
-        columns = [grid.column(node, stage_dtype, cache=key is not None) for node in self.plan.nodes]
+        columns = [grid.column(node, stage_dtype) for node in self.plan.nodes]
         return _Timeline(grid.time_grid, grid.grid_values, grid.t0_list, grid.t1_list, grid.dt_list,
                          list(zip(*columns)))
 
@@ -458,17 +458,18 @@ class _Grid:
     def intact(self) -> bool:
         return _intact(self.guards)
 
-    def column(self, node, stage_dtype, cache: bool) -> tuple:
-        """The stage times of ``node`` for every step (kept for float nodes when ``cache``)."""
-        if not (cache and isinstance(node, float)):
+    def column(self, node, stage_dtype) -> tuple:
+        """The stage times of ``node`` for every step; kept (bounded) for float nodes once the
+        grid is sealed into the cache."""
+        if self.columns is None or not isinstance(node, float):
             return _node_times(node, self.t0s_tensor, self.t1s_tensor, self.dts_tensor, self.t0_list, stage_dtype)
         key = (node, stage_dtype)
         entry = self.columns.get(key)
         if entry is not None and _intact(entry[1]):
             return entry[0]
         times = _node_times(node, self.t0s_tensor, self.t1s_tensor, self.dts_tensor, self.t0_list, stage_dtype)
-        base = times[0]._base if times else None  # the steps' times are views of one column
-        self.columns[key] = (times, () if base is None or times is self.t0_list else ((base, base._version),))
+        # the steps' times are views of one new column, or the grid's own t0s (guarded by the grid)
+        self.columns[key] = (times, () if not times or times is self.t0_list else _guards(times[:1]))
         if len(self.columns) > _COLUMN_CACHE_SIZE:
             self.columns.popitem(last=False)
         return times
@@ -476,7 +477,7 @@ class _Grid:
 
 #: prepared grids, keyed by (grid kind, t's values, t's dtype, device); least recently used first
 _GRIDS: "OrderedDict[tuple, _Grid]" = OrderedDict()
-_TIMELINE_CACHE_SIZE = 64
+_GRID_CACHE_SIZE = 64
 #: stage-time columns kept per grid (a smoothing run draws a new node every solve: those cycle)
 _COLUMN_CACHE_SIZE = 16
 

@@ -182,7 +182,7 @@ def test_the_prepared_grid_is_reused_by_value_and_rebuilt_after_an_in_place_chan
     assert torch.equal(fresh, first)
     for k in range(80):  # bounded: least recently used grids go
         odezoo.odeint(func, y0, torch.tensor([0.0, 1.0 + k], dtype=torch.float64), method="rk2_u", options=options)
-    assert len(stepper._GRIDS) == stepper._TIMELINE_CACHE_SIZE
+    assert len(stepper._GRIDS) == stepper._GRID_CACHE_SIZE
 
 
 def test_a_new_node_every_solve_reuses_the_grid_and_gives_torchdiffeqs_answer():

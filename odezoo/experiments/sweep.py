@@ -222,13 +222,12 @@ def _error_text(error: BaseException) -> str:
     process ended without a result (UncompletedJobError: killed, out of memory, over its time
     limit), that, its state and the last line it printed."""
     lines = [line for line in (str(error).strip() or type(error).__name__).splitlines() if line.strip()]
+    rules = [i for i, line in enumerate(lines) if set(line.strip()) == {"-"}]
     if type(error).__name__ == "UncompletedJobError":
         state = next((line.split("(state:", 1)[1].rstrip(") ") for line in lines if "(state:" in line), "unknown")
-        rules = [i for i, line in enumerate(lines) if set(line.strip()) == {"-"}]
         last = lines[-1].strip() if rules and rules[-1] < len(lines) - 1 else None
         return (f"the job's process ended without a result (state {state}: killed, out of memory or over its "
                 f"time limit?)" + (f"; its last output: {last}" if last else ""))
-    rules = [i for i, line in enumerate(lines) if set(line.strip()) == {"-"}]
     if len(rules) >= 2 and rules[1] > rules[0] + 1:
         return lines[rules[1] - 1].strip()
     return lines[-1].strip() if lines else type(error).__name__
