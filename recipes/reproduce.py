@@ -3,14 +3,17 @@ named evaluation protocol per experiment.
 
     python recipes/reproduce.py table1 --scale small                      # CPU; see docs/results.md for times
     python recipes/reproduce.py table1 --scale paper --data-dir ~/data    # hours on one GPU
-    python recipes/reproduce.py fig5 --scale small --dry-run --out "$(mktemp -d)"   # seconds (CI)
+    python recipes/reproduce.py fig5 --scale small --dry-run              # seconds (CI); runs/reproduce/small-dry-run
     python recipes/reproduce.py report                                    # tables + figures from docs/results/
 
 Experiments: fig3a fig3b fig4 fig5 table1 table2 variants (and all).  Before any training the
 experiment prints the protocol it will run (odezoo.experiments.protocol: every attack by its
 full name, ε, how many test images) and checks the optional dependencies.  Every seed of every
 arm is then trained (or reused from --out/<experiment>/runs/, an interrupted run resumes) and
-evaluated with that protocol on the same test images, with the gradient-masking checks.
+evaluated with that protocol on the same test images, with the gradient-masking checks.  A
+model or result is reused only when it was made with the same settings and protocol: a
+finished run trained otherwise fails its job with the differences and is left as it is, and
+a dry run has its own folder (runs/reproduce/<scale>-dry-run).
 
 The data that ships goes to --results/<experiment>/ (default docs/results/, for a dry run
 --out/results/):  per_seed.csv (one row per model × attack × ε: experiment, arm, seed, attack,
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import math
@@ -189,6 +193,14 @@ SMALL_SEEDS = {"table1": 8, "table2": 8}
 
 
 # --------------------------------------------------------------------------- settings
+def runs_folder(args) -> Path:
+    """--out, or runs/reproduce/<scale>; a dry run's default is its own folder (runs/reproduce/
+    <scale>-dry-run), never the real runs' (its tiny models must not stand in for theirs)."""
+    if args.out:
+        return Path(args.out)
+    return ROOT / "runs" / "reproduce" / (args.scale + ("-dry-run" if args.dry_run else ""))
+
+
 class Context:
     def __init__(self, args, launcher=None):
         from odezoo.experiments.sweep import Launcher
@@ -199,7 +211,7 @@ class Context:
         self.dry_run = args.dry_run
         self.data_dir = args.data_dir
         self.device = resolve_device(args.device)
-        self.out = Path(args.out or ROOT / "runs" / "reproduce" / args.scale)
+        self.out = runs_folder(args)
         self.results = Path(args.results) if args.results else (self.out / "results" if args.dry_run
                                                                 else ROOT / "docs" / "results")
         self.seeds_flag = args.seeds
@@ -287,25 +299,31 @@ def data_label(dataset: str, subset) -> str:
 
 
 # --------------------------------------------------------------------------- one model: a job
+def run_config(name: str, cfg: dict) -> dict:
+    """The train.py config of the run ``name`` (the keys train.py knows, and the run's name)."""
+    from odezoo.experiments.config import DEFAULTS
+
+    return {**{k: v for k, v in cfg.items() if k in DEFAULTS}, "name": name}
+
+
 def trained_model(folder: Path, name: str, cfg: dict, device: torch.device, quiet: bool = True):
-    """Train (or reuse / resume) one run; return the best model, its MetaSolver, test loader, run dir."""
+    """Train (or reuse / resume) one run; return the best model, its MetaSolver, test loader, run dir.
+    A finished run trained with other settings is not reused: train.py stops with the differences."""
     import train
-    from odezoo.experiments.config import DEFAULTS, meta_solver_from_config
+    from odezoo.experiments.config import meta_solver_from_config
     from odezoo.experiments.data import get_datasets, make_loaders
     from odezoo.experiments.io import load_checkpoint
     from odezoo.experiments.models import build_model
 
     run_dir = folder / "runs" / name
-    cfg = {k: v for k, v in cfg.items() if k in DEFAULTS}
-    cfg["name"] = name
-    if not (run_dir / "summary.json").exists():
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        config_path = run_dir.parent / f"{name}.yaml"
-        config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        flags = ["--config", str(config_path), "--out", str(run_dir), "--no-eval"]
-        flags += ["--quiet"] if quiet else []
-        flags += ["--resume"] if (run_dir / "checkpoint.pt").exists() else []
-        train.main(flags)
+    cfg = run_config(name, cfg)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir.parent / f"{name}.yaml"
+    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    flags = ["--config", str(config_path), "--out", str(run_dir), "--no-eval", "--reuse-finished"]
+    flags += ["--quiet"] if quiet else []
+    flags += ["--resume"] if (run_dir / "checkpoint.pt").exists() else []
+    train.main(flags)
     state = load_checkpoint(run_dir / "best.pt", map_location=device)
     meta = meta_solver_from_config(cfg["solver"], seed=cfg["seed"])
     model = build_model(cfg["model"], meta, **cfg.get("model_kwargs", {})).to(device)
@@ -345,26 +363,43 @@ def masking_rows(protocol, model, meta, loader, name, arm, seed, device, dry_run
     return rows
 
 
-RESULT_FILE = "protocol_result.json"
+def result_path(run_dir: Path, protocol: dict) -> Path:
+    """Where a run keeps its outcome under one protocol: one file per protocol (its name and a
+    digest of its settings), so evaluating a model with another protocol overwrites nothing."""
+    digest = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:10]
+    return run_dir / f"protocol_result-{protocol['full_name']}-{digest}.json"
+
+
+def saved_result(run_dir: Path, cfg: dict, protocol: dict, checks: bool) -> dict | None:
+    """The run's saved outcome under ``protocol`` when it is this job's: the same protocol (with
+    the masking checks when they are asked for), and a finished model trained with ``cfg``'s settings.  Otherwise None (never another
+    run's numbers: a dry run's, or a model trained with other settings)."""
+    import train
+
+    for path in (result_path(run_dir, protocol), run_dir / "protocol_result.json"):  # the second: older runs
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("protocol") == protocol and (saved.get("checks_run") or not checks):
+                return saved if train.finished_run_changes(run_dir, run_config(run_dir.name, cfg)) == {} else None
+    return None
 
 
 def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, protocol: dict, checks: bool = True,
               quiet: bool = True, dry_run: bool = False, device: str = "cpu") -> dict:
     """One job: train (or reuse, or resume) one seed of one arm, evaluate it with the protocol
     and the masking checks, and keep the outcome in ``<run>/protocol_result.json``.  Idempotent:
-    a run whose result file holds the same protocol (and checks) returns it without touching
-    the model, so a rerun of an experiment does only what is missing."""
+    a finished run with a result under the same protocol (and the checks), trained with ``cfg``'s
+    settings, returns it without touching the model, so a rerun of an experiment does only what
+    is missing.  A finished run trained with other settings fails the job (nothing is overwritten)."""
     from odezoo.experiments.io import save_json
     from odezoo.experiments.protocol import Protocol, evaluate_protocol
 
     arm = Arm(**arm)
     protocol_obj = Protocol.from_dict(protocol)
     run = f"{arm.run_name}_seed{seed}"
-    result_path = Path(folder) / "runs" / run / RESULT_FILE
-    if result_path.exists():
-        saved = json.loads(result_path.read_text())
-        if saved.get("protocol") == protocol_obj.to_dict() and saved.get("checks_run") == checks:
-            return saved
+    saved = saved_result(Path(folder) / "runs" / run, cfg, protocol_obj.to_dict(), checks)
+    if saved is not None:
+        return saved
     print(f"--- {experiment}: {arm.label}, seed {seed}", flush=True)
     device = torch.device(device)
     model, meta, loader, run_dir = trained_model(Path(folder), run, cfg, device, quiet)
@@ -389,7 +424,7 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
     out = {"protocol": protocol_obj.to_dict(), "checks_run": checks, "rows": rows, "checks": check_rows,
            "epochs": epoch_rows, "train_seconds": seconds, "eval_seconds": time.time() - started,
            "dataset": cfg["dataset"], "subset": cfg.get("subset")}
-    save_json(result_path, out)
+    save_json(result_path(run_dir, protocol_obj.to_dict()), out)
     return out
 
 
@@ -412,13 +447,13 @@ def experiment_jobs(ctx: "Context", name: str, protocol) -> list:
 
 
 def finished_results(jobs) -> tuple[list[dict], list[str]]:
-    """The results of the jobs whose result file holds the job's protocol, and the names of the others."""
+    """The results saved by the jobs (each its own: see :func:`saved_result`), and the names of the others."""
     found, missing = [], []
     for job in jobs:
         k = job.kwargs
-        path = Path(k["folder"]) / "runs" / f"{Arm(**k['arm']).run_name}_seed{k['seed']}" / RESULT_FILE
-        saved = json.loads(path.read_text()) if path.exists() else None
-        if saved and saved.get("protocol") == k["protocol"] and saved.get("checks_run") == k["checks"]:
+        run_dir = Path(k["folder"]) / "runs" / f"{Arm(**k['arm']).run_name}_seed{k['seed']}"
+        saved = saved_result(run_dir, k["cfg"], k["protocol"], k["checks"])
+        if saved is not None:
             found.append(saved)
         else:
             missing.append(job.name)
@@ -812,7 +847,7 @@ def main(argv=None):
     p.add_argument("--scale", choices=["small", "paper"], default="small")
     p.add_argument("--dry-run", action="store_true",
                    help="tiny data, one epoch, two seeds, tiny attack budgets: checks the pipeline, not a result")
-    p.add_argument("--out", help="runs folder (default runs/reproduce/<scale>)")
+    p.add_argument("--out", help="runs folder (default runs/reproduce/<scale>; a dry run: runs/reproduce/<scale>-dry-run)")
     p.add_argument("--results", help="where the shipped data go and report reads them (default docs/results; "
                                      "dry run: <out>/results)")
     p.add_argument("--page", help="the Markdown page report fills (default docs/results.md; with --results: "
@@ -837,9 +872,8 @@ def main(argv=None):
         page = Path(args.page) if args.page else (results / "results.md" if args.results else ROOT / "docs" / "results.md")
         print(f"wrote {write_report(results, page)}")
         return 0
-    out = Path(args.out or ROOT / "runs" / "reproduce" / args.scale)
     try:
-        launcher = launcher_from_args(args, folder=out / "jobs")
+        launcher = launcher_from_args(args, folder=runs_folder(args) / "jobs")
     except ValueError as error:
         p.error(str(error))
     ctx = Context(args, launcher)

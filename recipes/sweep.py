@@ -9,10 +9,12 @@ or on Slurm through submitit), then collect what finished into one table.
 
 Every --grid KEY=V1,V2,... multiplies the grid (keys as in --set; values read as YAML); --set
 KEY=VALUE applies to every run.  Each grid point is a train.py run in <out>/<run name>/, and
-the whole grid is checked before the first job starts.  Jobs are idempotent: a run with a
-summary.json is reused, one with only a checkpoint resumes from it (rerun the same command
-after a failure or a kill, and only what is missing runs).  <out>/sweep.csv gets one row per
-grid point: its values, status (done, failed, missing), best epoch, validation and test
+the whole grid is checked before the first job starts.  Jobs are idempotent: a finished run
+(summary.json) trained with the same settings is reused, one with only a checkpoint resumes
+from it (rerun the same command after a failure or a kill, and only what is missing runs); a
+finished run trained with other settings (a changed --set, a dry run's folder) is never
+reused or touched: its job fails and names the differences.  <out>/sweep.csv gets one row per
+grid point: its values, status (done, failed, missing, other-settings), best epoch, validation and test
 accuracy, and the log of a failed job.
 """
 from __future__ import annotations
@@ -28,9 +30,11 @@ try:  # the recipes extra, checked before anything else: one line that says what
 except ImportError as missing:
     raise SystemExit(f"error: {missing}") from None
 
-from odezoo.experiments.config import ConfigError, fail, load_config, parse_override  # noqa: E402
+from odezoo.experiments.config import ConfigError, fail, parse_override  # noqa: E402
 from odezoo.experiments.io import save_csv  # noqa: E402
 from odezoo.experiments.sweep import Job, add_launcher_flags, launcher_from_args, run_jobs  # noqa: E402
+
+import train  # noqa: E402  (recipes/train.py: the runs are its runs)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,11 +73,12 @@ def plan(args) -> list[dict]:
             raise ConfigError(f"two grid points share the run name {name!r}; make the last key segments differ")
         names.add(name)
         sets = list(args.set) + [f"{k}={v}" for k, v in point.items()]
+        cfg = None
         try:
-            load_config(args.config, sets, data_dir=args.data_dir)
+            cfg = train.build_config(args.config, sets, dry_run=args.dry_run, data_dir=args.data_dir)
         except ConfigError as error:
             problems.setdefault(str(error), []).append(name)
-        runs.append({"name": name, "point": point, "sets": sets})
+        runs.append({"name": name, "point": point, "sets": sets, "cfg": cfg})
     if problems:
         bad = sum(len(v) for v in problems.values())
         raise ConfigError(f"{bad} of {len(points)} grid point(s) have a bad config (nothing was run):\n  "
@@ -85,17 +90,14 @@ def run_config(config: str | None, sets: list[str], out: str, data_dir: str | No
                quiet: bool = True) -> dict:
     """One job: train one grid point (reused when finished, resumed from its checkpoint when
     half-finished); return its summary.json."""
-    import train
-
     out = Path(out)
-    if not (out / "summary.json").exists():
-        flags = (["--config", config] if config else []) + ["--out", str(out), "--no-eval"]
-        flags += [f for s in sets for f in ("--set", s)]
-        flags += ["--data-dir", data_dir] if data_dir else []
-        flags += ["--dry-run"] if dry_run else []
-        flags += ["--quiet"] if quiet else []
-        flags += ["--resume"] if (out / "checkpoint.pt").exists() else []
-        train.main(flags)
+    flags = (["--config", config] if config else []) + ["--out", str(out), "--no-eval", "--reuse-finished"]
+    flags += [f for s in sets for f in ("--set", s)]
+    flags += ["--data-dir", data_dir] if data_dir else []
+    flags += ["--dry-run"] if dry_run else []
+    flags += ["--quiet"] if quiet else []
+    flags += ["--resume"] if (out / "checkpoint.pt").exists() else []
+    train.main(flags)  # a finished run with other settings stops here, with the differences
     return json.loads((out / "summary.json").read_text())
 
 
@@ -107,7 +109,11 @@ def collect(runs: list[dict], out: Path, outcomes=None) -> list[dict]:
         row = {"run": run["name"], **run["point"]}
         summary_path = out / run["name"] / "summary.json"
         outcome = ended.get(run["name"])
-        if summary_path.exists():
+        changes = train.finished_run_changes(out / run["name"], run["cfg"])
+        if changes:  # a finished run, but not this grid point's: never reported as its result
+            row.update(status="other-settings", best_epoch="", val_acc="", test_acc="", solver="",
+                       log=train.refusal(out / run["name"], changes))
+        elif summary_path.exists():
             summary = json.loads(summary_path.read_text())
             row.update(status="done", best_epoch=summary["best_epoch"] + 1, val_acc=summary["val_acc"],
                        test_acc=summary["test_acc"], solver=summary.get("trained_with", ""), log="")

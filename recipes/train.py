@@ -54,6 +54,10 @@ DRY_RUN = {"epochs": 1, "subset": 64, "batch_size": 16}
 RESUME_SAFE = ("epochs", "device", "data_dir", "download", "num_workers", "loss_limit", "eval")
 #: config keys no resume may change: the saved weights belong to this model.
 RESUME_NEVER = ("model", "model_kwargs")
+#: config keys that do not change what a finished run computed (its weights, metrics.jsonl and
+#: summary.json): where it ran, where its data was read from, the divergence limit, and the final
+#: evaluation (which --reuse-finished callers run themselves).
+REUSE_SAFE = ("device", "data_dir", "download", "num_workers", "loss_limit", "eval")
 
 
 def parse_args(argv=None):
@@ -71,6 +75,9 @@ def parse_args(argv=None):
     p.add_argument("--allow-config-change", action="store_true",
                    help="with --resume: continue even though the config changes the run (recorded in "
                         "resumes.jsonl; a changed solver, optimizer or schedule starts afresh)")
+    p.add_argument("--reuse-finished", action="store_true",
+                   help="when --out holds a finished run (summary.json) trained with the same settings, do nothing; "
+                        "when its settings differ, stop with the differences (for sweeps and reproduce.py)")
     p.add_argument("--stop-after", type=flag(positive_int), metavar="K",
                    help="stop after epoch K (the run stays resumable with --resume; splits a long run into pieces)")
     p.add_argument("--dry-run", action="store_true", help="a few batches on tiny data, then stop (for CI)")
@@ -180,6 +187,25 @@ def _show_changes(changes) -> str:
     return "; ".join(f"{key}: {old!r} in the run, {new!r} now" for key, (old, new) in changes.items())
 
 
+def finished_run_changes(out: Path, cfg: dict) -> dict | None:
+    """None when ``out`` holds no finished run (no summary.json); otherwise ``{dotted key: (in the
+    run, now)}`` for every setting in which ``cfg`` differs from the run's config.yaml and which
+    changes what the run computed (empty: the finished run is this config's run and may be reused)."""
+    out = Path(out)
+    if not (out / "summary.json").exists():
+        return None
+    saved = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").exists() else {}
+    changes = _resume_changes(saved or {}, validate_config(cfg))
+    return {k: v for k, v in changes.items() if not _touches({k: v}, *REUSE_SAFE)}
+
+
+def refusal(out: Path, changes: dict) -> str:
+    """Why a finished run is not reused for a config that changes it, and what to do."""
+    return (f"{out} holds a finished run trained with other settings ({_show_changes(changes)}); it is not reused "
+            f"and nothing in it was changed. Start the new run with --out NEW_DIR (a dry run has its own folder), "
+            f"or delete {out} to train it again.")
+
+
 def check_run_folder(out: Path, cfg: dict, args) -> tuple[dict | None, dict]:
     """Decide, before anything is written, whether this start may use ``out``.
 
@@ -216,6 +242,20 @@ def check_run_folder(out: Path, cfg: dict, args) -> tuple[dict | None, dict]:
     return state, changes
 
 
+def build_config(path: str | None, sets=(), dry_run: bool = False, **flags) -> dict:
+    """A run's checked config: the YAML at ``path``, then ``sets`` (``KEY=VALUE``), then the
+    flags that are not None; a dry run gets :data:`DRY_RUN`'s tiny settings where no flag gave
+    them, and a one-batch evaluation.  Raises ConfigError."""
+    cfg = load_config(path, list(sets), **flags)
+    if dry_run:
+        cfg.update({k: v for k, v in DRY_RUN.items() if flags.get(k) is None})  # explicit flags win
+        cfg["eval"] = {**cfg["eval"], "max_batches": 1, "eps": cfg["eval"]["eps"][:1], "pgd_steps": 2}
+        if cfg.get("track_robust"):
+            cfg["track_robust"] = {**cfg["track_robust"], "max_batches": 1}
+        cfg = validate_config(cfg)
+    return cfg
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.allow_config_change and not args.resume:
@@ -224,22 +264,22 @@ def main(argv=None):
              "data_dir": args.data_dir,
              "download": args.download, "device": args.device, "resample": args.resample}
     try:
-        cfg = load_config(args.config, args.set, **flags)
-        if args.dry_run:
-            given = {"epochs": args.epochs, "batch_size": args.batch_size}  # explicit flags win over the dry run's
-            cfg.update({k: v for k, v in DRY_RUN.items() if given.get(k) is None})
-            cfg["eval"] = {**cfg["eval"], "max_batches": 1, "eps": cfg["eval"]["eps"][:1], "pgd_steps": 2}
-            if cfg.get("track_robust"):
-                cfg["track_robust"] = {**cfg["track_robust"], "max_batches": 1}
-            cfg = validate_config(cfg)
+        cfg = build_config(args.config, args.set, dry_run=args.dry_run, **flags)
     except ConfigError as error:
         fail(str(error))
+    out = Path(args.out) if args.out else ROOT / "runs" / cfg["name"]
+    if args.reuse_finished:
+        changes = finished_run_changes(out, cfg)
+        if changes:
+            fail(refusal(out, changes))
+        if changes is not None:
+            print(f"{out}: finished with the same settings; reused")
+            return 0
     try:
         rank, world, device = setup_distributed(cfg["device"])
     except ValueError as error:
         fail(str(error))
     main_process = rank == 0
-    out = Path(args.out) if args.out else ROOT / "runs" / cfg["name"]
     checkpoint_path = out / "checkpoint.pt"
     state, changes = check_run_folder(out, cfg, args)
     if main_process:

@@ -44,7 +44,7 @@ from .models import MODELS
 from .training import ADVERSARIAL_KINDS
 
 __all__ = ["DEFAULTS", "ConfigError", "RecipeConfig", "deep_update", "parse_override", "load_config",
-           "validate_config", "check_run_name", "config_differences", "fail", "flag", "meta_solver_from_config",
+           "validate_config", "check_run_name", "config_differences", "RecipeExit", "fail", "flag", "meta_solver_from_config",
            "parse_solver_grid", "parse_number_list", "positive_int"]
 
 
@@ -585,10 +585,19 @@ def flag(check):
     return convert
 
 
+class RecipeExit(SystemExit):
+    """The exit :func:`fail` raises: status ``code``, and the ``message`` it printed, so that
+    whoever ran the recipe as a function (a sweep's job) can report what went wrong."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(code)
+        self.message = message
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` to stderr and exit with ``code`` (for recipe scripts)."""
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
+    raise RecipeExit(message, code)
 
 
 # --------------------------------------------------------------------------- solvers

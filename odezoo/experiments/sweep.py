@@ -142,7 +142,7 @@ class Job:
         except SystemExit as stop:
             if stop.code in (None, 0):
                 return None
-            raise JobFailed(f"job {self.name}: {stop.code}") from None
+            raise JobFailed(f"job {self.name}: {getattr(stop, 'message', None) or stop.code}") from None
 
 
 def _load_script(script: str):
@@ -338,7 +338,7 @@ def _run_inprocess(jobs: Sequence[Job], progress) -> list[Outcome]:
         try:
             outcome = Outcome(job.name, "done", result=job())
         except Exception as error:  # noqa: BLE001 — reported, and the other jobs go on
-            if progress is not None:
+            if progress is not None and not isinstance(error, JobFailed):  # a recipe's error says it all
                 progress("".join(traceback.format_exception(error)).rstrip())
             outcome = Outcome(job.name, "failed", error=_error_text(error))
         outcome.seconds = time.time() - started

@@ -1,5 +1,6 @@
 """recipes/reproduce.py: every experiment end to end on tiny data (--dry-run), one protocol per
 experiment, shipped data, and the report rebuilt from those files alone."""
+import argparse
 import csv
 import json
 import math
@@ -110,6 +111,64 @@ def test_rerun_reuses_trained_models(dry_run_all, capsys):
     assert "epoch 1/1" not in capsys.readouterr().out
 
 
+def test_a_dry_run_has_its_own_runs_folder():
+    """The real runs' folder never receives a dry run's tiny models (which would then be reused
+    as theirs) unless --out sends them there, and then the settings check refuses them."""
+    def folder(*argv):
+        return reproduce.runs_folder(argparse.Namespace(**{"out": None, "scale": "small", "dry_run": False,
+                                                           **dict(argv)}))
+    assert folder() == ROOT / "runs" / "reproduce" / "small"
+    assert folder(("dry_run", True)) == ROOT / "runs" / "reproduce" / "small-dry-run"
+    assert folder(("scale", "paper"), ("dry_run", True)) == ROOT / "runs" / "reproduce" / "paper-dry-run"
+    assert folder(("out", "/x"), ("dry_run", True)) == Path("/x")
+
+
+def files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_model_trained_with_other_settings_is_never_reused_or_overwritten(dry_run_all, tmp_path, capsys):
+    """The class of the defect: a stored model or result stands in for another configuration's
+    (a dry run pointed at real runs, a changed recipe).  Every such run fails its job with the
+    differences and is left byte for byte as it was; the other runs are reused."""
+    out = tmp_path / "out"
+    shutil.copytree(dry_run_all / "fig5", out / "fig5")
+    runs = out / "fig5" / "runs"
+    stale = runs / "euler_1_step_seed1"
+    config = stale / "config.yaml"
+    for key, value in (("epochs", "epochs: 3"), ("optimizer.lr", "  lr: 0.5"), ("seed", "seed: 7")):
+        shutil.copytree(dry_run_all / "fig5" / "runs" / stale.name, stale, dirs_exist_ok=True)
+        lines = config.read_text().splitlines()
+        head = value.split(":")[0]
+        lines = [value if line.split(":")[0] == head else line for line in lines]
+        config.write_text("\n".join(lines) + "\n")  # this run was trained with other settings
+        before = {run.name: files(run) for run in runs.iterdir() if run.is_dir()}
+        args = ["fig5", "--dry-run", "--out", str(out), "--device", "cpu", "--no-checks"]
+        assert reproduce.main(args) == 1
+        captured = capsys.readouterr()
+        text = captured.out + captured.err
+        assert "fig5: 1 of 4 models failed; nothing shipped" in text
+        assert f"{stale} holds a finished run trained with other settings ({key}: " in text
+        assert "epoch 1/1" not in text  # nothing retrained
+        after = {run.name: files(run) for run in runs.iterdir() if run.is_dir()}
+        assert after[stale.name] == before[stale.name]
+        assert reproduce.main(args + ["--collect"]) == 0  # collecting never takes it either
+        assert "missing: fig5/euler_1_step_seed1" in capsys.readouterr().out
+
+
+def test_another_protocol_keeps_the_first_protocols_results(dry_run_all, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(dry_run_all / "fig5", out / "fig5")
+    runs = out / "fig5" / "runs"
+    first = {p: p.read_bytes() for p in runs.glob("*/protocol_result*.json")}
+    assert len(first) == 4
+    assert reproduce.main(["fig5", "--dry-run", "--out", str(out), "--device", "cpu", "--no-checks",
+                           "--protocol", "paper"]) == 0
+    assert "epoch 1/1" not in capsys.readouterr().out  # the models are reused, only evaluated again
+    assert all(p.read_bytes() == data for p, data in first.items())
+    assert len(list(runs.glob("*/protocol_result*.json"))) == 8
+
+
 def test_paper_scale_needs_data(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["table1", "--scale", "paper"])
@@ -147,7 +206,7 @@ def test_a_failed_model_ships_nothing_and_a_rerun_does_only_what_is_missing(tmp_
     assert "collecting 3 of 4 models; missing: fig5/euler_1_step_seed1" in capsys.readouterr().out
     assert "**Incomplete.** 1 model(s)" in (shipped / "summary.md").read_text()
     assert len({(r["arm"], r["seed"]) for r in read(shipped / "per_seed.csv")}) == 3
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "fig5" / "runs").glob("*/protocol_result.json")}
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "fig5" / "runs").glob("*/protocol_result*.json")}
     assert len(stamps) == 3
 
     blocked.unlink()

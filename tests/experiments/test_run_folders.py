@@ -151,6 +151,48 @@ def test_a_resume_that_changes_the_run_is_refused_and_touches_nothing(folder, ch
     assert files(folder) == before
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "finished"
+    assert run(out) == 0
+    return out
+
+
+@pytest.fixture
+def finished(finished_run, tmp_path):
+    out = tmp_path / "finished"
+    shutil.copytree(finished_run, out)
+    return out
+
+
+@pytest.mark.parametrize("change, key", [(["--epochs", "2"], "epochs"), (["--seed", "3"], "seed"),
+                                         (["--batch-size", "8"], "batch_size"),
+                                         (["--set", "solver.params.u=1.0"], "solver.params.u"),
+                                         (["--set", "optimizer.lr=0.01"], "optimizer.lr"),
+                                         (["--set", "adversarial.kind=fgsm"], "adversarial.kind"),
+                                         (["--set", "resample=batch"], "resample"),
+                                         (["--precision", "bf16"], "precision")])
+def test_a_finished_run_is_never_reused_for_other_settings(finished, change, key, capsys):
+    """--reuse-finished (sweeps, reproduce.py): a finished run stands in only for its own config."""
+    before = files(finished)
+    for resume in ([], ["--resume"]):
+        with pytest.raises(SystemExit) as info:
+            run(finished, "--reuse-finished", *resume, *change)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"holds a finished run trained with other settings ({key}: " in err and "--out NEW_DIR" in err
+        assert files(finished) == before
+
+
+@pytest.mark.parametrize("same", [[], ["--device", "cpu"], ["--set", "num_workers=0"], ["--set", "loss_limit=50"],
+                                  ["--set", "eval.pgd_steps=3"], ["--data-dir", "/nowhere"]])
+def test_a_finished_run_with_the_same_settings_is_reused_untouched(finished, same, capsys):
+    before = files(finished)
+    assert run(finished, "--reuse-finished", "--resume", *same) == 0
+    assert "finished with the same settings; reused" in capsys.readouterr().out
+    assert files(finished) == before
+
+
 def test_a_changed_model_is_refused_even_when_changes_are_allowed(folder, capsys):
     with pytest.raises(SystemExit):
         run(folder, "--epochs", "2", "--resume", "--allow-config-change", "--set", "model_kwargs.channels=16")

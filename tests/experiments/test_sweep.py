@@ -203,6 +203,28 @@ def test_sweep_recipe_trains_every_grid_point_and_a_rerun_reuses_them(tmp_path, 
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
 
 
+def test_a_sweep_never_reports_a_run_trained_with_other_settings(tmp_path, capsys):
+    """Rerunning a grid with a changed setting into the same folder: the finished runs are not
+    this grid's, so every job fails with the differences and the runs stay as they were."""
+    import csv
+
+    sweep, config = _sweep_recipe()
+    args = ["--config", str(config), "--grid", "seed=0,1", "--dry-run", "--out", str(tmp_path)]
+    assert sweep.main(args) == 0
+    before = {p: p.read_bytes() for p in tmp_path.glob("*/*") if p.is_file()}
+    capsys.readouterr()
+    assert sweep.main(args + ["--set", "optimizer.lr=0.01"]) == 1
+    out = capsys.readouterr().out
+    assert "[1/2] FAILED: seed=0: job seed=0: " in out and "trained with other settings (optimizer.lr: " in out
+    assert "Traceback" not in out and "0 of 2 run(s) finished" in out
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert sweep.main(args + ["--set", "optimizer.lr=0.01", "--collect"]) == 1
+    with open(tmp_path / "sweep.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["status"] for r in rows] == ["other-settings"] * 2
+    assert "trained with other settings (optimizer.lr: 0.001 in the run, 0.01 now)" in rows[0]["log"]
+
+
 def test_sweep_recipe_checks_every_grid_point_before_any_job(tmp_path, capsys):
     sweep, config = _sweep_recipe()
     with pytest.raises(SystemExit):
