@@ -372,8 +372,9 @@ def result_path(run_dir: Path, protocol: dict) -> Path:
 
 def saved_result(run_dir: Path, cfg: dict, protocol: dict, checks: bool) -> dict | None:
     """The run's saved outcome under ``protocol`` when it is this job's: the same protocol (with
-    the masking checks when they are asked for), and a finished model trained with ``cfg``'s settings.  Otherwise None (never another
-    run's numbers: a dry run's, or a model trained with other settings)."""
+    the masking checks when they are asked for), and a finished model trained with ``cfg``'s
+    settings.  Otherwise None (never another run's numbers: a dry run's, or a model trained
+    with other settings)."""
     import train
 
     for path in (result_path(run_dir, protocol), run_dir / "protocol_result.json"):  # the second: older runs
@@ -387,7 +388,7 @@ def saved_result(run_dir: Path, cfg: dict, protocol: dict, checks: bool) -> dict
 def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, protocol: dict, checks: bool = True,
               quiet: bool = True, dry_run: bool = False, device: str = "cpu") -> dict:
     """One job: train (or reuse, or resume) one seed of one arm, evaluate it with the protocol
-    and the masking checks, and keep the outcome in ``<run>/protocol_result.json``.  Idempotent:
+    and the masking checks, and keep the outcome in the run folder (:func:`result_path`).  Idempotent:
     a finished run with a result under the same protocol (and the checks), trained with ``cfg``'s
     settings, returns it without touching the model, so a rerun of an experiment does only what
     is missing.  A finished run trained with other settings fails the job (nothing is overwritten)."""
@@ -847,7 +848,8 @@ def main(argv=None):
     p.add_argument("--scale", choices=["small", "paper"], default="small")
     p.add_argument("--dry-run", action="store_true",
                    help="tiny data, one epoch, two seeds, tiny attack budgets: checks the pipeline, not a result")
-    p.add_argument("--out", help="runs folder (default runs/reproduce/<scale>; a dry run: runs/reproduce/<scale>-dry-run)")
+    p.add_argument("--out", help="runs folder (default runs/reproduce/<scale>; "
+                                 "a dry run: runs/reproduce/<scale>-dry-run)")
     p.add_argument("--results", help="where the shipped data go and report reads them (default docs/results; "
                                      "dry run: <out>/results)")
     p.add_argument("--page", help="the Markdown page report fills (default docs/results.md; with --results: "

@@ -14,8 +14,8 @@ the whole grid is checked before the first job starts.  Jobs are idempotent: a f
 from it (rerun the same command after a failure or a kill, and only what is missing runs); a
 finished run trained with other settings (a changed --set, a dry run's folder) is never
 reused or touched: its job fails and names the differences.  <out>/sweep.csv gets one row per
-grid point: its values, status (done, failed, missing, other-settings), best epoch, validation and test
-accuracy, and the log of a failed job.
+grid point: its values, status (done, failed, missing, other-settings), best epoch, validation
+and test accuracy, and the log of a failed job (or the differences).
 """
 from __future__ import annotations
 

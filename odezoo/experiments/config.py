@@ -44,8 +44,8 @@ from .models import MODELS
 from .training import ADVERSARIAL_KINDS
 
 __all__ = ["DEFAULTS", "ConfigError", "RecipeConfig", "deep_update", "parse_override", "load_config",
-           "validate_config", "check_run_name", "config_differences", "RecipeExit", "fail", "flag", "meta_solver_from_config",
-           "parse_solver_grid", "parse_number_list", "positive_int"]
+           "validate_config", "check_run_name", "config_differences", "RecipeExit", "fail", "flag",
+           "meta_solver_from_config", "parse_solver_grid", "parse_number_list", "positive_int"]
 
 
 DEFAULTS: dict[str, Any] = {
