@@ -17,6 +17,7 @@ folder holds: a config that changes the run (solver, optimizer, data, ...) is re
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -242,6 +243,17 @@ def check_run_folder(out: Path, cfg: dict, args) -> tuple[dict | None, dict]:
     return state, changes
 
 
+def leave_process_group() -> None:
+    """Leave the process group the same way on every rank: drop what still refers to it (the
+    DDP wrapper, released by the caller), wait for every rank, then destroy it.  When rank 1
+    destroyed its group and exited while rank 0 still held its own (to test and save alone),
+    rank 1 aborted at exit ("terminate called without an active exception", SIGABRT) in about
+    one 2-process run in three on a loaded 2-core machine, failing a finished run."""
+    gc.collect()
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def build_config(path: str | None, sets=(), dry_run: bool = False, **flags) -> dict:
     """A run's checked config: the YAML at ``path``, then ``sets`` (``KEY=VALUE``), then the
     flags that are not None; a dry run gets :data:`DRY_RUN`'s tiny settings where no flag gave
@@ -433,14 +445,16 @@ def main(argv=None):
             if main_process:
                 print(f"stopping after epoch {epoch + 1} as asked; continue with --resume")
             if world > 1:
-                torch.distributed.destroy_process_group()
+                train_model = None  # DDP's reducer holds the process group: released first
+                leave_process_group()
             return 0
 
     weights_agree = None
     if world > 1:
         weights_agree = ranks_agree_on_weights(model)
+        train_model = None
+        leave_process_group()  # every rank at the same point; rank 0 then finishes alone
     if not main_process:
-        torch.distributed.destroy_process_group()
         return 0
     try:
         best = load_checkpoint(out / "best.pt", map_location=device)
@@ -480,8 +494,6 @@ def main(argv=None):
         for row in rows:
             print(f"  {row['attack']:>6} eps={row['eps']:<8.4g} accuracy {row['accuracy']:.4f}")
         save_json(out / "summary.json", summary)
-    if world > 1:
-        torch.distributed.destroy_process_group()
     return 0
 
 
