@@ -49,16 +49,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 DRY_RUN = {"epochs": 1, "subset": 64, "batch_size": 16}
 
-#: config keys a resume may change without changing what the run computes (each change is
-#: still recorded in resumes.jsonl): how long to train, where and how data is read, the
-#: divergence limit, and the final evaluation.
-RESUME_SAFE = ("epochs", "device", "data_dir", "download", "num_workers", "loss_limit", "eval")
-#: config keys no resume may change: the saved weights belong to this model.
-RESUME_NEVER = ("model", "model_kwargs")
 #: config keys that do not change what a finished run computed (its weights, metrics.jsonl and
 #: summary.json): where it ran, where its data was read from, the divergence limit, and the final
 #: evaluation (which --reuse-finished callers run themselves).
 REUSE_SAFE = ("device", "data_dir", "download", "num_workers", "loss_limit", "eval")
+#: config keys a resume may change without changing what the run computes (each change is
+#: still recorded in resumes.jsonl): those, and how long to train.
+RESUME_SAFE = ("epochs", *REUSE_SAFE)
+#: config keys no resume may change: the saved weights belong to this model.
+RESUME_NEVER = ("model", "model_kwargs")
 
 
 def parse_args(argv=None):

@@ -120,19 +120,28 @@ def run(out, *extra, config=CONFIG):
                        "--out", str(out), *extra])
 
 
+def trained(tmp_path_factory, name, *extra):
+    out = tmp_path_factory.mktemp("runs") / name
+    assert run(out, *extra) == 0
+    return out
+
+
+def copy_of(run_folder, tmp_path):
+    """A test's own copy of a module's run (each test may change its folder)."""
+    out = tmp_path / run_folder.name
+    shutil.copytree(run_folder, out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def one_epoch(tmp_path_factory):
     """A run stopped after epoch 1 of 2 (resumable)."""
-    out = tmp_path_factory.mktemp("runs") / "base"
-    assert run(out, "--epochs", "2", "--stop-after", "1") == 0
-    return out
+    return trained(tmp_path_factory, "base", "--epochs", "2", "--stop-after", "1")
 
 
 @pytest.fixture
 def folder(one_epoch, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(one_epoch, out)
-    return out
+    return copy_of(one_epoch, tmp_path)
 
 
 def files(out):
@@ -153,16 +162,12 @@ def test_a_resume_that_changes_the_run_is_refused_and_touches_nothing(folder, ch
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "finished"
-    assert run(out) == 0
-    return out
+    return trained(tmp_path_factory, "finished")
 
 
 @pytest.fixture
 def finished(finished_run, tmp_path):
-    out = tmp_path / "finished"
-    shutil.copytree(finished_run, out)
-    return out
+    return copy_of(finished_run, tmp_path)
 
 
 @pytest.mark.parametrize("change, key", [(["--epochs", "2"], "epochs"), (["--seed", "3"], "seed"),
