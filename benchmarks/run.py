@@ -290,11 +290,31 @@ def _comparisons(functions, device, quick):
                         func(t_eval, y0)
             return run
 
+        def chained(n, func=func, y0=y0):
+            """A training step of n evaluations of f and nothing else: y <- f(t, y) n times,
+            then backward of the sum — the part of a solve's training step that no solver can
+            avoid (a solve adds its stage combinations, their backward and the output stack)."""
+            params = list(func.parameters())
+            y_in = y0.detach().clone().requires_grad_(True)
+
+            def run():
+                for p in params:
+                    p.grad = None
+                y_in.grad = None
+                y = y_in
+                for _ in range(n):
+                    y = func(t_eval, y)
+                y.sum().backward()
+            return run
+
         for method, params, _ in FAMILY_PAIRS:
             stages = odezoo.get_family(method).stages
             yield ("solver-work", name, "fwd", f"{method}({fmt_params(params)}) solve",
                    f"{stages}×{steps}×f", forward_pass(odeint_solver(method, params, t, STEP_SIZE), func, y0),
                    evaluations(stages * steps), {"details": {"evaluations": stages * steps}})
+            yield ("solver-work", name, "fwd+bwd", f"{method}({fmt_params(params)}) solve",
+                   f"{stages}×{steps}×f chained", training_pass(odeint_solver(method, params, t, STEP_SIZE), func, y0),
+                   chained(stages * steps), {"details": {"evaluations": stages * steps}})
 
         # 5. adaptive: the dopri5 tableau registered through odezoo against torchdiffeq's dopri5
         # (the same controller, so the same steps: equal nfe, checked here)

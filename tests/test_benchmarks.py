@@ -31,7 +31,7 @@ def test_quick_benchmark_writes_every_case(tmp_path):
     seen = {(r["kind"], r["function"], r["pass"]) for r in rows}
     for function in ("mlp", "conv"):
         for kind in KINDS:
-            passes = ("fwd",) if kind in ("solver-work", "equal-accuracy", "bf16") else ("fwd", "fwd+bwd")
+            passes = ("fwd",) if kind in ("equal-accuracy", "bf16") else ("fwd", "fwd+bwd")
             for pass_ in passes:
                 assert (kind, function, pass_) in seen
     assert not any(r["kind"] == "compile" for r in rows)  # --quick leaves out the inductor compile case
