@@ -39,6 +39,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import re
 import sys
 import time
 from collections import defaultdict
@@ -521,7 +522,7 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
              "wall_minutes": round((time.time() - started) / 60, 1),
              "compute_minutes": round(sum(f["train_seconds"] + f.get("eval_seconds", 0.0) for f in found) / 60, 1),
              "launcher": ctx.launcher.describe(), "threads": ctx.launcher.job_threads or torch.get_num_threads(),
-             "job_order": "seed-major",
+             "job_order": "seed-major", "parallel_jobs": ctx.launcher.jobs,
              "device": str(ctx.device),
              "command": f"python recipes/reproduce.py {name} --scale {ctx.scale}"
                         + (f" --data-dir {ctx.data_dir}" if ctx.data_dir else "")
@@ -707,13 +708,28 @@ def _cost_section(setup, rows) -> list[str]:
                      + f" ({min(ratios):.3f}–{max(ratios):.3f})")
         lines.append(f"| {arm} | {mean:.1f}" + (f" ± {se:.1f}" if not math.isnan(se) else "") + f" | {ratio} |")
     launcher = setup.get("launcher", "in-process: one job at a time")
+    return lines + ["", f"Same seeds, same machine ({launcher}; {_load_note(setup, arms)}); the ratio is the "
+                        "measured cost of the arm relative to the reference (1.000 = no extra cost).", ""]
+
+
+def _load_note(setup, arms) -> str:
+    """Which arms shared the machine's load while they trained, i.e. which ratios compare like with like."""
     # Runs shipped before setup.json recorded the order queued every seed of one arm, then the next.
-    order = ("a seed's arms queued side by side, so parallel jobs ran them under the same load"
-             if setup.get("job_order") == "seed-major" else
-             "every seed of one arm queued before the next arm, so with parallel jobs the arms ran at different "
-             "times and any change in the machine's load between them is in the ratio")
-    return lines + ["", f"Same seeds, same machine ({launcher}; {order}); the ratio is the measured cost of the arm "
-                        "relative to the reference (1.000 = no extra cost).", ""]
+    if setup.get("job_order") != "seed-major":
+        return ("every seed of one arm queued before the next arm, so with parallel jobs the arms ran at different "
+                "times and any change in the machine's load between them is in the ratio")
+    jobs = setup.get("parallel_jobs")
+    if jobs is None:  # setups written before parallel_jobs was recorded: read the launcher's description
+        found = re.match(r"\w+: (\d+) jobs? at once", setup.get("launcher", ""))
+        jobs = int(found.group(1)) if found else 1
+    if jobs >= len(arms):
+        return "a seed's arms queued side by side, so parallel jobs ran them under the same load"
+    if jobs == 1:
+        return ("one job at a time, so every arm trained at a different time and any change in the machine's load "
+                "between them is in the ratio")
+    return (f"a seed's arms queued in the order of this table, {jobs} jobs at a time, so each arm trained beside "
+            "its neighbours in that order, not beside every other arm; a ratio to an arm further away in the queue "
+            "also holds any change in the machine's load between them")
 
 
 def _checks_section(checks) -> list[str]:

@@ -233,3 +233,17 @@ def test_a_seeds_arms_are_queued_side_by_side(tmp_path, monkeypatch):
     assert reproduce.main(["table2", "--dry-run", "--out", str(tmp_path), "--device", "cpu"]) == 1
     assert queued == ["table2/standard_seed0", "table2/smoothing_seed0",
                       "table2/standard_seed1", "table2/smoothing_seed1"]
+
+
+@pytest.mark.parametrize("setup, expected", [
+    ({"job_order": "seed-major", "parallel_jobs": 2}, "queued side by side"),     # 2 arms, 2 jobs
+    ({"job_order": "seed-major", "launcher": "local: 2 jobs at once, 1 torch thread each"}, "queued side by side"),
+    ({"job_order": "seed-major", "parallel_jobs": 2, "arms": 6}, "each arm trained beside its neighbours"),
+    ({"job_order": "seed-major", "launcher": "local: 3 jobs at once"}, "queued side by side"),
+    ({"job_order": "seed-major", "launcher": "in-process: one job at a time"}, "one job at a time"),
+    ({"job_order": "seed-major", "parallel_jobs": 1}, "one job at a time"),
+    ({}, "every seed of one arm queued before the next arm"),
+])
+def test_the_cost_note_says_which_arms_trained_under_the_same_load(setup, expected):
+    arms = [f"arm{i}" for i in range(setup.pop("arms", 2))]
+    assert expected in reproduce._load_note(setup, arms)
