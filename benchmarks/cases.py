@@ -59,3 +59,50 @@ def make_case(name: str, device, dtype=torch.float32, quick: bool = False, seed:
     func = func.to(device=device, dtype=dtype)
     y0 = torch.randn(shape, generator=generator, dtype=dtype).to(device)
     return func, y0
+
+
+def hand_written(method: str, t: torch.Tensor, step_size: float):
+    """``solve(func, y0)``: the tableau of ``method`` written out by hand as a plain loop over a
+    uniform grid on ``[t[0], t[-1]]``, with the same fused tensor operations odezoo's stepper
+    makes (one ``add(alpha=)`` per nonzero coefficient) and the stage times prepared once —
+    what a careful user would write without any solver library, so ``odezoo / hand-written``
+    is the cost of the library itself.  Returns ``stack([y0, y(t[-1])])``.
+
+    ``"midpoint"``: rk2_u at u = 1/2; ``"rk4_38"``: rk4_uv at (1/3, 2/3), Kutta's 3/8 rule.
+    """
+    t0, t1 = float(t[0]), float(t[-1])
+    n = round((t1 - t0) / step_size)
+    h = (t1 - t0) / n
+    grid = torch.linspace(t0, t1, n + 1, dtype=t.dtype, device=t.device)
+    starts, ends = grid[:-1], grid[1:]
+
+    if method == "midpoint":
+        mids = (starts + h / 2).unbind(0)
+        starts = starts.unbind(0)
+
+        def solve(func, y0):
+            y = y0
+            for i in range(n):
+                k1 = func(starts[i], y)
+                k2 = func(mids[i], torch.add(y, k1, alpha=h / 2))
+                y = torch.add(y, k2, alpha=h)
+            return torch.stack([y0, y])
+        return solve
+
+    if method == "rk4_38":
+        thirds, two_thirds = (starts + h / 3).unbind(0), (starts + 2 * h / 3).unbind(0)
+        starts, ends = starts.unbind(0), ends.unbind(0)
+
+        def solve(func, y0):
+            y = y0
+            for i in range(n):
+                k1 = func(starts[i], y)
+                k2 = func(thirds[i], torch.add(y, k1, alpha=h / 3))
+                k3 = func(two_thirds[i], torch.add(y, k1, alpha=-h / 3).add_(k2, alpha=h))
+                k4 = func(ends[i], torch.add(y, k1, alpha=h).add_(k2, alpha=-h).add_(k3, alpha=h))
+                y = torch.add(y, k1, alpha=h / 8).add_(k2, alpha=3 * h / 8).add_(k3, alpha=3 * h / 8).add_(
+                    k4, alpha=h / 8)
+            return torch.stack([y0, y])
+        return solve
+
+    raise ValueError(f"no hand-written solver for {method!r}; there are 'midpoint' and 'rk4_38'")

@@ -42,7 +42,7 @@ from torchdiffeq import odeint  # noqa: E402
 
 import odezoo  # noqa: E402
 from odezoo import MetaSolver, SolverSpec  # noqa: E402
-from cases import CASES, make_case  # noqa: E402
+from cases import CASES, hand_written, make_case  # noqa: E402
 
 STEP_SIZE = 0.125  # 8 steps over [0, 1], as in the paper
 #: (odezoo method, its parameters, torchdiffeq method that computes the same thing)
@@ -50,6 +50,11 @@ FAMILY_PAIRS = [
     ("rk2_u", {"u": 1 / 2}, "midpoint"),
     ("rk4_uv", {"u": 1 / 3, "v": 2 / 3}, "rk4"),
     ("rk4_u2", {"u": 1 / 3}, "rk4"),
+]
+#: (odezoo method, its parameters, the same tableau written out by hand in cases.py)
+HAND_WRITTEN = [
+    ("rk2_u", {"u": 1 / 2}, "midpoint"),
+    ("rk4_uv", {"u": 1 / 3, "v": 2 / 3}, "rk4_38"),
 ]
 #: target ratios (A / B must not exceed them); None: reported only
 TARGETS = {
@@ -61,13 +66,15 @@ TARGETS = {
     ("per-sample", None, None): 1.05,
     ("solver-work", "conv", "fwd"): 1.05,
     ("solver-work", "mlp", "fwd"): 1.05,
+    ("hand-written", None, "fwd"): 1.05,
     ("front-end", None, None): 1.00,
     ("adaptive", None, None): 1.00,
     ("equal-accuracy", None, None): None,
     ("compile", None, None): None,
     ("bf16", None, None): None,
 }
-KINDS = ("family", "front-end", "smoothing", "per-sample", "solver-work", "adaptive", "equal-accuracy", "compile", "bf16")
+KINDS = ("family", "front-end", "smoothing", "per-sample", "solver-work", "hand-written", "adaptive", "equal-accuracy",
+         "compile", "bf16")
 #: adaptive cases: tolerances (float32 states) and the dopri5 tableau, registered through odezoo
 ADAPTIVE_RTOL, ADAPTIVE_ATOL = 1e-3, 1e-4
 DOPRI5 = dict(
@@ -84,7 +91,7 @@ REGISTERED_DOPRI5 = "dopri5_odezoo"
 
 
 def target_for(kind: str, function: str, pass_: str):
-    for key in ((kind, function, pass_), (kind, None, None)):
+    for key in ((kind, function, pass_), (kind, None, pass_), (kind, None, None)):
         if key in TARGETS:
             return TARGETS[key]
     return None
@@ -315,6 +322,14 @@ def _comparisons(functions, device, quick):
             yield ("solver-work", name, "fwd+bwd", f"{method}({fmt_params(params)}) solve",
                    f"{stages}×{steps}×f chained", training_pass(odeint_solver(method, params, t, STEP_SIZE), func, y0),
                    chained(stages * steps), {"details": {"evaluations": stages * steps}})
+
+        # 4b. the solve against the same tableau written out by hand (no library): the cost of
+        # odezoo itself, where the rows above also hold what any Runge–Kutta loop costs beyond f
+        for method, params, hand in HAND_WRITTEN:
+            for pass_, make in PASSES.items():
+                yield ("hand-written", name, pass_, f"{method}({fmt_params(params)})", f"hand-written {hand}",
+                       make(odeint_solver(method, params, t, STEP_SIZE), func, y0),
+                       make(hand_written(hand, t, STEP_SIZE), func, y0), {})
 
         # 5. adaptive: the dopri5 tableau registered through odezoo against torchdiffeq's dopri5
         # (the same controller, so the same steps: equal nfe, checked here)

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "run.py"
 
-KINDS = {"family", "smoothing", "per-sample", "solver-work", "adaptive", "equal-accuracy", "bf16"}
+KINDS = {"family", "smoothing", "per-sample", "solver-work", "hand-written", "adaptive", "equal-accuracy", "bf16"}
 
 
 def test_quick_benchmark_writes_every_case(tmp_path):
@@ -66,3 +69,24 @@ def test_device_cross_checks_pass_on_cpu():
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "all cross-checks passed" in result.stdout
     assert result.stdout.count("  ok  ") >= 7
+
+
+@pytest.mark.parametrize("hand, method, params", [("midpoint", "rk2_u", {"u": 0.5}),
+                                                  ("rk4_38", "rk4_uv", {"u": 1 / 3, "v": 2 / 3})])
+def test_the_hand_written_baselines_compute_the_same_solve(hand, method, params):
+    """The hand-written loops the benchmark times odezoo against solve the same problem (else the
+    ratio would compare different work): equal to odezoo's solve in float64, on a time-dependent MLP."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from cases import hand_written, make_case
+    import odezoo
+
+    func, y0 = make_case("mlp", "cpu", dtype=torch.float64, quick=True)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with torch.no_grad():
+        ours = odezoo.odeint(func, y0, t, method=method, options={**params, "step_size": 0.125})
+        theirs = hand_written(hand, t, 0.125)(func, y0)
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(theirs, ours, rtol=1e-13, atol=1e-13)
+    assert (ours[-1] - y0).abs().max() > 0.01  # the solve moved the state: not a trivial match
+    with pytest.raises(ValueError, match="no hand-written solver"):
+        hand_written("dopri5", t, 0.125)
