@@ -212,6 +212,56 @@ def _combine(base, terms, ks):
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _straight_line_step(rows: tuple, weights: tuple):
+    """One explicit Runge–Kutta step as straight-line Python for the *structure* of a float plan
+    (``rows[i]`` / ``weights``: the stage indices j of the nonzero coefficients), so a step makes
+    no Python loops, no per-term type checks and no wrapper calls — the same tensor operations,
+    in the same order, as :func:`_stages` and :func:`_combine` with float coefficients (bit for
+    bit the same result).  The step takes ``(f, y0, t, c, dtype)``: the stage times ``t``, the
+    coefficients times the step ``c`` in row-major order, then the weights; ``t[i]`` is cast to
+    the real dtype of a stage's input where that is not ``dtype`` (as torchdiffeq's wrapper
+    does).  Returns ``(y1, k0)``.  Generated once per structure (a tableau shape, not a value)."""
+    lines = ["def step(f, y0, t, c, dtype):"]
+    n = 0
+
+    def combined(target, terms):
+        nonlocal n
+        if not terms:
+            lines.append(f"    {target} = y0")
+            return
+        first, *rest = terms
+        lines.append(f"    {target} = add(y0, k{first}, alpha=c[{n}])")
+        n += 1
+        for j in rest:
+            lines.append(f"    {target}.add_(k{j}, alpha=c[{n}])")
+            n += 1
+
+    lines.append("    k0 = f(t[0] if y0.dtype is dtype else cast(t[0], y0), y0)")
+    for i, terms in enumerate(rows, start=1):
+        combined("y", terms)
+        lines.append(f"    k{i} = f(t[{i}] if y.dtype is dtype else cast(t[{i}], y), y)")
+    combined("y", weights)
+    lines.append("    return y, k0")
+    namespace = {"add": torch.add, "cast": _cast_time}
+    exec(compile("\n".join(lines), f"<odezoo step {rows} {weights}>", "exec"), namespace)
+    return namespace["step"]
+
+
+def _cast_time(t, y):
+    return t.to(y.dtype.to_real())
+
+
+def _straight_line(rows, weights):
+    """``(step, coefficients)`` for scaled float terms from :func:`_scale`, or None when a
+    coefficient is a tensor or there is no weight (those take the general path)."""
+    terms = [term for row in rows for term in row] + list(weights)
+    if not weights or not all(isinstance(coef, float) for _, coef, _ in terms):
+        return None
+    step = _straight_line_step(tuple(tuple(j for j, _, _ in row) for row in rows), tuple(j for j, _, _ in weights))
+    return step, tuple(coef for _, coef, _ in terms)
+
+
 def _direct(base):
     """Call ``base(t, y)`` the way torchdiffeq's wrapper does with ``Perturb.NONE``: ``t``
     cast to the real dtype of ``y`` (a no-op for stage times cast once per solve)."""
@@ -315,6 +365,13 @@ class ParameterizedRKSolver(FixedGridODESolver):
         if callback is None or bridge.is_null_callback(callback):
             callback = None
         scaled_by_dt = {}  # step size -> (rows, weights) multiplied by that step
+        # The common case — float coefficients, a real state, no perturb, callback or
+        # differentiable time — runs each step as straight-line code (same operations).
+        base = None
+        dtype = self.y0.dtype
+        if not (self.perturb or differentiable_time or callback is not None or dtype.is_complex):
+            base = bridge.unwrap_perturb(self.func) or self.func
+        straight_by_dt = {}  # step size -> (step, coefficients) or None
 
         solution = [self.y0]
         j = 1
@@ -322,6 +379,19 @@ class ParameterizedRKSolver(FixedGridODESolver):
         y0 = self.y0
         for n in range(len(grid_values) - 1):
             t0f, t1f = grid_values[n], grid_values[n + 1]
+            if base is not None:
+                step = t1f - t0f
+                straight = straight_by_dt.get(step, False)
+                if straight is False:
+                    straight = straight_by_dt[step] = _straight_line(*_scale(plan, step))
+                if straight is not None:
+                    y1, f0 = straight[0](base, y0, step_times[n], straight[1], dtype)
+                    while j < n_out and t1f >= t_values[j]:
+                        solution.append(self._interpolate(t0_list[n], t1_list[n], t0f, t1f, y0, y1, f0, t[j],
+                                                          t_values[j]))
+                        j += 1
+                    y0 = y1
+                    continue
             if differentiable_time:
                 rows, weights = _scale(plan, dt_list[n])
             else:

@@ -260,3 +260,57 @@ def test_tuple_state_matches_builtin():
     theirs = odeint(f, state, T, method="midpoint", options={"step_size": 0.05})
     for a, b in zip(ours, theirs):
         assert (a - b).abs().max() < 1e-12
+
+
+class WithCallback:
+    """``func`` with a (no-op) ``callback_step``: a solve with a callback takes the general stepping
+    path, so comparing against it checks the straight-line path the common case takes."""
+
+    def __init__(self, func):
+        self.func, self.times = func, []
+
+    def __call__(self, t, y):
+        self.times.append((t.dtype, float(t)))
+        return self.func(t, y)
+
+    def callback_step(self, t0, y0, dt):
+        pass
+
+
+class Plain(WithCallback):
+    callback_step = None
+
+
+@pytest.mark.parametrize("name", FIXED_GRID)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_straight_line_steps_equal_the_general_path_bit_for_bit(name, dtype):
+    from odezoo import stepper
+
+    t = torch.tensor([0.0, 0.13, 0.4, 1.01, 1.5], dtype=dtype)  # outputs between grid points: interpolation
+    y0 = Y0.to(dtype)
+    for params in sample_params(odezoo.get_family(name), 2, seed=3):
+        before = stepper._straight_line_step.cache_info()
+        plain, general = Plain(forced), WithCallback(forced)
+        fast = odezoo.odeint(plain, y0, t, method=name, options={**params, "step_size": 0.1})
+        after = stepper._straight_line_step.cache_info()
+        assert after.hits + after.misses > before.hits + before.misses  # the straight-line path ran
+        slow = odezoo.odeint(general, y0, t, method=name, options={**params, "step_size": 0.1})
+        assert torch.equal(fast, slow) and plain.times == general.times
+        assert len(plain.times) > 10
+
+
+def test_straight_line_steps_cast_times_like_torchdiffeq_when_the_function_changes_dtype():
+    """A function that returns float64 for a float32 state promotes the stages; each call then gets
+    its time in the promoted dtype, as torchdiffeq's wrapper gives it (the general path)."""
+    def widening(t, y):
+        return forced(t.double(), y.double()) * (1 + 0 * t.double())
+
+    t = torch.tensor([0.0, 0.7, 1.5], dtype=torch.float32)
+    y0 = Y0.float()
+    plain, general = Plain(widening), WithCallback(widening)
+    fast = odezoo.odeint(plain, y0, t, method="rk4_uv", options={"u": 0.3, "v": 0.6, "step_size": 0.1})
+    slow = odezoo.odeint(general, y0, t, method="rk4_uv", options={"u": 0.3, "v": 0.6, "step_size": 0.1})
+    builtin = odeint(Plain(widening), y0, t, method="rk4_uv", options={"u": 0.3, "v": 0.6, "step_size": 0.1})
+    assert torch.equal(fast, slow) and torch.equal(fast, builtin)
+    assert plain.times == general.times
+    assert {dtype for dtype, _ in plain.times} == {torch.float32, torch.float64}  # promoted after step 1's first stage
