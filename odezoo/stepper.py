@@ -3,7 +3,11 @@
 torchdiffeq gets one subclass of :class:`ParameterizedRKSolver` per family (see
 ``registry.py``).  The tableau is turned into a *plan* once per solve: Python floats when
 the parameters are plain numbers (so every stage is a single fused ``torch.add(..,
-alpha=..)``), tensors when a parameter needs a gradient or differs per sample.
+alpha=..)``), tensors when a parameter needs a gradient or differs per sample.  With float
+coefficients and nothing to intercept (no ``perturb``, callback or differentiable time) each
+step runs as straight-line code generated once per tableau shape (:func:`_straight_line_step`);
+everything else takes the general loop (:meth:`ParameterizedRKSolver._stages`), with the same
+operations in the same order.
 """
 from __future__ import annotations
 
