@@ -297,22 +297,16 @@ def _comparisons(functions, device, quick):
                         func(t_eval, y0)
             return run
 
-        def chained(n, func=func, y0=y0):
-            """A training step of n evaluations of f and nothing else: y <- f(t, y) n times,
-            then backward of the sum — the part of a solve's training step that no solver can
-            avoid (a solve adds its stage combinations, their backward and the output stack)."""
-            params = list(func.parameters())
-            y_in = y0.detach().clone().requires_grad_(True)
-
-            def run():
-                for p in params:
-                    p.grad = None
-                y_in.grad = None
-                y = y_in
+        def chained(n):
+            """n evaluations of f and nothing else, y <- f(t, y) (as a one-row "solution"): timed
+            as a training step, the part of one that no solver can avoid (a solve adds its stage
+            combinations, their backward and the output stack)."""
+            def solve(func, y0):
+                y = y0
                 for _ in range(n):
                     y = func(t_eval, y)
-                y.sum().backward()
-            return run
+                return y.unsqueeze(0)
+            return solve
 
         for method, params, _ in FAMILY_PAIRS:
             stages = odezoo.get_family(method).stages
@@ -321,7 +315,7 @@ def _comparisons(functions, device, quick):
                    evaluations(stages * steps), {"details": {"evaluations": stages * steps}})
             yield ("solver-work", name, "fwd+bwd", f"{method}({fmt_params(params)}) solve",
                    f"{stages}×{steps}×f chained", training_pass(odeint_solver(method, params, t, STEP_SIZE), func, y0),
-                   chained(stages * steps), {"details": {"evaluations": stages * steps}})
+                   training_pass(chained(stages * steps), func, y0), {"details": {"evaluations": stages * steps}})
 
         # 4b. the solve against the same tableau written out by hand (no library): the cost of
         # odezoo itself, where the rows above also hold what any Runge–Kutta loop costs beyond f
