@@ -1,9 +1,10 @@
 """One generic explicit Runge–Kutta stepper for every registered family.
 
 torchdiffeq gets one subclass of :class:`ParameterizedRKSolver` per family (see
-``registry.py``).  The tableau is turned into a *plan* once per solve: Python floats when
-the parameters are plain numbers (so every stage is a single fused ``torch.add(..,
-alpha=..)``), tensors when a parameter needs a gradient or differs per sample.  With float
+``registry.py``).  The tableau is turned into a *plan* once per solve (``plan.py``): Python
+floats when the parameters are plain numbers (so every stage is a single fused ``torch.add(..,
+alpha=..)``), tensors when a parameter needs a gradient or differs per sample; the grid and
+its stage times are prepared once per grid (``timegrid.py``).  With float
 coefficients and nothing to intercept (no ``perturb``, callback or differentiable time) each
 step runs as straight-line code generated once per tableau shape (:func:`_straight_line_step`);
 everything else takes the general loop (:meth:`ParameterizedRKSolver._stages`), with the same
@@ -13,173 +14,20 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 
 from . import _torchdiffeq_bridge as bridge
 from ._torchdiffeq_bridge import FixedGridODESolver, Perturb
 from .family import SolverFamily
+from .plan import StepPlan, cast_limit, float_plan, make_plan
 from .step_warning import output_grid
+from .timegrid import PreparedGrid, Timeline, prepared
 
 __all__ = ["ParameterizedRKSolver", "StepPlan", "float_plan", "make_plan", "cast_limit"]
 
 _TORCHDIFFEQ_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb")
 _PASSED_BY_TORCHDIFFEQ = ("rtol", "atol", "norm")
-
-Coef = Any  # float, or a tensor (0-dim or broadcastable per sample)
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """Non-zero coefficients of one tableau, ready for stepping.
-
-    rows[i] lists (j, a_ij) for stage i ≥ 1; weights lists (i, b_i); nodes[i] is c_i.
-    Entries are floats or tensors.  ``batch`` is the per-sample size, or None.
-    """
-
-    rows: tuple[tuple[tuple[int, Coef], ...], ...]
-    weights: tuple[tuple[int, Coef], ...]
-    nodes: tuple[Coef, ...]
-    batch: int | None = None
-    largest: float = 0.0  # max |coefficient| in float64, for the check against the state's dtype
-
-    @property
-    def stages(self) -> int:
-        return len(self.nodes)
-
-
-def _nonzero(entries):
-    return tuple((j, a) for j, a in enumerate(entries) if not (isinstance(a, float) and a == 0.0))
-
-
-@functools.lru_cache(maxsize=4096)
-def float_plan(family: SolverFamily, key: tuple[float, ...]) -> StepPlan:
-    """The validated plan of ``family`` at the parameter values ``key`` (in ``family.params``
-    order).  Cached: a solver whose parameters repeat (fixed, switching, evaluation) builds
-    it once; a smoothed solver builds one per draw, in plain Python, a few microseconds."""
-    A, b, c = family.checked_coefficients(key)
-    largest = max(abs(x) for x in (*(x for row in A for x in row), *b, *c))
-    return StepPlan(rows=tuple(_nonzero(A[i][:i]) for i in range(1, len(c))),
-                    weights=_nonzero(b), nodes=tuple(c), largest=largest)
-
-
-@functools.lru_cache(maxsize=None)
-def cast_limit(dtype: torch.dtype) -> float:
-    """Largest magnitude a float64 may have and stay finite when cast to ``dtype`` (the
-    dtype's largest finite value: a little more may round down to it, but torch casts some
-    dtypes through float32, rounding twice, so only this much is certain)."""
-    if dtype == torch.float64:
-        return math.inf
-    return float(torch.finfo(dtype).max)
-
-
-def _coefficient_dtype(family: SolverFamily, y0: torch.Tensor) -> torch.dtype:
-    """The real dtype coefficients take for the state ``y0``; ValueError for states that
-    Runge–Kutta stages cannot represent (integer and bool tensors)."""
-    dtype = y0.dtype
-    if dtype.is_floating_point:
-        return dtype
-    if dtype.is_complex:
-        return dtype.to_real()
-    raise ValueError(
-        f"method {family.name!r}: the state y0 has dtype {dtype}, but Runge–Kutta stages are "
-        f"fractional combinations of the state, so an integer or bool state would be truncated. "
-        f"Pass a floating-point state, e.g. y0.float() or y0.double() (complex states work too).")
-
-
-def _check_cast(family: SolverFamily, largest: float, dtype: torch.dtype, params) -> None:
-    """ValueError when a coefficient (largest magnitude ``largest``, computed in float64)
-    could become inf in the coefficient dtype ``dtype``."""
-    if largest > cast_limit(dtype):
-        shown = ", ".join(f"{p}={v:.10g}" if isinstance(v, float) else f"{p}=<tensor>"
-                          for p, v in params.items())
-        raise ValueError(
-            f"method {family.name!r}: at {shown} its tableau has a coefficient of magnitude "
-            f"{largest:.4g}, which overflows the state's dtype ({dtype}, largest finite "
-            f"{torch.finfo(dtype).max:.4g}). Solve in a wider dtype (e.g. y0.float() or "
-            f"y0.double()) or move the parameters away from the family's singular sets.")
-
-
-def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) -> StepPlan:
-    """Validate ``params`` for ``family`` and precompute the coefficients for ``y0``.
-
-    Guarantees: every coefficient is computed in float64 and passes the same checks for
-    every kind of parameter — the singular sets and the tableau checks of
-    :func:`odezoo.tableau.validate` (for per-sample tensors, at every sample); it is then
-    cast to the real dtype of ``y0`` and refused with a ``ValueError`` if it would become
-    inf there.  Integer and bool states are refused with a ``ValueError``.
-    """
-    dtype = _coefficient_dtype(family, y0)
-    resolved = family.resolve(params)
-    tensors = {}
-    for name, value in resolved.items():
-        if isinstance(value, torch.Tensor):
-            if value.ndim == 0 and not value.requires_grad:
-                resolved[name] = float(value)
-            elif value.ndim in (0, 1):
-                tensors[name] = value
-            else:
-                raise ValueError(f"{family.name}: parameter {name} must be a number, a 0-dim tensor or "
-                                 f"a tensor of shape (batch,); got shape {tuple(value.shape)}")
-        elif not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValueError(f"{family.name}: parameter {name} must be a number or a tensor, got {value!r}")
-
-    if not tensors:
-        plan = float_plan(family, tuple(float(resolved[p]) for p in family.params))
-        if plan.largest > 6.0e4:  # cheap pre-test: every float dtype holds up to 65504
-            _check_cast(family, plan.largest, dtype, resolved)
-        return plan
-
-    batch = None
-    for name, value in tensors.items():
-        if value.ndim == 1:
-            if batch is not None and value.shape[0] != batch:
-                raise ValueError(f"{family.name}: per-sample parameters disagree on the batch size "
-                                 f"({batch} vs {value.shape[0]} for {name})")
-            batch = value.shape[0]
-    if batch is not None and (y0.ndim == 0 or y0.shape[0] != batch):
-        raise ValueError(
-            f"{family.name}: per-sample parameters of shape ({batch},) apply along dim 0 of y0, but "
-            f"the state has shape {tuple(y0.shape)}. Pass one tensor y0 whose dim 0 is the batch "
-            f"(tuples of states and odeint_adjoint's augmented state are flattened, so per-sample "
-            f"parameters need plain odeint with a tensor state).")
-    # One validation path: the values on the host in float64, every sample checked at once.
-    host = {name: (value.detach().to("cpu", torch.float64).numpy() if name in tensors else float(value))
-            for name, value in resolved.items()}
-    checked = family.checked_batch(host, batch or 1)
-    largest = checked.largest
-    _check_cast(family, largest, dtype, resolved)
-
-    broadcast = (batch,) + (1,) * (y0.ndim - 1) if batch is not None else ()
-    if any(value.requires_grad for value in tensors.values()):
-        # Differentiable parameters: the same formula on float64 tensors, for autograd.
-        for name, value in tensors.items():
-            value = value.to(dtype=torch.float64, device=y0.device)
-            resolved[name] = value.reshape(broadcast) if value.ndim == 1 else value
-        try:
-            A, b, c = family._evaluate(resolved)
-        except ValueError as error:
-            raise ValueError(f"{family.name}: with tensor parameters that need a gradient, {error}. "
-                             f"Formulas must work on tensors too: + - * / with Python numbers.") from None
-        entries = [x.to(dtype) if isinstance(x, torch.Tensor) else float(x)
-                   for x in (*(x for row in A for x in row), *b, *c)]
-    else:
-        # The checked float64 values themselves: one host-to-device copy for all of them.
-        entries = list(checked.constants)
-        varying = checked.varying
-        if varying:
-            rows = torch.from_numpy(checked.rows).to(device=y0.device, dtype=dtype)
-            for i, row in zip(varying, rows.reshape((len(varying),) + broadcast).unbind(0)):
-                entries[i] = row
-    s = checked.stages
-    A = [entries[i * s:(i + 1) * s] for i in range(s)]
-    b, c = entries[s * s:s * s + s], entries[s * s + s:]
-    return StepPlan(rows=tuple(_nonzero(A[i][:i]) for i in range(1, s)),
-                    weights=_nonzero(b), nodes=tuple(c), batch=batch, largest=largest)
 
 
 def _scale(plan: StepPlan, dt):
@@ -415,36 +263,22 @@ class ParameterizedRKSolver(FixedGridODESolver):
             y0 = y1
         return torch.stack(solution)
 
-    def _timeline(self, t, t_values) -> "_Timeline":
+    def _timeline(self, t, t_values) -> Timeline:
         """The grid's bookkeeping and every step's stage times.  The grid part depends only on
-        the grid kind and t's values, so when those are all it depends on it is kept (bounded,
-        least recently used first) and each float node's column of stage times is kept with
-        it; tensor nodes (per-sample or differentiable parameters) and nodes that change every
-        solve (smoothing) only cost their own column."""
+        the grid kind and t's values, so when those are all it depends on it is kept
+        (:func:`odezoo.timegrid.prepared`) and each float node's column of stage times is kept
+        with it; tensor nodes (per-sample or differentiable parameters) and nodes that change
+        every solve (smoothing) only cost their own column."""
         stage_dtype = self.y0.dtype.to_real()
-        grid = None
         key = None
         if self._grid_key is not None and not t.requires_grad:
             key = (self._grid_key, tuple(t_values), t.dtype, t.device)
-            grid = _GRIDS.get(key)
-            if grid is not None:
-                if grid.intact():
-                    _GRIDS.move_to_end(key)
-                else:
-                    del _GRIDS[key]
-                    grid = None
-        if grid is None:
-            grid = self._make_grid(t)
-            if key is not None:
-                grid.seal()
-                _GRIDS[key] = grid
-                if len(_GRIDS) > _GRID_CACHE_SIZE:
-                    _GRIDS.popitem(last=False)
+        grid = prepared(key, lambda: self._make_grid(t))
         columns = [grid.column(node, stage_dtype) for node in self.plan.nodes]
-        return _Timeline(grid.time_grid, grid.grid_values, grid.t0_list, grid.t1_list, grid.dt_list,
-                         list(zip(*columns)))
+        return Timeline(grid.time_grid, grid.grid_values, grid.t0_list, grid.t1_list, grid.dt_list,
+                        list(zip(*columns)))
 
-    def _make_grid(self, t) -> "_Grid":
+    def _make_grid(self, t) -> PreparedGrid:
         time_grid = self.grid_constructor(self.func, self.y0, t)
         if not (time_grid[0] == t[0] and time_grid[-1] == t[-1]):
             raise ValueError(f"the grid_constructor returned a grid from {float(time_grid[0])!r} to "
@@ -452,7 +286,7 @@ class ParameterizedRKSolver(FixedGridODESolver):
                              f"t[0]={float(t[0])!r} and t[-1]={float(t[-1])!r}; include both end points")
         t0s, t1s = time_grid[:-1], time_grid[1:]
         dts = t1s - t0s
-        return _Grid(time_grid, time_grid.tolist(), t0s, t1s, dts, t0s.unbind(0), t1s.unbind(0), dts.unbind(0))
+        return PreparedGrid(time_grid, time_grid.tolist(), t0s, t1s, dts, t0s.unbind(0), t1s.unbind(0), dts.unbind(0))
 
     def _interpolate(self, t0, t1, t0f, t1f, y0, y1, f0, t_j, t_jf):
         if self.interp == "linear":
@@ -464,96 +298,6 @@ class ParameterizedRKSolver(FixedGridODESolver):
             return y0 + slope * (y1 - y0)
         f1 = self.func(t1, y1)
         return self._cubic_hermite_interp(t0, y0, f0, t1, y1, f1, t_j)
-
-
-def _node_times(node, t0s, t1s, dts, t0_list, stage_dtype):
-    """Stage times ``t0 + node·dt`` of one node for every step, as a tuple over steps.
-
-    Float nodes give times in ``stage_dtype``, the dtype the function receives them in.
-    Tensor nodes (per-sample or differentiable parameters) are computed in the node's
-    dtype for all steps at once, broadcasting over the steps in dim 0.
-    """
-    if isinstance(node, float):
-        if node == 0.0 and t0s.dtype == stage_dtype:
-            return t0_list
-        column = t0s if node == 0.0 else t1s if node == 1.0 else t0s + node * dts
-        return column.to(stage_dtype).unbind(0)
-    shape = (-1,) + (1,) * node.ndim
-    if dts.dtype != node.dtype:
-        dts, t0s = dts.to(node.dtype), t0s.to(node.dtype)
-    return torch.addcmul(t0s.reshape(shape), node.unsqueeze(0), dts.reshape(shape)).unbind(0)
-
-
-def _guards(tensors) -> tuple:
-    """The version counter of every tensor storage behind ``tensors`` (views share their
-    base's counter), so that an in-place change anywhere is seen on reuse."""
-    bases = {}
-    for x in tensors:
-        base = x if x._base is None else x._base
-        bases[id(base)] = base
-    return tuple((b, b._version) for b in bases.values())
-
-
-def _intact(guards) -> bool:
-    return all(b._version == v for b, v in guards)
-
-
-@dataclass
-class _Timeline:
-    """What one solve walks: the grid, its values as floats, every step's t0, t1, dt and
-    stage times (tensors handed to the ODE function)."""
-    time_grid: torch.Tensor
-    grid_values: list
-    t0s: tuple
-    t1s: tuple
-    dts: tuple
-    step_times: list
-
-
-@dataclass
-class _Grid:
-    """The per-grid preparation (a pure function of the grid kind and t's values) and the
-    stage-time columns of the float nodes seen with it, each guarded by version counters."""
-    time_grid: torch.Tensor
-    grid_values: list
-    t0s_tensor: torch.Tensor
-    t1s_tensor: torch.Tensor
-    dts_tensor: torch.Tensor
-    t0_list: tuple
-    t1_list: tuple
-    dt_list: tuple
-    guards: tuple = ()
-    columns: "OrderedDict[tuple, tuple]" = None
-
-    def seal(self) -> None:
-        self.guards = _guards((self.time_grid, *self.t0_list, *self.t1_list, *self.dt_list))
-        self.columns = OrderedDict()
-
-    def intact(self) -> bool:
-        return _intact(self.guards)
-
-    def column(self, node, stage_dtype) -> tuple:
-        """The stage times of ``node`` for every step; kept (bounded) for float nodes once the
-        grid is sealed into the cache."""
-        if self.columns is None or not isinstance(node, float):
-            return _node_times(node, self.t0s_tensor, self.t1s_tensor, self.dts_tensor, self.t0_list, stage_dtype)
-        key = (node, stage_dtype)
-        entry = self.columns.get(key)
-        if entry is not None and _intact(entry[1]):
-            return entry[0]
-        times = _node_times(node, self.t0s_tensor, self.t1s_tensor, self.dts_tensor, self.t0_list, stage_dtype)
-        # the steps' times are views of one new column, or the grid's own t0s (guarded by the grid)
-        self.columns[key] = (times, () if not times or times is self.t0_list else _guards(times[:1]))
-        if len(self.columns) > _COLUMN_CACHE_SIZE:
-            self.columns.popitem(last=False)
-        return times
-
-
-#: prepared grids, keyed by (grid kind, t's values, t's dtype, device); least recently used first
-_GRIDS: "OrderedDict[tuple, _Grid]" = OrderedDict()
-_GRID_CACHE_SIZE = 64
-#: stage-time columns kept per grid (a smoothing run draws a new node every solve: those cycle)
-_COLUMN_CACHE_SIZE = 16
 
 
 def _is(node, value: float) -> bool:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torchdiffeq import odeint
 
 import odezoo  # noqa: F401 - registers the methods
-from odezoo.stepper import cast_limit, make_plan
+from odezoo.plan import cast_limit, make_plan
 from problems import forced
 
 T = torch.tensor([0.0, 0.5])

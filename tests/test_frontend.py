@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import odezoo
 from odezoo import SolverSpec
-from odezoo import stepper
+from odezoo import stepper, timegrid
 
 FIXED = [name for name in odezoo.families() if not SolverSpec(name).adaptive]
 
@@ -159,14 +159,14 @@ def test_callbacks_see_the_same_steps():
 
 
 def test_the_prepared_grid_is_reused_by_value_and_rebuilt_after_an_in_place_change():
-    stepper._GRIDS.clear()
+    timegrid.GRIDS.clear()
     func = F().double()
     y0 = torch.randn(2, 3, dtype=torch.float64)
     options = {"u": 0.5, "step_size": 0.25}
     first = odezoo.odeint(func, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), method="rk2_u", options=options)
-    assert len(stepper._GRIDS) == 1
+    assert len(timegrid.GRIDS) == 1
     again = odezoo.odeint(func, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), method="rk2_u", options=options)
-    assert len(stepper._GRIDS) == 1 and torch.equal(first, again)  # a new tensor, equal values: reused
+    assert len(timegrid.GRIDS) == 1 and torch.equal(first, again)  # a new tensor, equal values: reused
 
     def vandal(t, y):  # a function that writes into the time it is given
         out = func(t, y)
@@ -176,20 +176,20 @@ def test_the_prepared_grid_is_reused_by_value_and_rebuilt_after_an_in_place_chan
     odezoo.odeint(vandal, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), method="rk2_u", options=options)
     after = odezoo.odeint(func, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), method="rk2_u", options=options)
     assert torch.equal(after, first)
-    stepper._GRIDS.clear()
+    timegrid.GRIDS.clear()
     fresh = torchdiffeq.odeint(func, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), method="rk2_u",
                                options=options)
     assert torch.equal(fresh, first)
     for k in range(80):  # bounded: least recently used grids go
         odezoo.odeint(func, y0, torch.tensor([0.0, 1.0 + k], dtype=torch.float64), method="rk2_u", options=options)
-    assert len(stepper._GRIDS) == stepper._GRID_CACHE_SIZE
+    assert len(timegrid.GRIDS) == timegrid.GRID_CACHE_SIZE
 
 
 def test_a_new_node_every_solve_reuses_the_grid_and_gives_torchdiffeqs_answer():
     """Smoothing draws a new u (a new node) for every solve: the grid is prepared once, each
     node's column of stage times is computed for it, and the answer is torchdiffeq's, also
     after a function wrote into a stage time it was handed."""
-    stepper._GRIDS.clear()
+    timegrid.GRIDS.clear()
     func = F().double()
     y0 = torch.randn(2, 3, dtype=torch.float64)
     t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
@@ -197,9 +197,9 @@ def test_a_new_node_every_solve_reuses_the_grid_and_gives_torchdiffeqs_answer():
     us = (0.3 + 0.6 * torch.rand(40, generator=generator, dtype=torch.float64)).tolist()
     expected = []  # each from a fresh grid (torchdiffeq's odeint with rk2_u runs odezoo's stepper too)
     for u in us:
-        stepper._GRIDS.clear()
+        timegrid.GRIDS.clear()
         expected.append(torchdiffeq.odeint(func, y0, t, method="rk2_u", options={"u": u, "step_size": 0.125}))
-    stepper._GRIDS.clear()
+    timegrid.GRIDS.clear()
     for k, u in enumerate(us):
         options = {"u": u, "step_size": 0.125}
         if k == 20:
@@ -213,7 +213,7 @@ def test_a_new_node_every_solve_reuses_the_grid_and_gives_torchdiffeqs_answer():
                 return out
             odezoo.odeint(vandal, y0, t, method="rk2_u", options=options)
         assert torch.equal(odezoo.odeint(func, y0, t, method="rk2_u", options=options), expected[k]), (k, u)
-    assert len(stepper._GRIDS) == 1
-    (grid,) = stepper._GRIDS.values()
-    assert len(grid.columns) == stepper._COLUMN_CACHE_SIZE  # bounded: the oldest nodes go
+    assert len(timegrid.GRIDS) == 1
+    (grid,) = timegrid.GRIDS.values()
+    assert len(grid.columns) == timegrid.COLUMN_CACHE_SIZE  # bounded: the oldest nodes go
 

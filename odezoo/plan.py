@@ -1,0 +1,171 @@
+"""Step plans: a tableau's validated nonzero coefficients, ready for stepping.
+
+:func:`make_plan` turns a family and its parameters into a :class:`StepPlan` for one state:
+Python floats when the parameters are plain numbers (cached per parameter values by
+:func:`float_plan`), tensors when a parameter needs a gradient or differs per sample.  Every
+coefficient is computed in float64, checked (singular sets, tableau checks, overflow in the
+state's dtype) and only then cast.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .family import SolverFamily
+
+__all__ = ["StepPlan", "float_plan", "make_plan", "cast_limit"]
+
+Coef = Any  # float, or a tensor (0-dim or broadcastable per sample)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Non-zero coefficients of one tableau, ready for stepping.
+
+    rows[i] lists (j, a_ij) for stage i ≥ 1; weights lists (i, b_i); nodes[i] is c_i.
+    Entries are floats or tensors.  ``batch`` is the per-sample size, or None.
+    """
+
+    rows: tuple[tuple[tuple[int, Coef], ...], ...]
+    weights: tuple[tuple[int, Coef], ...]
+    nodes: tuple[Coef, ...]
+    batch: int | None = None
+    largest: float = 0.0  # max |coefficient| in float64, for the check against the state's dtype
+
+    @property
+    def stages(self) -> int:
+        return len(self.nodes)
+
+
+def _nonzero(entries):
+    return tuple((j, a) for j, a in enumerate(entries) if not (isinstance(a, float) and a == 0.0))
+
+
+@functools.lru_cache(maxsize=4096)
+def float_plan(family: SolverFamily, key: tuple[float, ...]) -> StepPlan:
+    """The validated plan of ``family`` at the parameter values ``key`` (in ``family.params``
+    order).  Cached: a solver whose parameters repeat (fixed, switching, evaluation) builds
+    it once; a smoothed solver builds one per draw, in plain Python, a few microseconds."""
+    A, b, c = family.checked_coefficients(key)
+    largest = max(abs(x) for x in (*(x for row in A for x in row), *b, *c))
+    return StepPlan(rows=tuple(_nonzero(A[i][:i]) for i in range(1, len(c))),
+                    weights=_nonzero(b), nodes=tuple(c), largest=largest)
+
+
+@functools.lru_cache(maxsize=None)
+def cast_limit(dtype: torch.dtype) -> float:
+    """Largest magnitude a float64 may have and stay finite when cast to ``dtype`` (the
+    dtype's largest finite value: a little more may round down to it, but torch casts some
+    dtypes through float32, rounding twice, so only this much is certain)."""
+    if dtype == torch.float64:
+        return math.inf
+    return float(torch.finfo(dtype).max)
+
+
+def _coefficient_dtype(family: SolverFamily, y0: torch.Tensor) -> torch.dtype:
+    """The real dtype coefficients take for the state ``y0``; ValueError for states that
+    Runge–Kutta stages cannot represent (integer and bool tensors)."""
+    dtype = y0.dtype
+    if dtype.is_floating_point:
+        return dtype
+    if dtype.is_complex:
+        return dtype.to_real()
+    raise ValueError(
+        f"method {family.name!r}: the state y0 has dtype {dtype}, but Runge–Kutta stages are "
+        f"fractional combinations of the state, so an integer or bool state would be truncated. "
+        f"Pass a floating-point state, e.g. y0.float() or y0.double() (complex states work too).")
+
+
+def _check_cast(family: SolverFamily, largest: float, dtype: torch.dtype, params) -> None:
+    """ValueError when a coefficient (largest magnitude ``largest``, computed in float64)
+    could become inf in the coefficient dtype ``dtype``."""
+    if largest > cast_limit(dtype):
+        shown = ", ".join(f"{p}={v:.10g}" if isinstance(v, float) else f"{p}=<tensor>"
+                          for p, v in params.items())
+        raise ValueError(
+            f"method {family.name!r}: at {shown} its tableau has a coefficient of magnitude "
+            f"{largest:.4g}, which overflows the state's dtype ({dtype}, largest finite "
+            f"{torch.finfo(dtype).max:.4g}). Solve in a wider dtype (e.g. y0.float() or "
+            f"y0.double()) or move the parameters away from the family's singular sets.")
+
+
+def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) -> StepPlan:
+    """Validate ``params`` for ``family`` and precompute the coefficients for ``y0``.
+
+    Guarantees: every coefficient is computed in float64 and passes the same checks for
+    every kind of parameter — the singular sets and the tableau checks of
+    :func:`odezoo.tableau.validate` (for per-sample tensors, at every sample); it is then
+    cast to the real dtype of ``y0`` and refused with a ``ValueError`` if it would become
+    inf there.  Integer and bool states are refused with a ``ValueError``.
+    """
+    dtype = _coefficient_dtype(family, y0)
+    resolved = family.resolve(params)
+    tensors = {}
+    for name, value in resolved.items():
+        if isinstance(value, torch.Tensor):
+            if value.ndim == 0 and not value.requires_grad:
+                resolved[name] = float(value)
+            elif value.ndim in (0, 1):
+                tensors[name] = value
+            else:
+                raise ValueError(f"{family.name}: parameter {name} must be a number, a 0-dim tensor or "
+                                 f"a tensor of shape (batch,); got shape {tuple(value.shape)}")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{family.name}: parameter {name} must be a number or a tensor, got {value!r}")
+
+    if not tensors:
+        plan = float_plan(family, tuple(float(resolved[p]) for p in family.params))
+        if plan.largest > 6.0e4:  # cheap pre-test: every float dtype holds up to 65504
+            _check_cast(family, plan.largest, dtype, resolved)
+        return plan
+
+    batch = None
+    for name, value in tensors.items():
+        if value.ndim == 1:
+            if batch is not None and value.shape[0] != batch:
+                raise ValueError(f"{family.name}: per-sample parameters disagree on the batch size "
+                                 f"({batch} vs {value.shape[0]} for {name})")
+            batch = value.shape[0]
+    if batch is not None and (y0.ndim == 0 or y0.shape[0] != batch):
+        raise ValueError(
+            f"{family.name}: per-sample parameters of shape ({batch},) apply along dim 0 of y0, but "
+            f"the state has shape {tuple(y0.shape)}. Pass one tensor y0 whose dim 0 is the batch "
+            f"(tuples of states and odeint_adjoint's augmented state are flattened, so per-sample "
+            f"parameters need plain odeint with a tensor state).")
+    # One validation path: the values on the host in float64, every sample checked at once.
+    host = {name: (value.detach().to("cpu", torch.float64).numpy() if name in tensors else float(value))
+            for name, value in resolved.items()}
+    checked = family.checked_batch(host, batch or 1)
+    largest = checked.largest
+    _check_cast(family, largest, dtype, resolved)
+
+    broadcast = (batch,) + (1,) * (y0.ndim - 1) if batch is not None else ()
+    if any(value.requires_grad for value in tensors.values()):
+        # Differentiable parameters: the same formula on float64 tensors, for autograd.
+        for name, value in tensors.items():
+            value = value.to(dtype=torch.float64, device=y0.device)
+            resolved[name] = value.reshape(broadcast) if value.ndim == 1 else value
+        try:
+            A, b, c = family._evaluate(resolved)
+        except ValueError as error:
+            raise ValueError(f"{family.name}: with tensor parameters that need a gradient, {error}. "
+                             f"Formulas must work on tensors too: + - * / with Python numbers.") from None
+        entries = [x.to(dtype) if isinstance(x, torch.Tensor) else float(x)
+                   for x in (*(x for row in A for x in row), *b, *c)]
+    else:
+        # The checked float64 values themselves: one host-to-device copy for all of them.
+        entries = list(checked.constants)
+        varying = checked.varying
+        if varying:
+            rows = torch.from_numpy(checked.rows).to(device=y0.device, dtype=dtype)
+            for i, row in zip(varying, rows.reshape((len(varying),) + broadcast).unbind(0)):
+                entries[i] = row
+    s = checked.stages
+    A = [entries[i * s:(i + 1) * s] for i in range(s)]
+    b, c = entries[s * s:s * s + s], entries[s * s + s:]
+    return StepPlan(rows=tuple(_nonzero(A[i][:i]) for i in range(1, s)),
+                    weights=_nonzero(b), nodes=tuple(c), batch=batch, largest=largest)
