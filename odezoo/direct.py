@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import torch
 
+from .plan import check_coefficient_size, coefficient_limit
 from .spec import SolverSpec
 
 __all__ = ["direct_solvable", "solve_direct"]
+
+# Plain dicts, not dtype.to_real() or an lru_cache call: both are foreign to a torch.compile graph.
+_REAL = {torch.complex32: torch.float16, torch.complex64: torch.float32, torch.complex128: torch.float64}
+_LIMITS = {dtype: coefficient_limit(dtype) for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
 
 
 def direct_solvable(spec: SolverSpec) -> bool:
@@ -34,6 +39,11 @@ def solve_direct(spec: SolverSpec, func, y0: torch.Tensor, t: torch.Tensor) -> t
     if not direct_solvable(spec):
         raise ValueError(f"solve_direct needs a family solver with scalar parameters and n_steps, got {spec.label()}")
     A, b, c = spec.coefficients
+    largest = max(abs(x) for x in (*(x for row in A for x in row), *b, *c))
+    dtype = _REAL.get(y0.dtype, y0.dtype)
+    limit = _LIMITS.get(dtype)
+    if largest > (coefficient_limit(dtype) if limit is None else limit):  # as odeint refuses it (plan.make_plan)
+        check_coefficient_size(spec.method, largest, dtype, {k: float(v) for k, v in spec.params.items()})
     t = t.to(y0.dtype) if y0.is_floating_point() else t
     grid = torch.linspace(t[0], t[-1], int(spec.n_steps) + 1, dtype=t.dtype, device=t.device)
     grid = torch.cat([t[:1], grid[1:-1], t[-1:]])

@@ -17,7 +17,8 @@ import torch
 
 from .family import SolverFamily
 
-__all__ = ["StepPlan", "float_plan", "make_plan", "cast_limit"]
+__all__ = ["StepPlan", "float_plan", "make_plan", "cast_limit", "coefficient_limit", "check_coefficient_size",
+           "PRECISION_LOSS_LIMIT"]
 
 Coef = Any  # float, or a tensor (0-dim or broadcastable per sample)
 
@@ -66,6 +67,22 @@ def cast_limit(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).max)
 
 
+#: The largest share of a step's increment that rounding in the stage sums may put at risk:
+#: a coefficient of magnitude ``m`` in a dtype with machine epsilon ``eps`` rounds each term
+#: ``m·h·k`` by up to ``m·eps`` times the increment ``h·k`` (their sum is that increment, so a
+#: large ``m`` means cancellation); above this share a solve gives silently wrong numbers.
+PRECISION_LOSS_LIMIT = 0.05
+
+
+@functools.lru_cache(maxsize=None)
+def coefficient_limit(dtype: torch.dtype) -> float:
+    """The largest coefficient magnitude a tableau may have for a state of real dtype ``dtype``:
+    below :func:`cast_limit` (finite after the cast) and below ``PRECISION_LOSS_LIMIT / eps``
+    (stage sums keep their digits) — about 51 in float16, 6.4 in bfloat16, 4.2e5 in float32
+    and 2.3e14 in float64."""
+    return min(cast_limit(dtype), PRECISION_LOSS_LIMIT / float(torch.finfo(dtype).eps))
+
+
 def _coefficient_dtype(family: SolverFamily, y0: torch.Tensor) -> torch.dtype:
     """The real dtype coefficients take for the state ``y0``; ValueError for states that
     Runge–Kutta stages cannot represent (integer and bool tensors)."""
@@ -80,17 +97,25 @@ def _coefficient_dtype(family: SolverFamily, y0: torch.Tensor) -> torch.dtype:
         f"Pass a floating-point state, e.g. y0.float() or y0.double() (complex states work too).")
 
 
-def _check_cast(family: SolverFamily, largest: float, dtype: torch.dtype, params) -> None:
-    """ValueError when a coefficient (largest magnitude ``largest``, computed in float64)
-    could become inf in the coefficient dtype ``dtype``."""
+def check_coefficient_size(method: str, largest: float, dtype: torch.dtype, params) -> None:
+    """ValueError when a coefficient (largest magnitude ``largest``, computed in float64) could
+    become inf in the coefficient dtype ``dtype``, or is so large that the stage sums would lose
+    their digits there (:func:`coefficient_limit`)."""
+    if largest <= coefficient_limit(dtype):
+        return
+    shown = ", ".join(f"{p}={v:.10g}" if isinstance(v, float) else f"{p}=<tensor>" for p, v in params.items())
     if largest > cast_limit(dtype):
-        shown = ", ".join(f"{p}={v:.10g}" if isinstance(v, float) else f"{p}=<tensor>"
-                          for p, v in params.items())
-        raise ValueError(
-            f"method {family.name!r}: at {shown} its tableau has a coefficient of magnitude "
-            f"{largest:.4g}, which overflows the state's dtype ({dtype}, largest finite "
-            f"{torch.finfo(dtype).max:.4g}). Solve in a wider dtype (e.g. y0.float() or "
-            f"y0.double()) or move the parameters away from the family's singular sets.")
+        why = f"which overflows the state's dtype ({dtype}, largest finite {torch.finfo(dtype).max:.4g})"
+    else:
+        eps = float(torch.finfo(dtype).eps)
+        why = (f"too large for the state's dtype ({dtype}, machine epsilon {eps:.2g}): the stage sums "
+               f"cancel terms {largest:.4g} times the step's increment, so rounding could change the "
+               f"result by up to {largest * eps:.2g} of each step (more than {PRECISION_LOSS_LIMIT:.0%}); "
+               f"the answer would be silently wrong")
+    raise ValueError(
+        f"method {method!r}: at {shown} its tableau has a coefficient of magnitude "
+        f"{largest:.4g}, {why}. Solve in a wider dtype (e.g. y0.float() or y0.double()) or move "
+        f"the parameters away from the family's singular sets.")
 
 
 def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) -> StepPlan:
@@ -100,7 +125,9 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
     every kind of parameter — the singular sets and the tableau checks of
     :func:`odezoo.tableau.validate` (for per-sample tensors, at every sample); it is then
     cast to the real dtype of ``y0`` and refused with a ``ValueError`` if it would become
-    inf there.  Integer and bool states are refused with a ``ValueError``.
+    inf there or is too large for that dtype's precision (:func:`coefficient_limit`: the stage
+    sums would cancel away the step's digits).  Integer and bool states are refused with a
+    ``ValueError``.
     """
     dtype = _coefficient_dtype(family, y0)
     resolved = family.resolve(params)
@@ -119,8 +146,8 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
 
     if not tensors:
         plan = float_plan(family, tuple(float(resolved[p]) for p in family.params))
-        if plan.largest > 6.0e4:  # cheap pre-test: every float dtype holds up to 65504
-            _check_cast(family, plan.largest, dtype, resolved)
+        if plan.largest > coefficient_limit(dtype):
+            check_coefficient_size(family.name, plan.largest, dtype, resolved)
         return plan
 
     batch = None
@@ -141,7 +168,7 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
             for name, value in resolved.items()}
     checked = family.checked_batch(host, batch or 1)
     largest = checked.largest
-    _check_cast(family, largest, dtype, resolved)
+    check_coefficient_size(family.name, largest, dtype, resolved)
 
     broadcast = (batch,) + (1,) * (y0.ndim - 1) if batch is not None else ()
     if any(value.requires_grad for value in tensors.values()):
