@@ -109,9 +109,9 @@ def check_coefficient_size(method: str, largest: float, dtype: torch.dtype, para
     else:
         eps = float(torch.finfo(dtype).eps)
         why = (f"too large for the state's dtype ({dtype}, machine epsilon {eps:.2g}): the stage sums "
-               f"cancel terms {largest:.4g} times the step's increment, so rounding could change the "
-               f"result by up to {largest * eps:.2g} of each step (more than {PRECISION_LOSS_LIMIT:.0%}); "
-               f"the answer would be silently wrong")
+               f"cancel terms up to {largest:.4g} times the step's increment, so rounding could change "
+               f"each step by {largest * eps:.2g} times its increment (the limit is "
+               f"{PRECISION_LOSS_LIMIT:.0%}) and the answer would be silently wrong")
     raise ValueError(
         f"method {method!r}: at {shown} its tableau has a coefficient of magnitude "
         f"{largest:.4g}, {why}. Solve in a wider dtype (e.g. y0.float() or y0.double()) or move "
