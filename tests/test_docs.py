@@ -83,5 +83,6 @@ def test_every_public_name_has_an_api_entry():
             continue
         missing.append(name)
     assert not missing, f"odezoo names without an API entry in docs/api/: {missing}"
-    for module in ("models", "data", "training", "attacks", "evaluation", "masking", "io", "plots", "config"):
+    for module in ("models", "data", "training", "attacks", "evaluation", "masking", "io", "plots", "config",
+                   "protocol", "statistics", "report", "sweep"):
         assert f"odezoo.experiments.{module}" in blocks, module

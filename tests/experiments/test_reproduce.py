@@ -246,4 +246,6 @@ def test_a_seeds_arms_are_queued_side_by_side(tmp_path, monkeypatch):
 ])
 def test_the_cost_note_says_which_arms_trained_under_the_same_load(setup, expected):
     arms = [f"arm{i}" for i in range(setup.pop("arms", 2))]
-    assert expected in reproduce._load_note(setup, arms)
+    from odezoo.experiments import report
+
+    assert expected in report._load_note(setup, arms)
