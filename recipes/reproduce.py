@@ -360,11 +360,12 @@ def masking_rows(protocol, model, meta, loader, name, arm, seed, device, dry_run
     return rows
 
 
-def result_path(run_dir: Path, protocol: dict) -> Path:
+def result_path(run_dir: Path, protocol: dict, kind: str = "result", suffix: str = ".json") -> Path:
     """Where a run keeps its outcome under one protocol: one file per protocol (its name and a
-    digest of its settings), so evaluating a model with another protocol overwrites nothing."""
+    digest of its settings), so evaluating a model with another protocol overwrites nothing.
+    ``kind="partial"``: the attacks finished so far, while the evaluation runs (``.pt``)."""
     digest = hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:10]
-    return run_dir / f"protocol_result-{protocol['full_name']}-{digest}.json"
+    return run_dir / f"protocol_{kind}-{protocol['full_name']}-{digest}{suffix}"
 
 
 def saved_result(run_dir: Path, cfg: dict, protocol: dict, checks: bool) -> dict | None:
@@ -403,8 +404,11 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
     model, meta, loader, run_dir = trained_model(Path(folder), run, cfg, device, quiet)
     seconds = train_seconds(run_dir)
     started = time.time()
+    # An interrupted evaluation (a killed job, the end of a session) resumes from the attacks it finished.
+    partial = result_path(run_dir, protocol_obj.to_dict(), kind="partial", suffix=".pt")
     with meta.evaluating():
-        result = evaluate_protocol(model, loader, protocol_obj, device=device, progress=None if quiet else print)
+        result = evaluate_protocol(model, loader, protocol_obj, device=device, progress=None if quiet else print,
+                                   store=partial, store_key=run_config(run, cfg))
     rows = result.rows(experiment=experiment, arm=arm.label, seed=seed, train_seconds=round(seconds, 3),
                        epochs=cfg["epochs"], test_images=result.fingerprint)
     check_rows = masking_rows(protocol_obj, model, meta, loader, experiment, arm, seed, device, dry_run) \
@@ -423,6 +427,7 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
            "epochs": epoch_rows, "train_seconds": seconds, "eval_seconds": time.time() - started,
            "dataset": cfg["dataset"], "subset": cfg.get("subset")}
     save_json(result_path(run_dir, protocol_obj.to_dict()), out)
+    partial.unlink(missing_ok=True)
     return out
 
 

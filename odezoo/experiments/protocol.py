@@ -53,6 +53,7 @@ from odezoo.parsing import parse_number
 
 from .attacks import AUTOATTACK_VERSIONS, correct_predictions, positive_number
 from .evaluation import strong_robustness
+from .io import atomic_write, state_digest
 
 __all__ = ["ATTACK_KINDS", "Attack", "Protocol", "PROTOCOLS", "get_protocol", "ProtocolResult",
            "evaluate_protocol", "take_examples", "eps_label", "named_attacks", "resolve_attacks"]
@@ -514,9 +515,36 @@ def _fingerprint(batches) -> str:
     return digest.hexdigest()[:12]
 
 
+def _partial_identity(protocol: Protocol, fingerprint: str, model: nn.Module, key: Any) -> dict:
+    """What a stored partial evaluation must match to be reused: the protocol, the test images,
+    the model's weights and the caller's ``store_key``."""
+    return {"protocol": protocol.to_dict(), "images": fingerprint, "model": state_digest(model.state_dict()),
+            "key": json.dumps(key, sort_keys=True, default=str)}
+
+
+def _load_partial(store: Path, identity: dict) -> dict:
+    """The finished attack × ε results kept in ``store`` for ``identity``; {} when there are none,
+    or when they belong to another protocol, other images or other weights (never reused then)."""
+    if not store.exists():
+        return {}
+    try:
+        saved = torch.load(store, map_location="cpu", weights_only=True)
+    except Exception:  # a torn or foreign file: evaluate from scratch (it is rewritten as we go)
+        return {}
+    if not isinstance(saved, dict) or saved.get("identity") != identity:
+        return {}
+    return {(attack, float(eps)): entry for attack, eps, entry in saved.get("done", [])}
+
+
+def _save_partial(store: Path, identity: dict, done: dict) -> None:
+    entries = [(attack, eps, entry) for (attack, eps), entry in done.items()]
+    atomic_write(store, lambda handle: torch.save({"identity": identity, "done": entries}, handle))
+
+
 def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, device: str | torch.device = "cpu",
                       before_batch: Callable[[], Any] | None = None,
-                      progress: Callable[[str], Any] | None = None, sharded: bool = False) -> ProtocolResult:
+                      progress: Callable[[str], Any] | None = None, sharded: bool = False,
+                      store: str | Path | None = None, store_key: Any = None) -> ProtocolResult:
     """Run every attack of ``protocol`` at every ε on the first ``protocol.n_examples`` test
     images of ``loader`` (AutoAttack on the first ``protocol.n_autoattack`` of them).
 
@@ -529,7 +557,14 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
     ``sharded=True`` under ``torch.distributed`` (every rank calls it with the same loader):
     rank ``r`` of ``w`` attacks the batches ``r, r + w, ...`` with the seeds those batches have
     in the whole evaluation, and the per-example results are gathered in order, so every rank
-    returns the result one process would have computed (``seconds`` are summed over ranks)."""
+    returns the result one process would have computed (``seconds`` are summed over ranks).
+
+    ``store`` (a file; one process, not sharded): every finished attack × ε is kept there, and an
+    evaluation that was interrupted resumes from it, computing only the rest — with the same
+    result as one uninterrupted run, since each attack × ε is seeded on its own.  Stored results
+    are reused only for the same protocol, test images, model weights and ``store_key`` (anything
+    else the result depends on, such as the solver the model is evaluated with, as JSON); delete
+    the file when the result has been saved elsewhere."""
     if not protocol.eps:
         raise ValueError(f"protocol {protocol.full_name} has no eps: build it with get_protocol(name, eps=[...])")
     batches = take_examples(loader, protocol.n_examples, device)
@@ -539,26 +574,43 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
     clean = torch.cat([correct_predictions(model, x, y, before_batch).cpu() for x, y in batches])
     correct, seconds, descriptions, stages = {}, {}, {}, {}
     rank, world = _shard(sharded)
+    fingerprint = _fingerprint(batches)
+    keep = store is not None and world == 1
+    if keep:
+        store = Path(store)
+        identity = _partial_identity(protocol, fingerprint, model, store_key)
+        done = _load_partial(store, identity)
     for eps in protocol.eps:
         for attack in protocol.attacks:
+            key = (attack.name, eps)
+            descriptions[attack.name] = attack.describe()
+            if keep and key in done:
+                correct[key], seconds[key] = done[key]["correct"], done[key]["seconds"]
+                if done[key]["stages"]:
+                    stages[key] = done[key]["stages"]
+                if progress is not None:
+                    progress(f"{attack.name} ε={eps_label(eps)}: {100 * _mean(correct[key]):.1f}% of "
+                             f"{correct[key].numel()} (kept from an interrupted evaluation)")
+                continue
             subset = aa_batches if attack.kind == "autoattack" else batches
             ids = list(range(rank, len(subset), world))
             result = strong_robustness(model, [subset[i] for i in ids], eps, device=device, seed=protocol.seed,
                                        before_batch=before_batch, batch_ids=ids, **attack.strong_kwargs(eps)) \
                 if ids else None
-            key = (attack.name, eps)
             mine = _per_batch(result, attack.result_key, [len(subset[i][1]) for i in ids], ids)
             merged = mine if world == 1 else _gather(mine)
             correct[key] = torch.cat([ok for _, ok, _ in merged["batches"]])
             seconds[key] = merged["seconds"]
-            descriptions[attack.name] = attack.describe()
             stage_names = merged["stages"]
             if stage_names:
                 stages[key] = {name: torch.cat([st[name] for _, _, st in merged["batches"]]) for name in stage_names}
+            if keep:
+                done[key] = {"correct": correct[key], "seconds": seconds[key], "stages": stages.get(key, {})}
+                _save_partial(store, identity, done)
             if progress is not None:
                 progress(f"{attack.name} ε={eps_label(eps)}: {100 * _mean(correct[key]):.1f}% of "
                          f"{correct[key].numel()} ({seconds[key]:.0f}s)")
     labels = torch.cat([y.cpu() for _, y in batches])
     return ProtocolResult(protocol=protocol, clean=clean, labels=labels, correct=correct, seconds=seconds,
-                          descriptions=descriptions, stages=stages, fingerprint=_fingerprint(batches))
+                          descriptions=descriptions, stages=stages, fingerprint=fingerprint)
 

@@ -169,3 +169,90 @@ def test_a_sharded_evaluation_gets_each_batch_its_own_seed_and_gathers_in_order(
 def test_sharded_needs_a_process_group(trained, loader):
     with pytest.raises(ValueError, match="needs torch.distributed"):
         evaluate_protocol(trained, loader, get_protocol("paper", eps=(0.1,), n_examples=8), sharded=True)
+
+
+class Weighted(Chaotic):
+    """Chaotic, with its frequency as a weight (so its state_dict, and a stored evaluation's
+    identity, changes when the weight does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(997.0))
+
+    def forward(self, x):
+        s = x.flatten(1).sum(1, keepdim=True)
+        return torch.cat([torch.sin(self.w * s), torch.cos(991.0 * s)], 1)
+
+
+def resumable_case():
+    torch.manual_seed(0)
+    batches = [(torch.rand(5, 1, 4, 4), torch.randint(0, 2, (5,))) for _ in range(5)]
+    protocol = Protocol("resume", 1, (Attack("noise", samples=1), Attack("pgd", steps=1, step_size=0.2),
+                                      Attack("fgsm")),
+                        eps=(0.2, 0.3), n_examples=23, n_autoattack=None, n_checks=None, seed=7)
+    return batches, protocol
+
+
+def counting(monkeypatch):
+    from odezoo.experiments import protocol as pr
+
+    calls, real = [], pr.strong_robustness
+    monkeypatch.setattr(pr, "strong_robustness", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_an_interrupted_evaluation_resumes_where_it_stopped_with_the_same_result(tmp_path, monkeypatch):
+    """A long evaluation killed after 3 of its 6 attack × ε keeps those 3; the rerun computes only
+    the other 3 and returns exactly what one uninterrupted evaluation returns (each attack × ε is
+    seeded on its own, and this model's survival depends on the exact random draws)."""
+    batches, protocol = resumable_case()
+    model = Weighted()
+    whole = evaluate_protocol(model, batches, protocol)
+    assert 0 < whole.accuracy("noise-uniform", 0.3) < whole.accuracy("clean")  # the draws matter
+
+    class Killed(Exception):
+        pass
+
+    seen = []
+
+    def killed_after_three(message):
+        seen.append(message)
+        if len(seen) == 3:
+            raise Killed
+
+    store = tmp_path / "partial.pt"
+    with pytest.raises(Killed):
+        evaluate_protocol(model, batches, protocol, progress=killed_after_three, store=store, store_key={"run": 1})
+    calls, messages = counting(monkeypatch), []
+    resumed = evaluate_protocol(model, batches, protocol, progress=messages.append, store=store, store_key={"run": 1})
+    assert len(calls) == 3 and sum("kept from an interrupted evaluation" in m for m in messages) == 3
+    assert resumed.correct.keys() == whole.correct.keys()
+    for key in whole.correct:
+        assert torch.equal(resumed.correct[key], whole.correct[key]), key
+    assert resumed.rows() == whole.rows() and resumed.fingerprint == whole.fingerprint
+
+
+@pytest.mark.parametrize("change", ["nothing", "weights", "store_key", "protocol", "images", "torn file"])
+def test_a_stored_evaluation_is_reused_only_for_the_same_model_protocol_images_and_key(tmp_path, monkeypatch,
+                                                                                        change):
+    batches, protocol = resumable_case()
+    model = Weighted()
+    store = tmp_path / "partial.pt"
+    evaluate_protocol(model, batches, protocol, store=store, store_key={"run": 1})  # keeps all 6
+    key = {"run": 1}
+    if change == "weights":
+        with torch.no_grad():
+            model.w += 1.0
+    elif change == "store_key":
+        key = {"run": 2}
+    elif change == "protocol":
+        protocol = protocol.replace(seed=8)
+    elif change == "images":
+        batches = [(x.flip(0), y.flip(0)) for x, y in batches]
+    elif change == "torn file":
+        store.write_bytes(store.read_bytes()[:100])
+    calls = counting(monkeypatch)
+    again = evaluate_protocol(model, batches, protocol, store=store, store_key=key)
+    assert len(calls) == (0 if change == "nothing" else 6)
+    fresh = evaluate_protocol(model, batches, protocol)  # never another evaluation's numbers
+    assert again.rows() == fresh.rows()

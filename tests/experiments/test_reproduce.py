@@ -249,3 +249,32 @@ def test_the_cost_note_says_which_arms_trained_under_the_same_load(setup, expect
     from odezoo.experiments import report
 
     assert expected in report._load_note(setup, arms)
+
+
+def test_a_killed_evaluation_resumes_from_the_attacks_it_finished(tmp_path, capsys, monkeypatch):
+    """A job killed during its model's evaluation (the end of a session) keeps the attack × ε it
+    finished; the rerun computes only the rest, ships, and leaves no partial file behind."""
+    from odezoo.experiments import protocol as pr
+
+    real, state = pr.strong_robustness, {"calls": 0, "killed": False}
+
+    def killed_once_at_the_third(*args, **kwargs):
+        state["calls"] += 1
+        if state["calls"] == 3 and not state["killed"]:
+            state["killed"] = True
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pr, "strong_robustness", killed_once_at_the_third)
+    out = tmp_path / "reproduce"
+    args = ["fig5", "--dry-run", "--out", str(out), "--device", "cpu", "--no-checks"]
+    assert reproduce.main(args) == 1
+    partial = list((out / "fig5" / "runs").glob("*/protocol_partial-*.pt"))
+    assert len(partial) == 1  # the killed model's two finished attack × ε
+    state["calls"] = 0
+    assert reproduce.main(args) == 0
+    protocol = json.loads((out / "results" / "fig5" / "protocol.json").read_text())
+    per_model = len(protocol["attacks"]) * len(protocol["eps"])
+    assert state["calls"] == per_model - 2
+    assert not list((out / "fig5" / "runs").glob("*/protocol_partial-*"))
+    capsys.readouterr()
