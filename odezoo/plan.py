@@ -146,8 +146,7 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
 
     if not tensors:
         plan = float_plan(family, tuple(float(resolved[p]) for p in family.params))
-        if plan.largest > coefficient_limit(dtype):
-            check_coefficient_size(family.name, plan.largest, dtype, resolved)
+        check_coefficient_size(family.name, plan.largest, dtype, resolved)
         return plan
 
     batch = None
