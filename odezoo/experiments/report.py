@@ -4,7 +4,8 @@ An experiment ships ``per_seed.csv`` (one row per model × attack × ε), ``prot
 ``setup.json``, ``checks.csv`` and, for training curves, ``per_epoch.csv``.  From those files
 only, :func:`build_report` writes ``summary.md`` (accuracy per ε with mean ± SE over seeds,
 seed-paired differences with 95 % intervals and minimum detectable effects next to the paper's
-claimed effect, measured training cost, masking checks), ``summary.csv`` and the figure;
+claimed effect, for accuracy against ε the best arm at each ε and its lead over the runner-up,
+measured training cost, masking checks), ``summary.csv`` and the figure;
 :func:`write_report` gathers every experiment's summary into one Markdown page.
 """
 from __future__ import annotations
@@ -92,6 +93,8 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND) -> st
                   + ", ".join(f"`{a}` {n:,}" for a, n in counts.items() if n is not None)
                   + ". `worst`: correct under every attack, per example, on the images every attack ran on.", ""]
     lines += _paired_section(setup, protocol, rows, paper)
+    if setup.get("x_axis") == "eps":
+        lines += _ranking_section(protocol, rows, arms)
     lines += _cost_section(setup, rows)
     lines += _checks_section(checks)
     if epochs:
@@ -176,6 +179,65 @@ def _paired_section(setup, protocol, rows, paper) -> list[str]:
         lines.append(f"* `{attack}`: the paper's gain {claim:+.2f} points lies {gap} its own error bars "
                      f"(± {s0:.2f} and ± {s1:.2f}); ours {pts(d['mean'])} ± {100 * d['se']:.2f}: {ours}; {power}.")
     return lines + [""]
+
+
+def _ranking_section(protocol, rows, arms) -> list[str]:
+    """Which arm is best under each attack at each ε, and whether its lead over the runner-up
+    (seed-paired) lies beyond its 95 % interval: what a claim like "the best u is the same for
+    every ε" needs."""
+    attacks = [a.name for a in protocol.attacks if a.kind != "noise"] + ["worst"]  # noise is a baseline
+    table, verdicts = [], []
+    for attack in attacks:
+        winners, separated, ties = [], 0, 0
+        for eps in protocol.eps:
+            means = {}
+            for arm in arms:
+                values = [r["accuracy"] for r in rows if r["arm"] == arm and r["attack"] == attack and r["eps"] == eps]
+                if values:
+                    means[arm] = sum(values) / len(values)
+            if len(means) < 2:
+                continue
+            ranked = sorted(means, key=lambda a: (-means[a], arms.index(a)))
+            best, second = ranked[0], ranked[1]
+            if means[best] == means[second]:
+                tied = [a for a in ranked if means[a] == means[best]]
+                ties += 1
+                table.append(f"| `{attack}` | {eps_label(eps)} | tie: {', '.join(tied)} | {100 * means[best]:.2f} | "
+                             "— | — | — |")
+                continue
+            d = paired(rows, second, best, attack, eps)
+            winners.append((best, eps))
+            separated += bool(d.get("beyond"))
+            half = "—" if math.isnan(d.get("half", float("nan"))) else f"± {100 * d['half']:.2f}"
+            table.append(f"| `{attack}` | {eps_label(eps)} | {best} | {100 * means[best]:.2f} | {second} "
+                         f"({100 * means[second]:.2f}) | {pts(d['mean'])}{' *' if d['beyond'] else ''} | {half} |")
+        if not winners and not ties:
+            continue
+        if not winners:
+            verdicts.append(f"* `{attack}`: every ε is a tie.")
+            continue
+        by_arm = defaultdict(list)
+        for arm, eps in winners:
+            by_arm[arm].append(eps_label(eps))
+        tied = f" ({ties} ε tied)" if ties else ""
+        if len(winners) == 1 and ties:
+            same = f"only ε = {by_arm[winners[0][0]][0]} has a single best arm, `{winners[0][0]}`{tied}"
+        elif len(by_arm) == 1:
+            same = f"the best arm is `{winners[0][0]}` at every ε{' that has one' if ties else ''}{tied}"
+        else:
+            same = "the best arm changes with ε: " + "; ".join(
+                f"`{arm}` at {', '.join(e)}" for arm, e in by_arm.items()) + tied
+        verdicts.append(f"* `{attack}`: {same}; its lead over the runner-up lies beyond the 95% interval at "
+                        f"{separated} of {len(winners)} ε.")
+    if not table:
+        return []
+    return ["#### Best arm at each ε", "",
+            "The arm with the highest mean accuracy under each attack, and its seed-paired lead over the runner-up "
+            "(`*`: beyond the two-sided 95% Student-t interval). The best arm is picked after seeing the data, so "
+            "its lead is biased upward and the interval is optimistic: a lead inside it means the ranking is not "
+            "established, and one beyond it is weaker evidence than a comparison fixed in advance.", "",
+            "| attack | ε | best arm | mean (%) | runner-up (mean, %) | lead (points) | 95% interval |",
+            "|---|---|---|---|---|---|---|", *table, "", *verdicts, ""]
 
 
 def _cost_section(setup, rows) -> list[str]:

@@ -102,6 +102,9 @@ def test_tables_are_honest(dry_run_all):
     fig3b = (dry_run_all / "results" / "fig3b" / "summary.md").read_text()
     assert "**validation** accuracy" in fig3b
     assert {r["split"] for r in read(dry_run_all / "results" / "fig3b" / "per_epoch.csv")} == {"validation"}
+    for name in ("fig4", "fig5"):  # accuracy against ε: which arm is best at each ε, and is it established
+        assert "#### Best arm at each ε" in (dry_run_all / "results" / name / "summary.md").read_text()
+    assert "Best arm" not in text
     setup = json.loads((dry_run_all / "results" / "fig4" / "setup.json").read_text())
     assert setup["stand_in"] and "CIFAR-10" not in setup["data"].replace("(not CIFAR-10)", "")
 
@@ -278,3 +281,43 @@ def test_a_killed_evaluation_resumes_from_the_attacks_it_finished(tmp_path, caps
     assert state["calls"] == per_model - 2
     assert not list((out / "fig5" / "runs").glob("*/protocol_partial-*"))
     capsys.readouterr()
+
+
+def _rows(accuracy):
+    """per_seed rows from {(arm, attack, eps): [accuracy per seed]}."""
+    return [{"arm": arm, "seed": seed, "attack": attack, "eps": eps, "accuracy": value}
+            for (arm, attack, eps), values in accuracy.items() for seed, value in enumerate(values)]
+
+
+def _protocol(*kinds, eps=(0.1, 0.2)):
+    attack = lambda kind: argparse.Namespace(name=f"{kind}-x", kind=kind)  # noqa: E731
+    return argparse.Namespace(attacks=[attack(k) for k in kinds], eps=eps)
+
+
+def test_best_arm_per_eps_says_whether_the_ranking_is_established():
+    from odezoo.experiments.report import _ranking_section
+
+    protocol = _protocol("fgsm", "noise")
+    steady = {("a", "fgsm-x", e): [0.60, 0.62, 0.61] for e in (0.1, 0.2)}
+    steady.update({("b", "fgsm-x", e): [0.50, 0.51, 0.52] for e in (0.1, 0.2)})
+    steady.update({(arm, "noise-x", e): [0.9, 0.9, 0.9] for arm in "ab" for e in (0.1, 0.2)})
+    text = "\n".join(_ranking_section(protocol, _rows(steady), ["a", "b"]))
+    assert "* `fgsm-x`: the best arm is `a` at every ε; its lead over the runner-up lies beyond the 95% " \
+           "interval at 2 of 2 ε." in text
+    assert "| `fgsm-x` | 0.1 | a | 61.00 | b (51.00) | +10.00 * |" in text
+    assert "noise-x" not in text  # a sanity baseline, not an attack to rank arms by
+    assert "* `worst`" not in text  # no rows for it
+
+    noisy = {("a", "fgsm-x", 0.1): [0.70, 0.40, 0.62], ("b", "fgsm-x", 0.1): [0.50, 0.60, 0.52],
+             ("a", "fgsm-x", 0.2): [0.30, 0.30, 0.30], ("b", "fgsm-x", 0.2): [0.32, 0.32, 0.33],
+             ("c", "fgsm-x", 0.2): [0.30, 0.30, 0.30]}
+    text = "\n".join(_ranking_section(protocol, _rows(noisy), ["a", "b", "c"]))
+    assert "the best arm changes with ε: `a` at 0.1; `b` at 0.2; its lead over the runner-up lies beyond the " \
+           "95% interval at 1 of 2 ε." in text
+    assert "| `fgsm-x` | 0.1 | a | 57.33 | b (54.00) | +3.33 | ±" in text  # inside its interval: no `*`
+
+    tie = {(arm, "fgsm-x", e): [0.0, 0.0] for arm in "ab" for e in (0.1, 0.2)}
+    tie[("a", "fgsm-x", 0.1)] = [0.02, 0.03]
+    text = "\n".join(_ranking_section(protocol, _rows(tie), ["a", "b"]))
+    assert "| `fgsm-x` | 0.2 | tie: a, b | 0.00 |" in text
+    assert "only ε = 0.1 has a single best arm, `a` (1 ε tied)" in text
