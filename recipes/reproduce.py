@@ -520,7 +520,7 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
              "arms": [{"label": a.label, "solver": a.solver_text(), "adversarial": a.adversarial.get("kind", "none")}
                       for a in arms],
              "reference": spec.reference, "x_axis": spec.x_axis,
-             "wall_minutes": round((time.time() - started) / 60, 1),
+             "wall_minutes": None if ctx.collect else round((time.time() - started) / 60, 1),
              "compute_minutes": round(sum(f["train_seconds"] + f.get("eval_seconds", 0.0) for f in found) / 60, 1),
              "launcher": ctx.launcher.describe(), "threads": ctx.launcher.job_threads or torch.get_num_threads(),
              "job_order": "seed-major", "parallel_jobs": ctx.launcher.jobs,

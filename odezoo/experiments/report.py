@@ -116,8 +116,13 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND) -> st
 def _time_line(setup) -> str:
     launcher = setup.get("launcher", "in-process: one job at a time")
     threads = "" if "thread" in launcher else f"; {setup['threads']} CPU thread(s)"
-    text = (f"* wall time of the command that shipped these results: {setup['wall_minutes']} min ({launcher}{threads}; "
-            f"{setup['device']}; models finished by an earlier, interrupted run are reused and not counted in it)")
+    if setup["wall_minutes"] is None:  # shipped with --collect: no command ran the models
+        text = (f"* gathered with `--collect` from the models earlier commands had finished ({launcher}{threads}; "
+                f"{setup['device']}), so no one command's wall time applies")
+    else:
+        text = (f"* wall time of the command that shipped these results: {setup['wall_minutes']} min ({launcher}"
+                f"{threads}; {setup['device']}; models finished by an earlier, interrupted run are reused and not "
+                "counted in it)")
     if setup.get("compute_minutes") is not None:
         text += f"; training and evaluation summed over the models: {setup['compute_minutes']} min"
     return text

@@ -208,6 +208,8 @@ def test_a_failed_model_ships_nothing_and_a_rerun_does_only_what_is_missing(tmp_
     assert reproduce.main(args + ["--collect"]) == 0
     assert "collecting 3 of 4 models; missing: fig5/euler_1_step_seed1" in capsys.readouterr().out
     assert "**Incomplete.** 1 model(s)" in (shipped / "summary.md").read_text()
+    assert "gathered with `--collect`" in (shipped / "summary.md").read_text()  # no wall time of its own
+    assert json.loads((shipped / "setup.json").read_text())["wall_minutes"] is None
     assert len({(r["arm"], r["seed"]) for r in read(shipped / "per_seed.csv")}) == 3
     stamps = {p: p.stat().st_mtime_ns for p in (out / "fig5" / "runs").glob("*/protocol_result*.json")}
     assert len(stamps) == 3
@@ -219,6 +221,7 @@ def test_a_failed_model_ships_nothing_and_a_rerun_does_only_what_is_missing(tmp_
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert len({(r["arm"], r["seed"]) for r in read(shipped / "per_seed.csv")}) == 4
     assert "Incomplete" not in (shipped / "summary.md").read_text()
+    assert "wall time of the command that shipped these results" in (shipped / "summary.md").read_text()
 
 
 def test_a_seeds_arms_are_queued_side_by_side(tmp_path, monkeypatch):
