@@ -79,7 +79,7 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND) -> st
     for eps in protocol.eps:
         counts = {a: next((s["n_examples"] for s in summary if s["attack"] == a and s["eps"] == eps), None)
                   for a in attacks[1:]}
-        lines += [f"#### Test accuracy at ε = {eps_label(eps)} (%, mean ± SE over {len(seeds)} seeds)", "",
+        lines += [f"#### Test accuracy at ε = {eps_label(eps)} (%, mean ± SE over {_seeds(len(seeds))})", "",
                   "| arm | clean | " + " | ".join(f"`{a}`" for a in attacks[1:]) + " |",
                   "|---" * len(attacks) + "|---|"]
         for arm in arms:
@@ -111,6 +111,10 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND) -> st
     atomic_write(results / "summary.md", text)
     _figure(name, setup, protocol, summary, epochs, results / f"{name}.png")
     return text
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'' if n == 1 else 's'}"
 
 
 def _time_line(setup) -> str:
@@ -378,7 +382,7 @@ def _figure(name, setup, protocol, summary, epochs, path):
     ax.grid(alpha=0.3)
     data = setup["data"] if not setup["stand_in"] else "STAND-IN: MNIST digits padded to 32×32×3 (not CIFAR-10)"
     fig.suptitle(f"{name}{' (dry run)' if setup['dry_run'] else ''} — {data}; protocol {protocol.full_name}; "
-                 f"{len(setup['seeds'])} seeds", fontsize=8)
+                 f"{_seeds(len(setup['seeds']))}", fontsize=8)
     save_figure(fig, path)
 
 
