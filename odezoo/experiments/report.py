@@ -172,15 +172,17 @@ def _paired_section(setup, protocol, rows, paper) -> list[str]:
                     claim = f"{m1 - m0:+.2f} ({m0:.2f} ± {s0:.2f} → {m1:.2f} ± {s1:.2f})"
                     verdicts.append((attack, d, m1 - m0, s0, s1))
                 lines.append(f"| {arm} | `{attack}` | {eps_label(e)} | {pts(d['mean'])} ± {100 * d['se']:.2f}"
-                             f"{' *' if d['beyond'] else ''} (n = {d['n']}) | ± {100 * d['half']:.2f} | "
-                             f"{100 * d['mde']:.2f} | {claim} |")
+                             f"{' *' if d['beyond'] else ''} (n = {d['n']}) | {_half(d)} | "
+                             f"{'—' if math.isnan(d['mde']) else format(100 * d['mde'], '.2f')} | {claim} |")
     lines.append("")
     for attack, d, claim, s0, s1 in verdicts:
         gap = "inside" if abs(claim) < s0 + s1 else "outside"
         ours = ("reproduced in direction and beyond our 95% interval" if d["beyond"] and d["mean"] * claim > 0
                 else "not reproduced at this scale" + (" (the data stand in for CIFAR-10)" if setup["stand_in"]
                                                        else ""))
-        if math.isnan(d["mde"]):
+        if d.get("no_spread"):
+            power = "every seed gave the same difference, so there is no spread to test it against"
+        elif math.isnan(d["mde"]):
             power = "too few seeds for a minimum detectable effect"
         else:
             power = (f"our MDE (95% / 80% power) is {100 * d['mde']:.2f} points, so an effect of the paper's size "
@@ -188,6 +190,13 @@ def _paired_section(setup, protocol, rows, paper) -> list[str]:
         lines.append(f"* `{attack}`: the paper's gain {claim:+.2f} points lies {gap} its own error bars "
                      f"(± {s0:.2f} and ± {s1:.2f}); ours {pts(d['mean'])} ± {100 * d['se']:.2f}: {ours}; {power}.")
     return lines + [""]
+
+
+def _half(d) -> str:
+    """The 95 % interval's half-width of a paired difference, or why there is none."""
+    if d.get("no_spread"):
+        return "— (every seed gave the same difference: no interval)"
+    return "—" if math.isnan(d.get("half", float("nan"))) else f"± {100 * d['half']:.2f}"
 
 
 def _ranking_section(protocol, rows, arms) -> list[str]:
@@ -217,7 +226,7 @@ def _ranking_section(protocol, rows, arms) -> list[str]:
             d = paired(rows, second, best, attack, eps)
             winners.append((best, eps))
             separated += bool(d.get("beyond"))
-            half = "—" if math.isnan(d.get("half", float("nan"))) else f"± {100 * d['half']:.2f}"
+            half = _half(d)
             table.append(f"| `{attack}` | {eps_label(eps)} | {best} | {100 * means[best]:.2f} | {second} "
                          f"({100 * means[second]:.2f}) | {pts(d['mean'])}{' *' if d['beyond'] else ''} | {half} |")
         if not winners and not ties:

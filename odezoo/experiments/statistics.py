@@ -61,9 +61,13 @@ def paired(rows, ref: str, arm: str, attack: str, eps: float) -> dict:
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else float("nan")
     se = sd / math.sqrt(n) if n > 1 else float("nan")
+    if n > 1 and sd < 1e-9:  # every seed gave the same difference (to rounding): an interval of width 0
+        # is no evidence, whatever the t-test says; accuracies differ by ≥ 1/n_examples when they differ
+        return {"n": n, "mean": mean, "sd": sd, "se": se, "half": float("nan"), "mde": float("nan"),
+                "beyond": False, "no_spread": True}
     half = t_quantile(0.975, n - 1) * se if n > 1 else float("nan")
     return {"n": n, "mean": mean, "sd": sd, "se": se, "half": half, "mde": mde(sd, n),
-            "beyond": n > 1 and abs(mean) > half}
+            "beyond": n > 1 and abs(mean) > half, "no_spread": False}
 
 
 def fmt(mean, se):

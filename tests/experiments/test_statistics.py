@@ -24,6 +24,20 @@ def test_statistics_use_scipy():
     d = statistics.paired(rows, "ref", "x", "fgsm", 0.1)
     assert d["n"] == 3 and d["mean"] == pytest.approx((0.1 + 0.05 + 0.08) / 3)
     assert d["half"] == pytest.approx(statistics.t_quantile(0.975, 2) * d["se"])
+    assert d["beyond"] and not d["no_spread"]
+
+
+@pytest.mark.parametrize("ref, arm", [((0.88, 0.845), (0.845, 0.81)), ((0.3, 0.7, 0.1), (0.2, 0.6, 0.0)),
+                                      ((0.5, 0.5), (0.5, 0.5))])
+def test_a_difference_every_seed_shares_is_not_called_significant(ref, arm):
+    """n seeds with one and the same difference (to float rounding) give sd 0 and an interval of
+    width 0: no evidence, so no `*`, no interval and no MDE (a t-test would call any mean beyond it)."""
+    rows = [{"arm": a, "seed": s, "attack": "fgsm", "eps": 0.1, "accuracy": v}
+            for a, values in (("ref", ref), ("x", arm)) for s, v in enumerate(values)]
+    d = statistics.paired(rows, "ref", "x", "fgsm", 0.1)
+    assert d["no_spread"] and not d["beyond"]
+    assert math.isnan(d["half"]) and math.isnan(d["mde"])
+    assert d["mean"] == pytest.approx(sum(arm) / len(arm) - sum(ref) / len(ref))
 
 
 def test_formatting_in_points():
