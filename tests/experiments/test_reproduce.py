@@ -298,8 +298,9 @@ def _protocol(*kinds, eps=(0.1, 0.2)):
 
 
 def test_best_arm_per_eps_says_whether_the_ranking_is_established():
-    from odezoo.experiments.report import _ranking_section
+    from odezoo.experiments import report
 
+    _ranking_section = report._ranking_section
     protocol = _protocol("fgsm", "noise")
     steady = {("a", "fgsm-x", e): [0.60, 0.62, 0.61] for e in (0.1, 0.2)}
     steady.update({("b", "fgsm-x", e): [0.50, 0.51, 0.52] for e in (0.1, 0.2)})
