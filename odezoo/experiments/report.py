@@ -204,15 +204,12 @@ def _ranking_section(protocol, rows, arms) -> list[str]:
     (seed-paired) lies beyond its 95 % interval: what a claim like "the best u is the same for
     every ε" needs."""
     attacks = [a.name for a in protocol.attacks if a.kind != "noise"] + ["worst"]  # noise is a baseline
+    mean_of = {(s["arm"], s["attack"], s["eps"]): s["mean"] for s in summarize(rows)}
     table, verdicts = [], []
     for attack in attacks:
         winners, separated, ties = [], 0, 0
         for eps in protocol.eps:
-            means = {}
-            for arm in arms:
-                values = [r["accuracy"] for r in rows if r["arm"] == arm and r["attack"] == attack and r["eps"] == eps]
-                if values:
-                    means[arm] = sum(values) / len(values)
+            means = {arm: mean_of[(arm, attack, eps)] for arm in arms if (arm, attack, eps) in mean_of}
             if len(means) < 2:
                 continue
             ranked = sorted(means, key=lambda a: (-means[a], arms.index(a)))
