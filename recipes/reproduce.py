@@ -482,7 +482,14 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
               flush=True)
         print(f"{len(arms)} arm(s) × seeds {seeds} = {len(jobs)} models ({ctx.launcher.describe()}); every model is "
               "evaluated with:\n" + protocol.describe(), flush=True)
-        outcomes = run_jobs(jobs, ctx.launcher, progress=lambda line: print(line, flush=True))
+        # Models an earlier run finished are reused without starting a job for them, so the
+        # progress count and the time estimate cover only the models this command runs.
+        reused = {job.name for job in jobs} - set(finished_results(jobs)[1])
+        to_run = [job for job in jobs if job.name not in reused]
+        if reused:
+            print(f"reusing {len(reused)} of {len(jobs)} models an earlier run finished under this protocol; "
+                  f"running {len(to_run)}", flush=True)
+        outcomes = run_jobs(to_run, ctx.launcher, progress=lambda line: print(line, flush=True))
         failed = [o for o in outcomes if not o.ok]
         if failed:
             print(f"{name}: {len(failed)} of {len(jobs)} models failed; nothing shipped. Rerun the same command to "
@@ -521,6 +528,7 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
                       for a in arms],
              "reference": spec.reference, "x_axis": spec.x_axis,
              "wall_minutes": None if ctx.collect else round((time.time() - started) / 60, 1),
+             "models": len(found), "models_run": None if ctx.collect else len(to_run),
              "compute_minutes": round(sum(f["train_seconds"] + f.get("eval_seconds", 0.0) for f in found) / 60, 1),
              "launcher": ctx.launcher.describe(), "threads": ctx.launcher.job_threads or torch.get_num_threads(),
              "job_order": "seed-major", "parallel_jobs": ctx.launcher.jobs,

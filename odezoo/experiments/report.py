@@ -123,10 +123,18 @@ def _time_line(setup) -> str:
     if setup["wall_minutes"] is None:  # shipped with --collect: no command ran the models
         text = (f"* gathered with `--collect` from the models earlier commands had finished ({launcher}{threads}; "
                 f"{setup['device']}), so no one command's wall time applies")
-    else:
+    elif setup.get("models_run") is None:  # shipped before the count was recorded
         text = (f"* wall time of the command that shipped these results: {setup['wall_minutes']} min ({launcher}"
                 f"{threads}; {setup['device']}; models finished by an earlier, interrupted run are reused and not "
                 "counted in it)")
+    else:
+        total, ran = setup["models"], setup["models_run"]
+        what = (f"for the {ran} of {total} models it ran" if ran else
+                f"it ran none of the {total} models: an earlier run had finished them all")
+        reused = (f"; the other {total - ran} were finished by an earlier run, reused and not counted in it"
+                  if 0 < ran < total else "")
+        text = (f"* wall time of the command that shipped these results: {setup['wall_minutes']} min, {what} "
+                f"({launcher}{threads}; {setup['device']}{reused})")
     if setup.get("compute_minutes") is not None:
         text += f"; training and evaluation summed over the models: {setup['compute_minutes']} min"
     return text

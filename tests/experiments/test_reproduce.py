@@ -110,8 +110,17 @@ def test_tables_are_honest(dry_run_all):
 
 
 def test_rerun_reuses_trained_models(dry_run_all, capsys):
+    """A rerun starts no job for a finished model, so its progress count and time estimate
+    cover only what it runs, and its summary says how many models its wall time covers."""
     reproduce.main(["fig5", "--dry-run", "--out", str(dry_run_all), "--device", "cpu"])
-    assert "epoch 1/1" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "epoch 1/1" not in out
+    assert "reusing 4 of 4 models an earlier run finished under this protocol; running 0" in out
+    assert not [line for line in out.splitlines() if line.startswith("[")]
+    setup = json.loads((dry_run_all / "results" / "fig5" / "setup.json").read_text())
+    assert (setup["models"], setup["models_run"]) == (4, 0)
+    summary = (dry_run_all / "results" / "fig5" / "summary.md").read_text()
+    assert "it ran none of the 4 models: an earlier run had finished them all" in summary
 
 
 def test_a_dry_run_has_its_own_runs_folder():
@@ -221,7 +230,11 @@ def test_a_failed_model_ships_nothing_and_a_rerun_does_only_what_is_missing(tmp_
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert len({(r["arm"], r["seed"]) for r in read(shipped / "per_seed.csv")}) == 4
     assert "Incomplete" not in (shipped / "summary.md").read_text()
-    assert "wall time of the command that shipped these results" in (shipped / "summary.md").read_text()
+    assert "reusing 3 of 4 models an earlier run finished under this protocol; running 1" in text
+    assert [line.split(":")[0] for line in text.splitlines() if line.startswith("[")] == ["[1/1] done"]
+    summary = (shipped / "summary.md").read_text()
+    assert "min, for the 1 of 4 models it ran (" in summary
+    assert "the other 3 were finished by an earlier run, reused and not counted in it" in summary
 
 
 def test_a_seeds_arms_are_queued_side_by_side(tmp_path, monkeypatch):
