@@ -149,9 +149,15 @@ def main(argv=None) -> int:
     if not args.collect:
         print(f"sweep: {len(runs)} run(s) in {out} ({launcher.describe()})", flush=True)
         config = str(Path(args.config).resolve()) if args.config else None
+        # A run finished with these settings starts no job, so the progress count and the time
+        # estimate cover only the runs this command trains.
+        to_run = [run for run in runs if train.finished_run_changes(out / run["name"], run["cfg"]) != {}]
+        if len(to_run) < len(runs):
+            print(f"reusing {len(runs) - len(to_run)} of {len(runs)} run(s) finished with these settings; "
+                  f"running {len(to_run)}", flush=True)
         jobs = [Job(run["name"], __file__, "run_config",
                     {"config": config, "sets": run["sets"], "out": str(out / run["name"]), "data_dir": args.data_dir,
-                     "dry_run": args.dry_run, "quiet": not args.verbose}) for run in runs]
+                     "dry_run": args.dry_run, "quiet": not args.verbose}) for run in to_run]
         outcomes = run_jobs(jobs, launcher, progress=lambda line: print(line, flush=True))
     rows = collect(runs, out, outcomes)
     out.mkdir(parents=True, exist_ok=True)

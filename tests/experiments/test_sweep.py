@@ -3,6 +3,7 @@ for real), and on Slurm through submitit's SlurmExecutor with sbatch/sacct mocke
 own test helper (no cluster needed: the job is then run the way a Slurm node runs it)."""
 from __future__ import annotations
 
+import shutil
 import textwrap
 
 import pytest
@@ -199,8 +200,17 @@ def test_sweep_recipe_trains_every_grid_point_and_a_rerun_reuses_them(tmp_path, 
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/summary.json")}
     assert len(stamps) == 4 and "4 of 4 run(s) finished" in capsys.readouterr().out
     assert sweep.main(args) == 0
-    assert "epoch 1/1" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "epoch 1/1" not in out and "4 of 4 run(s) finished" in out
+    # no job starts for a finished run: the progress count and time estimate cover only new work
+    assert "reusing 4 of 4 run(s) finished with these settings; running 0" in out
+    assert not [line for line in out.splitlines() if line.startswith("[")]
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    shutil.rmtree(tmp_path / "u=1_seed=1")
+    assert sweep.main(args) == 0
+    out = capsys.readouterr().out
+    assert "reusing 3 of 4 run(s) finished with these settings; running 1" in out
+    assert [line.split(" (")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/1] done: u=1_seed=1"]
 
 
 def test_a_sweep_never_reports_a_run_trained_with_other_settings(tmp_path, capsys):
