@@ -423,8 +423,10 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
     print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f}, worst "
           + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g}" for e in protocol_obj.eps)
           + f" (trained {seconds:.0f}s)", flush=True)
+    # A resumed evaluation's cost includes the attacks an interrupted one finished and kept.
     out = {"protocol": protocol_obj.to_dict(), "checks_run": checks, "rows": rows, "checks": check_rows,
-           "epochs": epoch_rows, "train_seconds": seconds, "eval_seconds": time.time() - started,
+           "epochs": epoch_rows, "train_seconds": seconds,
+           "eval_seconds": time.time() - started + result.kept_seconds, "eval_seconds_kept": result.kept_seconds,
            "dataset": cfg["dataset"], "subset": cfg.get("subset")}
     save_json(result_path(run_dir, protocol_obj.to_dict()), out)
     partial.unlink(missing_ok=True)

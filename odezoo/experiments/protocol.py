@@ -417,7 +417,9 @@ class ProtocolResult:
 
     ``clean``: bool per example (the first ``n_examples``, loader order); ``correct[(attack,
     eps)]``: bool per example for the examples that attack ran on (a prefix: AutoAttack may
-    run on fewer); ``stages[(attack, eps)]``: AutoAttack's survivors after each component."""
+    run on fewer); ``stages[(attack, eps)]``: AutoAttack's survivors after each component;
+    ``seconds[(attack, eps)]``: what each attack × ε took when it ran, and ``kept``: the attack ×
+    ε results taken from an interrupted evaluation's store rather than computed by this call."""
     protocol: Protocol
     clean: torch.Tensor
     labels: torch.Tensor
@@ -426,6 +428,13 @@ class ProtocolResult:
     descriptions: dict[str, str] = field(default_factory=dict)
     stages: dict[tuple[str, float], dict[str, torch.Tensor]] = field(default_factory=dict)
     fingerprint: str = ""
+    kept: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def kept_seconds(self) -> float:
+        """Attack time spent by the interrupted evaluation(s) whose results this one kept: add it
+        to this call's wall time for the whole evaluation's cost."""
+        return float(sum(self.seconds[key] for key in self.kept))
 
     @property
     def n_examples(self) -> int:
@@ -572,7 +581,7 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
     n_aa = n_main if protocol.n_autoattack is None else min(protocol.n_autoattack, n_main)
     aa_batches = _first(batches, n_aa)
     clean = torch.cat([correct_predictions(model, x, y, before_batch).cpu() for x, y in batches])
-    correct, seconds, descriptions, stages = {}, {}, {}, {}
+    correct, seconds, descriptions, stages, kept = {}, {}, {}, {}, []
     rank, world = _shard(sharded)
     fingerprint = _fingerprint(batches)
     keep = store is not None and world == 1
@@ -586,6 +595,7 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
             descriptions[attack.name] = attack.describe()
             if keep and key in done:
                 correct[key], seconds[key] = done[key]["correct"], done[key]["seconds"]
+                kept.append(key)
                 if done[key]["stages"]:
                     stages[key] = done[key]["stages"]
                 if progress is not None:
@@ -612,5 +622,5 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
                          f"{correct[key].numel()} ({seconds[key]:.0f}s)")
     labels = torch.cat([y.cpu() for _, y in batches])
     return ProtocolResult(protocol=protocol, clean=clean, labels=labels, correct=correct, seconds=seconds,
-                          descriptions=descriptions, stages=stages, fingerprint=fingerprint)
+                          descriptions=descriptions, stages=stages, fingerprint=fingerprint, kept=tuple(kept))
 

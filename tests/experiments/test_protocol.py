@@ -230,6 +230,10 @@ def test_an_interrupted_evaluation_resumes_where_it_stopped_with_the_same_result
     for key in whole.correct:
         assert torch.equal(resumed.correct[key], whole.correct[key]), key
     assert resumed.rows() == whole.rows() and resumed.fingerprint == whole.fingerprint
+    # the cost of the whole evaluation counts the attacks the interrupted run finished
+    assert whole.kept == () and whole.kept_seconds == 0.0
+    assert resumed.kept == tuple(list(whole.correct)[:3])
+    assert resumed.kept_seconds == sum(resumed.seconds[key] for key in list(whole.correct)[:3]) > 0
 
 
 @pytest.mark.parametrize("change", ["nothing", "weights", "store_key", "protocol", "images", "torn file"])

@@ -296,6 +296,10 @@ def test_a_killed_evaluation_resumes_from_the_attacks_it_finished(tmp_path, caps
     per_model = len(protocol["attacks"]) * len(protocol["eps"])
     assert state["calls"] == per_model - 2
     assert not list((out / "fig5" / "runs").glob("*/protocol_partial-*"))
+    # its evaluation time includes the two attack × ε the killed job spent time on; the others kept none
+    kept = {p.parent.name: json.loads(p.read_text())["eval_seconds_kept"]
+            for p in (out / "fig5" / "runs").glob("*/protocol_result-*.json")}
+    assert len(kept) == 4 and kept.pop(partial[0].parent.name) > 0 and set(kept.values()) == {0.0}
     capsys.readouterr()
 
 
