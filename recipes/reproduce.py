@@ -486,11 +486,11 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
               "evaluated with:\n" + protocol.describe(), flush=True)
         # Models an earlier run finished are reused without starting a job for them, so the
         # progress count and the time estimate cover only the models this command runs.
-        reused = {job.name for job in jobs} - set(finished_results(jobs)[1])
-        to_run = [job for job in jobs if job.name not in reused]
-        if reused:
-            print(f"reusing {len(reused)} of {len(jobs)} models an earlier run finished under this protocol; "
-                  f"running {len(to_run)}", flush=True)
+        unfinished = set(finished_results(jobs)[1])
+        to_run = [job for job in jobs if job.name in unfinished]
+        if len(to_run) < len(jobs):
+            print(f"reusing {len(jobs) - len(to_run)} of {len(jobs)} models an earlier run finished under this "
+                  f"protocol; running {len(to_run)}", flush=True)
         outcomes = run_jobs(to_run, ctx.launcher, progress=lambda line: print(line, flush=True))
         failed = [o for o in outcomes if not o.ok]
         if failed:
