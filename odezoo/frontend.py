@@ -9,23 +9,26 @@ to the family's solver:
 
 * ``method`` is a registered fixed-grid odezoo family, ``event_fn`` is None;
 * ``y0`` is one floating-point tensor; ``t`` a 1-D floating tensor on ``y0``'s device, without
-  a gradient, with at least two strictly increasing, finite values;
+  a gradient, with at least two strictly increasing values;
 * ``options`` holds only the family's parameters, ``step_size``, a ``grid_constructor`` made
   by odezoo (``SolverSpec(n_steps=...)``), ``interp='linear'`` and ``perturb=False``.
 
-Anything else — torchdiffeq's own methods, adaptive families, tuples, decreasing times,
+For every odezoo method (fixed-grid or adaptive) ``t`` first goes through the one door
+(:func:`odezoo.inputs.time_values`: finite, strictly monotone), so a NaN, an infinite end time
+or a repeated time is the same ``ValueError`` on every path.  Anything else — torchdiffeq's own
+methods, adaptive families, tuples, decreasing times,
 ``perturb``, cubic interpolation, your own grid constructor — goes to ``torchdiffeq.odeint``
 unchanged.  Both paths run the same solver on the same grid, so the results are identical,
 bit for bit (``tests/test_frontend.py``).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torchdiffeq
 
 from . import _torchdiffeq_bridge as bridge
+from . import inputs
+from .adaptive import EmbeddedRKSolver
 from .stepper import ParameterizedRKSolver
 
 __all__ = ["odeint"]
@@ -33,15 +36,14 @@ __all__ = ["odeint"]
 _EASY_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb")
 
 
-def _short_path(solver, y0, t, options) -> list[float] | None:
-    """The values of ``t`` when the short path applies, else None."""
-    if not (isinstance(solver, type) and issubclass(solver, ParameterizedRKSolver)):
-        return None
+def _short_path(solver, y0, t, values, options) -> bool:
+    """Whether the short path applies (``values``: ``t``'s values, checked by the door)."""
+    if not issubclass(solver, ParameterizedRKSolver):
+        return False
     if type(y0) is not torch.Tensor or not y0.is_floating_point():
-        return None
-    if not isinstance(t, torch.Tensor) or t.ndim != 1 or t.shape[0] < 2 or t.requires_grad \
-            or not t.is_floating_point() or t.device != y0.device:
-        return None
+        return False
+    if len(values) < 2 or values[1] < values[0] or t.requires_grad or t.device != y0.device:
+        return False
     if options:
         params = solver.family.params
         for key, value in options.items():
@@ -51,14 +53,8 @@ def _short_path(solver, y0, t, options) -> list[float] | None:
                 continue
             if (key == "interp" and value == "linear") or (key == "perturb" and value is False):
                 continue
-            return None
-    values = t.tolist()
-    previous = -math.inf
-    for value in values:
-        if not (previous < value < math.inf):
-            return None  # decreasing, repeated or non-finite: torchdiffeq's checks handle it
-        previous = value
-    return values
+            return False
+    return True
 
 
 def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None):
@@ -69,9 +65,11 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     family's solver runs without torchdiffeq's input normalization, which changes no result
     and saves its per-call cost; everything else is ``torchdiffeq.odeint`` itself.
     """
-    solver = bridge.installed(method) if event_fn is None and isinstance(method, str) else None
-    values = _short_path(solver, y0, t, options) if solver is not None else None
-    if values is None:
-        return torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options,
-                                  event_fn=event_fn)
-    return solver(func=func, y0=y0, rtol=rtol, atol=atol, **(options or {})).integrate(t, values)
+    solver = bridge.installed(method) if isinstance(method, str) else None
+    values = None
+    if isinstance(solver, type) and issubclass(solver, (ParameterizedRKSolver, EmbeddedRKSolver)) \
+            and isinstance(t, torch.Tensor) and t.ndim == 1 and t.is_floating_point():
+        values = inputs.time_values(f"odeint(method={method!r})", t.tolist())  # the one door for t
+        if event_fn is None and _short_path(solver, y0, t, values, options):
+            return solver(func=func, y0=y0, rtol=rtol, atol=atol, **(options or {})).integrate(t, values)
+    return torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn)
