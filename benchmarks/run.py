@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# cases.py, then this checkout's odezoo and built-in families (also when not pip-installed)
-for index, path in enumerate((HERE, HERE.parent, HERE.parent / "plugins")):
+# cases.py, then this checkout's odezoo (also when not pip-installed)
+for index, path in enumerate((HERE, HERE.parent)):
     sys.path.insert(index, str(path))
 
 import torch  # noqa: E402

@@ -121,13 +121,15 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
     resolved = family.resolve(params)
     tensors = {}
     for name, value in resolved.items():
+        if type(value) is float:  # the common case; a non-finite float is refused by the tableau's check
+            continue
         value = resolved[name] = inputs.parameter(name, value)
         if isinstance(value, torch.Tensor):
             if value.ndim == 0 and not value.requires_grad:
                 resolved[name] = inputs.real_number(f"parameter {name}", value, tensor=True)
             else:
                 tensors[name] = value
-    batch = inputs.per_sample_batch(tensors, where)
+    batch = inputs.per_sample_batch(tensors, where) if tensors else None
     inputs.state(where, y0, batch)
     dtype = y0.dtype.to_real()
 
