@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +138,33 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
         plan = float_plan(family, tuple(resolved[p] for p in family.params))
         check_coefficient_size(family.name, plan.largest, dtype, resolved)
         return plan
+    if any(value.requires_grad for value in tensors.values()):  # a plan in an autograd graph: never kept
+        return _tensor_plan(family, resolved, tensors, batch, y0, dtype)
+    # Per-sample values without a gradient: the checked plan is kept while the very same tensors
+    # (held here, so their identity cannot be reused) are unmodified — their version counters are
+    # checked on every reuse, as for prepared grids.  New values are always checked in full.
+    key = (family, tuple((name, id(value)) for name, value in tensors.items()),
+           tuple((name, value) for name, value in resolved.items() if name not in tensors),
+           dtype, y0.device, y0.ndim)
+    kept = _PLANS.get(key)
+    if kept is not None and all(value._version == version for value, version in kept[0]):
+        _PLANS.move_to_end(key)
+        return kept[1]
+    plan = _tensor_plan(family, resolved, tensors, batch, y0, dtype)
+    _PLANS[key] = (tuple((value, value._version) for value in tensors.values()), plan)
+    if len(_PLANS) > PLAN_CACHE_SIZE:
+        _PLANS.popitem(last=False)
+    return plan
+
+
+#: per-sample plans kept by the identity and version of their parameter tensors; least recently used first
+_PLANS: "OrderedDict[tuple, tuple]" = OrderedDict()
+PLAN_CACHE_SIZE = 8
+
+
+def _tensor_plan(family: SolverFamily, resolved: dict, tensors: dict, batch: int | None, y0: torch.Tensor,
+                 dtype: torch.dtype) -> StepPlan:
+    """The plan for tensor parameters (per-sample, differentiable or both), checked in float64."""
 
     # One validation path: the values on the host in float64, every sample checked at once.
     host = {name: (value.detach().to("cpu", torch.float64).numpy() if name in tensors else float(value))

@@ -320,3 +320,21 @@ def test_the_solver_class_follows_from_the_family_data():
         base = RKAdaptiveStepsizeODESolver if family.embedded_order is not None else FixedGridODESolver
         assert issubclass(installed(name), base), name
         assert family.adaptive == (family.embedded_order is not None)
+
+
+def test_a_kept_per_sample_plan_is_rechecked_after_an_in_place_change():
+    """Per-sample plans are kept by the identity of their tensors, and only while those are
+    unmodified: an in-place change gives the new values' solution, or their refusal."""
+    y0, t = torch.ones(4, 2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    u = torch.full((4,), 0.5, dtype=F64)
+
+    def solve(values):
+        return odezoo.odeint(field, y0, t, method="rk2_u", options={"u": values, "step_size": 0.25})
+
+    first = solve(u)
+    assert torch.equal(solve(u), first)
+    u[2] = 0.9
+    assert torch.equal(solve(u), solve(u.clone())) and not torch.equal(solve(u), first)
+    u[1] = 0.0  # on rk2_u's singular set
+    with pytest.raises(ValueError, match=r"sample 1.*u != 0"):
+        solve(u)
