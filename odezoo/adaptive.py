@@ -94,7 +94,21 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
                     f"{' that requires a gradient' if value.requires_grad else ''} (per-sample parameters and "
                     f"gradients w.r.t. parameters need a fixed-grid family)")
             params[name] = inputs.real_number(f"method {family.name!r}: parameter {name}", value, tensor=True)
-        inputs.state(f"method {family.name!r}", y0)
+        where = f"method {family.name!r}"
+        inputs.state(where, y0)
+        # torchdiffeq's numeric options, through the same door as every number (they are cast to tensors
+        # there, so text, bools and complex values would otherwise fail deep inside or pass silently)
+        for name in ("first_step", "safety", "ifactor", "dfactor"):
+            if options.get(name) is not None:
+                options[name] = inputs.positive_number(f"{where}: {name}", options[name])
+        for name in ("min_step", "max_step"):
+            if name in options:
+                value = inputs.real_number(f"{where}: {name}", options[name], finite=name == "min_step", tensor=True)
+                if not value >= 0:
+                    raise ValueError(f"{where}: {name} must be a number >= 0, got {options[name]!r}")
+                options[name] = value
+        if "max_num_steps" in options:
+            options["max_num_steps"] = inputs.whole_number(f"{where}: max_num_steps", options["max_num_steps"], low=1)
         self.pair = family.tableau(**params)
         pair = self.pair
         largest = pair._largest()

@@ -338,3 +338,16 @@ def test_a_kept_per_sample_plan_is_rechecked_after_an_in_place_change():
     u[1] = 0.0  # on rk2_u's singular set
     with pytest.raises(ValueError, match=r"sample 1.*u != 0"):
         solve(u)
+
+
+@pytest.mark.parametrize("option,value", [("first_step", True), ("first_step", "0.1"), ("first_step", -0.1),
+                                          ("safety", 1j), ("max_num_steps", 2.5), ("max_num_steps", 0),
+                                          ("min_step", math.nan), ("max_step", -1.0)])
+def test_adaptive_options_go_through_the_door(option, value):
+    with pytest.raises(ValueError, match=option):
+        odezoo.odeint(field, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method="tsit5",
+                      options={option: value})
+    ok = {"first_step": np.float32(0.125), "safety": Fraction(9, 10), "max_num_steps": 1000.0, "min_step": 0,
+          "max_step": math.inf}[option]
+    odezoo.odeint(field, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method="tsit5",
+                  options={option: ok})
