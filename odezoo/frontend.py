@@ -23,6 +23,8 @@ bit for bit (``tests/test_frontend.py``).
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torchdiffeq
 
@@ -38,7 +40,7 @@ _EASY_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb")
 
 def _short_path(solver, y0, t, values, options) -> bool:
     """Whether the short path applies (``values``: ``t``'s values, checked by the door)."""
-    if not issubclass(solver, ParameterizedRKSolver):
+    if _kind(solver) != "fixed":
         return False
     if type(y0) is not torch.Tensor or not y0.is_floating_point():
         return False
@@ -57,6 +59,20 @@ def _short_path(solver, y0, t, values, options) -> bool:
     return True
 
 
+#: solver class -> "fixed", "adaptive" or "" (not odezoo's); issubclass on torchdiffeq's ABCs is slow
+_KINDS: "weakref.WeakKeyDictionary[type, str]" = weakref.WeakKeyDictionary()
+
+
+def _kind(solver) -> str:
+    if not isinstance(solver, type):
+        return ""
+    kind = _KINDS.get(solver)
+    if kind is None:
+        kind = _KINDS[solver] = ("fixed" if issubclass(solver, ParameterizedRKSolver) else
+                                 "adaptive" if issubclass(solver, EmbeddedRKSolver) else "")
+    return kind
+
+
 def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None):
     """Integrate ``dy/dt = func(t, y)`` from ``y0`` at ``t[0]`` to every time in ``t`` — the
     signature, behaviour and results of ``torchdiffeq.odeint``.
@@ -66,9 +82,7 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     and saves its per-call cost; everything else is ``torchdiffeq.odeint`` itself.
     """
     solver = bridge.installed(method) if isinstance(method, str) else None
-    values = None
-    if isinstance(solver, type) and issubclass(solver, (ParameterizedRKSolver, EmbeddedRKSolver)) \
-            and isinstance(t, torch.Tensor) and t.ndim == 1 and t.is_floating_point():
+    if _kind(solver) and isinstance(t, torch.Tensor) and t.ndim == 1 and t.is_floating_point():
         values = inputs.time_values(f"odeint(method={method!r})", t.tolist())  # the one door for t
         if event_fn is None and _short_path(solver, y0, t, values, options):
             return solver(func=func, y0=y0, rtol=rtol, atol=atol, **(options or {})).integrate(t, values)

@@ -13,6 +13,7 @@ operations in the same order.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -166,11 +167,11 @@ class ParameterizedRKSolver(FixedGridODESolver):
             raise ValueError(f"method {family.name!r}: unknown option(s) {unknown}; it takes its "
                              f"parameters {list(family.params)} and {list(_TORCHDIFFEQ_OPTIONS)}")
         where = f"method {family.name!r}"
-        if step_size is not None:
-            step_size = inputs.positive_number(f"{where}: step_size", step_size)
+        if step_size is not None and not (type(step_size) is float and 0.0 < step_size < math.inf):
+            step_size = inputs.positive_number(f"{where}: step_size", step_size)  # the door (floats pass as they are)
         if interp not in ("linear", "cubic"):
             raise ValueError(f"{where}: interp must be 'linear' or 'cubic', got {interp!r}")
-        if not isinstance(perturb, (bool, np.bool_)):
+        if perturb is not False and perturb is not True and not isinstance(perturb, np.bool_):
             raise ValueError(f"{where}: perturb must be True or False, got {perturb!r}")
         perturb = bool(perturb)
         # A grid that is a pure function of t's values (torchdiffeq's step_size grid, odezoo's
