@@ -63,6 +63,7 @@ BUILTIN = sorted(odezoo.families())  # built-in families and installed plugins' 
 FIXED = [m for m in BUILTIN if _is_fixed(m)] + list(TABLEAU_FIXED)
 ADAPTIVE = [m for m in BUILTIN if not _is_fixed(m)] + list(TABLEAU_ADAPTIVE)
 METHODS = FIXED + ADAPTIVE
+PARAMETERIZED = [m for m in BUILTIN if odezoo.families()[m].params]  # families with solver parameters
 # torchdiffeq's own methods, run as controls through the tests that encode torchdiffeq's behaviour.
 FIXED_CONTROLS = ["torchdiffeq:rk4", "torchdiffeq:midpoint"]
 ADAPTIVE_CONTROLS = ["torchdiffeq:dopri5", "torchdiffeq:bosh3"]
@@ -234,13 +235,11 @@ def test_fixed_matches_reference_runge_kutta(method, params):
     assert _max_err(y[-1], _reference_rk(method, params, coupled, y0, grid)) < 1e-13
 
 
-@_method_params(FIXED)
+@_method_params([m for m in FIXED if m in PARAMETERIZED])
 def test_fixed_per_sample_parameters_equal_scalar_solves(method):
     """Per-sample parameters (shape (batch,)) and 0-dim tensor parameters give, sample by sample,
     the scalar-parameter solve."""
     names = params_of(method)
-    if not names:
-        pytest.skip(f"{method} has no parameters")
     points = [p for _, p in _points(method, count=3)][1:]
     t = torch.tensor([0.0, 1.0], dtype=F64)
     y0 = _y0_coupled().expand(len(points), 2).clone()
@@ -341,6 +340,12 @@ def test_fixed_non_uniform_output_times(method):
     assert _max_err(cubic[[0, 2, 5]], y[[0, 2, 5]]) < 1e-14
     assert _max_err(cubic, coupled_exact(t)) < max(20 * h ** order_of(method), 1e-6)
     assert _max_err(y, coupled_exact(t)) < 1e-3  # linear interpolation: O(h^2)
+    # Without step_size or grid_constructor the grid is the output times (torchdiffeq's default).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        on_outputs = _solve(method, coupled, _y0_coupled(), t)
+    explicit = _solve(method, coupled, _y0_coupled(), t, options={"grid_constructor": lambda f, y0, t_: t_})
+    assert _max_err(on_outputs, explicit) < 1e-14
 
 
 @_method_params(ADAPTIVE + ADAPTIVE_CONTROLS)
@@ -532,12 +537,10 @@ def test_adjoint_gradients(method):
     assert _max_err(func.w.grad, bp_w) < tol * (1 + float(bp_w.abs().max()))
 
 
-@_method_params(FIXED)
+@_method_params([m for m in FIXED if m in PARAMETERIZED])
 def test_gradient_wrt_solver_parameters(method):
     """A 0-dim tensor parameter is differentiable through odeint: backprop equals finite differences."""
     names = params_of(method)
-    if not names:
-        pytest.skip(f"{method} has no parameters")
     fam = family(method)
     t = torch.tensor([0.0, 1.0], dtype=F64)
     for name in names:
@@ -800,7 +803,6 @@ def test_infinite_time_is_refused_on_every_path(method, t_values):
 
 
 # ----------------------------------------------------------------------------- options door
-PARAMETERIZED = [m for m in BUILTIN if odezoo.families()[m].params]
 
 
 def _param_solve(method, name, value):
