@@ -33,7 +33,7 @@ from torchdiffeq._impl.solvers import FixedGridODESolver
 
 import odezoo
 from odezoo import ODEBlock, SolverSpec
-from problems import ConcatField, coupled, coupled_exact, riccati, riccati_exact, sample_params
+from problems import ConcatField, coupled, coupled_exact, riccati, sample_params
 
 F64 = torch.float64
 
