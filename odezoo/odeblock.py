@@ -105,6 +105,12 @@ class ODEBlock(nn.Module):
             if direct_solvable(spec):
                 self._program_for(spec)
 
+    def _apply(self, fn, *args, **kwargs):
+        """``.to()``, ``.float()``, ``.double()``, ...: ``t`` may change dtype; prepare for the new one."""
+        out = super()._apply(fn, *args, **kwargs)
+        self._prepare()
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         program = self._direct_program()
         if program is not None:
@@ -138,7 +144,7 @@ class ODEBlock(nn.Module):
 
     def _program_for(self, spec: SolverSpec) -> DirectSolve:
         """The prepared direct solve of ``spec`` over this block's times (kept per solver)."""
-        key = (spec.method, tuple(sorted(spec.params.items())), spec.n_steps, spec.step_size)
+        key = (spec.method, tuple(sorted(spec.params.items())), spec.n_steps, spec.step_size, self.t.dtype)
         program = self._programs.get(key)
         if program is None:
             program = self._programs[key] = DirectSolve(spec, torch.tensor(self._t_values, dtype=self.t.dtype))

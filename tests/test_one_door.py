@@ -351,3 +351,15 @@ def test_adaptive_options_go_through_the_door(option, value):
           "max_step": math.inf}[option]
     odezoo.odeint(field, torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method="tsit5",
                   options={option: ok})
+
+
+def test_the_direct_path_follows_a_dtype_change_of_the_block():
+    """``block.float()`` casts the ``t`` buffer; the compiled path uses the cast times, as eager does."""
+    t = torch.tensor([0.0, 0.1 + 1e-12, 0.7], dtype=F64)
+    block = ODEBlock(tame, SolverSpec("rk4_uv", n_steps=3), t=t, return_trajectory=True)
+    y0 = torch.ones(2, 1)
+    block.float()
+    assert block.t.dtype == torch.float32
+    eager = SolverSpec("rk4_uv", n_steps=3).solve(tame, y0, block.t)
+    block.direct = True
+    assert torch.equal(block(y0), eager)
