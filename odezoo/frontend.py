@@ -31,6 +31,7 @@ import torchdiffeq
 from . import _torchdiffeq_bridge as bridge
 from . import inputs
 from .adaptive import EmbeddedRKSolver
+from .step_warning import output_grid
 from .stepper import ParameterizedRKSolver
 
 __all__ = ["odeint"]
@@ -82,8 +83,46 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     and saves its per-call cost; everything else is ``torchdiffeq.odeint`` itself.
     """
     solver = bridge.installed(method) if isinstance(method, str) else None
+    if isinstance(t, torch.Tensor) and t.ndim == 2:
+        return _per_sample_times(solver, func, y0, t, method, options, event_fn)
     if _kind(solver) and isinstance(t, torch.Tensor) and t.ndim == 1 and t.is_floating_point():
         values = inputs.time_values(f"odeint(method={method!r})", t.tolist())  # the one door for t
         if event_fn is None and _short_path(solver, y0, t, values, options):
             return solver(func=func, y0=y0, rtol=rtol, atol=atol, **(options or {})).integrate(t, values)
     return torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn)
+
+
+def _per_sample_times(solver, func, y0, t, method, options, event_fn):
+    """``t`` of shape (T, batch): each sample integrated over its own times, in one batched solve
+    (:meth:`odezoo.stepper.ParameterizedRKSolver.integrate_per_sample`)."""
+    where = f"odeint(method={method!r})"
+    if _kind(solver) != "fixed":
+        kind = "an adaptive method" if _kind(solver) else "not one of odezoo's fixed-grid families"
+        raise ValueError(f"{where}: per-sample times (t of shape (T, batch)) need an odezoo fixed-grid family; "
+                         f"{method!r} is {kind}. Use a family such as 'rk4_uv', or loop over the samples")
+    if event_fn is not None or not isinstance(y0, torch.Tensor):
+        raise ValueError(f"{where}: per-sample times need one tensor state y0 of shape (batch, ...) and no event_fn")
+    inputs.sample_times(where, t, y0)
+    options = dict(options or {})
+    n_steps = None
+    grid = options.pop("grid_constructor", None)
+    if grid is not None:
+        key = getattr(grid, "odezoo_grid_key", None)
+        if key is None or key[0] != "n":
+            raise ValueError(f"{where}: with per-sample times the grid is n equal steps per sample (SolverSpec("
+                             f"n_steps=...)) or one step per interval between output times (no grid option); a "
+                             f"grid_constructor of your own cannot see each sample's times")
+        n_steps = key[1]
+    if options.get("step_size") is not None:
+        raise ValueError(f"{where}: with per-sample times every sample takes the same number of steps, so give "
+                         f"n_steps (SolverSpec(n_steps=...)) instead of step_size: a step size would give each "
+                         f"sample a different number of steps")
+    if options.get("perturb") or options.get("interp", "linear") != "linear":
+        raise ValueError(f"{where}: per-sample times support interp='linear' and perturb=False only")
+    options.pop("perturb", None)
+    options.pop("interp", None)
+    if grid is None:  # one step per interval between output times, said as for a shared t
+        grid = output_grid(method, per_sample=True)
+        grid(func, y0, t)
+    return solver(func=func, y0=y0, rtol=1e-7, atol=1e-9, grid_constructor=grid,
+                  **options).integrate_per_sample(t, n_steps)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 __all__ = ["real_number", "whole_number", "positive_number", "parameter", "times", "time_values", "state",
-           "per_sample_batch"]
+           "per_sample_batch", "sample_times"]
 
 
 def _describe(value) -> str:
@@ -188,4 +188,38 @@ def times(where: str, t, *, minimum: int = 1) -> torch.Tensor:
     if not t.is_floating_point():
         raise ValueError(f"{where}: t must be a floating-point tensor, got dtype {t.dtype}")
     time_values(where, t.tolist(), minimum=minimum)
+    return t
+
+
+def sample_times(where: str, t: torch.Tensor, y0) -> torch.Tensor:
+    """Per-sample times: ``t`` of shape ``(T, batch)`` — time first, like ``odeint``'s output —
+    where column ``b`` holds sample ``b``'s ``T`` times, finite and strictly monotone in its own
+    direction (samples may start, end and run in different directions).  A batch-first ``t``
+    of shape ``(batch, T)`` is refused with the transposition that fixes it; every other defect
+    names the sample and the entries."""
+    if not isinstance(y0, torch.Tensor) or y0.ndim == 0:
+        raise ValueError(f"{where}: per-sample times need a state y0 of shape (batch, ...), got "
+                         f"{tuple(y0.shape) if isinstance(y0, torch.Tensor) else type(y0).__name__}")
+    if not t.is_floating_point():
+        raise ValueError(f"{where}: t must be a floating-point tensor, got dtype {t.dtype}")
+    batch = y0.shape[0]
+    if t.ndim != 2 or t.shape[1] != batch:
+        if t.ndim == 2 and t.shape[0] == batch:
+            raise ValueError(f"{where}: t has shape {tuple(t.shape)}, batch first; per-sample times are time "
+                             f"first, shape (T, batch) = (T, {batch}) like odeint's output: pass t.T")
+        raise ValueError(f"{where}: per-sample times must have shape (T, batch) = (T, {batch}) for y0 of shape "
+                         f"{tuple(y0.shape)}; got t of shape {tuple(t.shape)}")
+    if t.shape[0] < 1:
+        raise ValueError(f"{where}: t must hold at least one time per sample, got shape {tuple(t.shape)}")
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        i, b = (int(x) for x in (~finite).nonzero()[0])
+        raise ValueError(f"{where}: sample {b}: t must hold finite times, but t[{i}, {b}] = {float(t[i, b])!r}")
+    if t.shape[0] > 1:
+        steps = t[1:] - t[:-1]
+        monotone = (steps > 0).all(0) | (steps < 0).all(0)
+        if not bool(monotone.all()):
+            b = int((~monotone).nonzero()[0])
+            column = t[:, b].tolist()
+            time_values(f"{where}: sample {b}", column)  # names the entries
     return t

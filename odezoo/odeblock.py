@@ -111,7 +111,18 @@ class ODEBlock(nn.Module):
         self._prepare()
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """The final state (or, with ``return_trajectory``, the states at every time) from ``x``.
+
+        ``t`` of shape ``(T, batch)`` integrates each sample over its own times instead of the
+        block's ``t`` (:func:`odezoo.odeint` with per-sample times; fixed-grid families, eagerly);
+        the states come back with shape ``(T, batch, ...)``, the last of each sample at ``[-1]``."""
+        if t is not None:
+            if self.adjoint:
+                raise ValueError("ODEBlock: per-sample times do not work with adjoint=True yet (odeint_adjoint "
+                                 "integrates one shared t); use adjoint=False")
+            out = self.solver.solve(self._counted, x, t)
+            return out if self.return_trajectory else out[-1]
         program = self._direct_program()
         if program is not None:
             out = program(self._counted, x)

@@ -179,6 +179,9 @@ class SolverSpec:
         """``odeint(func, y0, t, method=self.method, options=self.options(), **kwargs)``, or
         ``odeint_adjoint`` with ``adjoint=True``; the spec's ``rtol``/``atol`` are passed on."""
         self.check_inputs(y0, adjoint)
+        if adjoint and isinstance(t, torch.Tensor) and t.ndim == 2:
+            raise ValueError(f"SolverSpec({self.method!r}): per-sample times (t of shape (T, batch)) do not work "
+                             f"with the adjoint method yet; use adjoint=False")
         for name in ("rtol", "atol"):
             if getattr(self, name) is not None:
                 kwargs.setdefault(name, getattr(self, name))

@@ -24,7 +24,7 @@ from ._torchdiffeq_bridge import FixedGridODESolver, Perturb
 from .family import SolverFamily
 from .plan import StepPlan, make_plan
 from .step_warning import output_grid
-from .timegrid import PreparedGrid, Timeline, prepared
+from .timegrid import PreparedGrid, Timeline, prepared, stage_time
 
 __all__ = ["ParameterizedRKSolver", "scaled_terms", "straight_line"]
 
@@ -210,8 +210,7 @@ class ParameterizedRKSolver(FixedGridODESolver):
 
     def _step_func(self, func, t0, dt, t1, y0):
         # Used by torchdiffeq's event handling; integrate() does not call it.
-        times = [t0 if _is(node, 0.0) else t1 if _is(node, 1.0) else t0 + node * dt
-                 for node in self.plan.nodes]
+        times = [stage_time(node, t0, t1, dt) for node in self.plan.nodes]
         rows, weights = scaled_terms(self.plan, dt)
         ks = self._stages(self._stage_calls(func), y0, times, rows)
         return _combine(None, weights, ks), ks[0]
@@ -288,6 +287,44 @@ class ParameterizedRKSolver(FixedGridODESolver):
             y0 = y1
         return torch.stack(solution)
 
+    def integrate_per_sample(self, t: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
+        """Each sample over its own times: ``t`` of shape ``(T, batch)`` (checked by
+        :func:`odezoo.inputs.sample_times`), the states at ``t[j, b]`` returned with shape
+        ``(T, batch, ...)``.
+
+        Every sample takes the same number of steps over its own grid — one step per interval
+        between its output times, or ``n_steps`` equal steps over its whole interval (odezoo's
+        ``SolverSpec(n_steps=...)`` grid) — so a step is one batched operation with a step size
+        per sample; a sample whose times decrease steps backwards.  The stages, plan (scalar or
+        per-sample parameters) and linear interpolation to inner output times are the solver's
+        own, so each sample's result equals a solve of that sample alone on the same grid to
+        round-off.  Autograd flows to ``y0``, the function's parameters, the parameters and ``t``.
+        """
+        y0 = self.y0
+        batch, count = t.shape[1], t.shape[0]
+        if count == 1:
+            return y0.unsqueeze(0)
+        if n_steps is None:
+            grid = t
+        else:
+            fraction = torch.arange(n_steps + 1, dtype=t.dtype, device=t.device).div_(n_steps)
+            grid = torch.cat([t[:1], t[0] + fraction[1:-1, None] * (t[-1] - t[0]), t[-1:]])
+        shape = (batch,) + (1,) * (y0.ndim - 1)
+        stage_dtype = y0.dtype.to_real()
+        calls = self._stage_calls(self.func)
+        states = [y0]
+        for n in range(grid.shape[0] - 1):
+            t0, t1 = grid[n], grid[n + 1]
+            dt = (t1 - t0).reshape(shape)
+            times = [stage_time(node, t0.reshape(shape), t1.reshape(shape), dt, stage_dtype) for node in self.plan.nodes]
+            rows, weights = scaled_terms(self.plan, dt)
+            rows = tuple(tuple(_as_dtype(term, stage_dtype) for term in row) for row in rows)
+            weights = tuple(_as_dtype(term, stage_dtype) for term in weights)
+            ks = self._stages(calls, y0, times, rows)
+            y0 = _combine(y0, weights, ks)
+            states.append(y0)
+        return _interpolate_per_sample(grid, torch.stack(states), t)
+
     def _timeline(self, t, t_values) -> Timeline:
         """The grid's bookkeeping and every step's stage times.  The grid part depends only on
         the grid kind and t's values, so when those are all it depends on it is kept
@@ -325,5 +362,25 @@ class ParameterizedRKSolver(FixedGridODESolver):
         return self._cubic_hermite_interp(t0, y0, f0, t1, y1, f1, t_j)
 
 
-def _is(node, value: float) -> bool:
-    return isinstance(node, float) and node == value
+def _as_dtype(term, dtype):
+    """A scaled term with its tensor coefficient in the stage dtype (computed in the time's dtype)."""
+    j, coef, value = term
+    return (j, coef.to(dtype), value) if isinstance(coef, torch.Tensor) and coef.dtype != dtype else term
+
+
+def _interpolate_per_sample(grid: torch.Tensor, states: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The states at the times ``t`` (T, batch) from the states on each sample's ``grid`` (N + 1,
+    batch): for output j of sample b the first step whose end reaches ``t[j, b]`` in the sample's
+    direction, as the eager stepper takes it, and the same linear interpolation (exactly the grid
+    state where the time is a grid point)."""
+    direction = torch.where(t[-1] > t[0], 1.0, -1.0).to(grid.dtype)
+    ends = (grid[1:] * direction).T.contiguous()  # (batch, N), increasing in every row
+    step = torch.searchsorted(ends, (t * direction).T.contiguous()).T.clamp_(max=grid.shape[0] - 2)  # (T, batch)
+    sample = torch.arange(t.shape[1], device=t.device).expand_as(step)
+    g0, g1 = grid.gather(0, step), grid.gather(0, step + 1)
+    y0, y1 = states[step, sample], states[step + 1, sample]
+    extra = (1,) * (states.ndim - 2)
+    slope = ((t - g0) / (g1 - g0)).to(states.dtype if not states.is_complex() else states.real.dtype)
+    out = y0 + slope.reshape(slope.shape + extra) * (y1 - y0)
+    out = torch.where((t == g1).reshape(t.shape + extra), y1, out)
+    return torch.where((t == g0).reshape(t.shape + extra), y0, out)
