@@ -111,8 +111,8 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
             options["max_num_steps"] = inputs.whole_number(f"{where}: max_num_steps", options["max_num_steps"], low=1)
         self.pair = family.tableau(**params)
         pair = self.pair
-        largest = pair._largest()
-        check_coefficient_size(family.name, largest, y0.dtype.to_real(), family.resolve(params))  # as odezoo.plan
+        self.stats = None
+        check_coefficient_size(family.name, pair.largest, y0.dtype.to_real(), family.resolve(params))  # as odezoo.plan
         self.tableau, self.mid, self.dense = torchdiffeq_tableau(self.pair)
         super().__init__(func, y0, rtol, atol, **options)
 
@@ -129,3 +129,166 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
         f0, f1 = k[..., 0], k[..., -1]
         delta = y1 - y0
         return [y0, dt * f0, 3 * delta - dt * (2 * f0 + f1), dt * (f0 + f1) - 2 * delta]
+
+    # -- per-sample times ------------------------------------------------------------
+    def integrate_per_sample(self, t: torch.Tensor) -> torch.Tensor:
+        """Each sample over its own times ``t`` of shape ``(T, batch)`` (checked by
+        :func:`odezoo.inputs.sample_times`), with its own error control: the states at ``t[j, b]``,
+        shape ``(T, batch, ...)``.
+
+        Every sample runs torchdiffeq's adaptive algorithm on its own — the initial step of
+        Hairer, Nørsett & Wanner (II.4), the step with this pair's tableau, the error ratio
+        (RMS over the sample's entries of ``error / (atol + rtol·max(|y0|, |y1|))``), acceptance
+        at ratio ≤ 1, the controller (``safety``, ``ifactor``, ``dfactor``, exponent 1/(p̂+1),
+        ``min_step``/``max_step``) and the dense output between steps — with its own step size,
+        accepting or rejecting its own steps, all samples' steps taken as one batched step; a
+        sample whose times decrease integrates its negated time, as torchdiffeq does.  The
+        solve ends when the last sample has passed its last time.  ``self.stats`` then holds
+        per-sample counts (``nfe``, ``accepted``, ``rejected``).  Backpropagation flows through
+        the accepted steps.
+        """
+        y0 = self.y0
+        count, batch = t.shape
+        shape = (batch,) + (1,) * (y0.ndim - 1)
+        real = y0.abs().dtype
+        device = y0.device
+        counts = {name: torch.zeros(batch, dtype=torch.long, device=device) for name in ("nfe", "accepted", "rejected")}
+        self.stats = counts
+        if count == 1:
+            return y0.unsqueeze(0)
+        tdt = self.dtype
+        sign = torch.where(t[-1] > t[0], 1.0, -1.0).to(tdt)
+        s = t.to(tdt) * sign  # every column increasing: torchdiffeq integrates a decreasing t as -t
+        sign_y = sign.to(real).reshape(shape)
+        func = self.func
+
+        def f(time, y):  # time: (batch, 1, ...) in the state's real dtype, on the increasing clock
+            return sign_y * func(time * sign_y, y)
+
+        def norm(x):  # torchdiffeq's RMS norm, per sample
+            return x.abs().pow(2).reshape(batch, -1).mean(1).sqrt()
+
+        def per_sample(x):
+            return x.reshape(shape)
+
+        rtol, atol = self.rtol, self.atol
+        f0 = f(per_sample(s[0].to(real)), y0)
+        counts["nfe"] += 1
+        if self.first_step is None:  # torchdiffeq's _select_initial_step, per sample
+            order = self.order - 1
+            scale = atol + y0.abs() * rtol
+            d0, d1 = norm(y0 / scale), norm(f0 / scale)
+            h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1).abs()
+            y1 = y0 + per_sample(h0.to(y0.dtype)) * f0
+            f1 = f(per_sample((s[0] + h0.to(tdt)).to(real)), y1)
+            counts["nfe"] += 1
+            d2 = (norm((f1 - f0) / scale) / h0).abs()
+            tiny = (d1 <= 1e-15) & (d2 <= 1e-15)
+            h1 = torch.where(tiny, torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3),
+                             (0.01 / torch.maximum(d1, d2)) ** (1.0 / float(order + 1))).abs()
+            dt = torch.minimum(100 * h0, h1).to(tdt)
+        else:
+            dt = self.first_step.expand(batch).clone()
+        t0, t1 = s[0].clone(), s[0].clone()
+        y, f_current = y0, f0
+        coefficients = [y0] * 5
+        outputs = [y0] + [torch.zeros_like(y0)] * (count - 1)
+        index = torch.ones(batch, dtype=torch.long, device=device)  # each sample's next output
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        steps = torch.zeros(batch, dtype=torch.long, device=device)
+        while True:
+            while True:  # the outputs the current step covers
+                target = s.gather(0, index.clamp(max=count - 1)[None])[0]
+                ready = ~done & (target <= t1)
+                if not bool(ready.any()):
+                    break
+                span = torch.where(t1 > t0, t1 - t0, torch.ones_like(t1))
+                x = torch.where(ready, (target - t0) / span, torch.zeros_like(span))
+                value = _dense_evaluate(coefficients, per_sample(x.to(y0.dtype if not y0.is_complex() else real)))
+                for j in torch.unique(index[ready]).tolist():
+                    outputs[j] = torch.where(per_sample(ready & (index == j)), value, outputs[j])
+                index = index + ready.long()
+                done = done | (index >= count)
+            if bool(done.all()):
+                break
+            active = ~done
+            dt = torch.where(torch.isfinite(dt), dt, self.min_step.expand(batch)).clamp(self.min_step, self.max_step)
+            step = torch.where(active, dt, torch.zeros_like(dt))
+            t_next = t1 + step
+            stuck = active & ~(t_next > t1)
+            if bool(stuck.any()):
+                b = int(stuck.nonzero()[0])
+                raise AssertionError(f"underflow in dt {float(dt[b])} (sample {b})")
+            if not bool(torch.isfinite(y).all()):
+                b = int((~torch.isfinite(y)).reshape(batch, -1).any(1).nonzero()[0])
+                raise AssertionError(f"non-finite values in state `y` (sample {b})")
+            y1, f1, error, ks = self._batched_step(f, y, f_current, t1, step, t_next, shape, real)
+            counts["nfe"] += active.long() * len(self.tableau.alpha)
+            ratio = norm(error / (atol + rtol * torch.max(y.abs(), y1.abs())))
+            accept = (ratio <= 1) & ~(step > self.max_step)
+            accept = active & (accept | (step <= self.min_step))
+            fitted = self._batched_dense(y, y1, ks, per_sample(step.to(y0.dtype if not y0.is_complex() else real)))
+            keep = per_sample(accept)
+            coefficients = [torch.where(keep, new, old) for new, old in zip(fitted, _padded(coefficients, len(fitted)))]
+            t0, t1 = torch.where(accept, t1, t0), torch.where(accept, t_next, t1)
+            y, f_current = torch.where(keep, y1, y), torch.where(keep, f1, f_current)
+            dt = torch.where(active, _optimal_steps(step, ratio, self.safety, self.ifactor, self.dfactor, self.order),
+                             dt).clamp(self.min_step, self.max_step)
+            counts["accepted"] += accept.long()
+            counts["rejected"] += (active & ~accept).long()
+            steps += active.long()
+            if bool((steps >= self.max_num_steps).any()):
+                b = int((steps >= self.max_num_steps).nonzero()[0])
+                raise AssertionError(f"max_num_steps exceeded ({int(steps[b])}>={int(self.max_num_steps)}) (sample {b})")
+        return torch.stack(outputs)
+
+    def _batched_step(self, f, y0, f0, t0, dt, t1, shape, real):
+        """torchdiffeq's ``_runge_kutta_step`` with a step size per sample."""
+        tableau = self.tableau
+        t0, dt, t1 = (x.to(real).reshape(shape) for x in (t0, dt, t1))
+        ks = [f0]
+        y = y0
+        for alpha, beta in zip(tableau.alpha.tolist(), tableau.beta):
+            time = t1 if alpha == 1.0 else t0 + alpha * dt
+            y = y0 + sum(k * (b * dt) for k, b in zip(ks, beta.tolist()))
+            ks.append(f(time, y))
+        c_sol = tableau.c_sol.tolist()
+        if not (c_sol[-1] == 0 and c_sol[:-1] == tableau.beta[-1].tolist()):
+            y = y0 + sum(k * (c * dt) for k, c in zip(ks, c_sol))
+        error = sum(k * (e * dt) for k, e in zip(ks, tableau.c_error.tolist()))
+        return y, ks[-1], error, ks
+
+    def _batched_dense(self, y0, y1, ks, dt):
+        """The dense output's coefficients of every sample's step (as :meth:`_interp_fit`)."""
+        f0, f1 = ks[0], ks[-1]
+        if self.dense == "mid":
+            y_mid = y0 + sum(k * (m * dt) for k, m in zip(ks, self.mid.tolist()))
+            a = 2 * dt * (f1 - f0) - 8 * (y1 + y0) + 16 * y_mid
+            b = dt * (5 * f0 - 3 * f1) + 18 * y0 + 14 * y1 - 32 * y_mid
+            c = dt * (f1 - 4 * f0) - 11 * y0 - 5 * y1 + 16 * y_mid
+            return [y0, dt * f0, c, b, a]
+        delta = y1 - y0
+        return [y0, dt * f0, 3 * delta - dt * (2 * f0 + f1), dt * (f0 + f1) - 2 * delta]
+
+
+def _padded(coefficients, length):
+    return coefficients[:length] if len(coefficients) >= length else coefficients + [0] * (length - len(coefficients))
+
+
+def _dense_evaluate(coefficients, x):
+    """torchdiffeq's ``_interp_evaluate``: Σ c_i x^i, x in [0, 1] per sample."""
+    total = coefficients[0] + x * coefficients[1]
+    power = x
+    for coefficient in coefficients[2:]:
+        power = power * x
+        total = total + power * coefficient
+    return total
+
+
+def _optimal_steps(step, ratio, safety, ifactor, dfactor, order):
+    """torchdiffeq's ``_optimal_step_size``, per sample."""
+    with torch.no_grad():
+        ratio = ratio.to(step.dtype)
+        dfactor = torch.where(ratio < 1, torch.ones_like(ratio), dfactor.expand_as(ratio))
+        factor = torch.minimum(ifactor.expand_as(ratio), torch.maximum(safety / ratio ** (1.0 / order), dfactor))
+        return torch.where(ratio == 0, step * ifactor, step * factor)

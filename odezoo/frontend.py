@@ -84,7 +84,7 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     """
     solver = bridge.installed(method) if isinstance(method, str) else None
     if isinstance(t, torch.Tensor) and t.ndim == 2:
-        return _per_sample_times(solver, func, y0, t, method, options, event_fn)
+        return _per_sample_times(solver, func, y0, t, method, options, event_fn, rtol, atol)
     if _kind(solver) and isinstance(t, torch.Tensor) and t.ndim == 1 and t.is_floating_point():
         values = inputs.time_values(f"odeint(method={method!r})", t.tolist())  # the one door for t
         if event_fn is None and _short_path(solver, y0, t, values, options):
@@ -92,16 +92,33 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
     return torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn)
 
 
-def _per_sample_times(solver, func, y0, t, method, options, event_fn):
+def _per_sample_times(solver, func, y0, t, method, options, event_fn, rtol, atol):
     """``t`` of shape (T, batch): each sample integrated over its own times, in one batched solve
-    (:meth:`odezoo.stepper.ParameterizedRKSolver.integrate_per_sample`)."""
+    (fixed grid: :meth:`odezoo.stepper.ParameterizedRKSolver.integrate_per_sample`; embedded pairs,
+    each sample with its own error control: :meth:`odezoo.adaptive.EmbeddedRKSolver.integrate_per_sample`)."""
     where = f"odeint(method={method!r})"
-    if _kind(solver) != "fixed":
-        kind = "an adaptive method" if _kind(solver) else "not one of odezoo's fixed-grid families"
-        raise ValueError(f"{where}: per-sample times (t of shape (T, batch)) need an odezoo fixed-grid family; "
-                         f"{method!r} is {kind}. Use a family such as 'rk4_uv', or loop over the samples")
+    kind = _kind(solver)
+    if not kind:
+        raise ValueError(f"{where}: per-sample times (t of shape (T, batch)) need one of odezoo's methods; "
+                         f"{method!r} is not one of odezoo's families. Use a family such as 'rk4_uv' or 'tsit5', "
+                         f"or loop over the samples")
     if event_fn is not None or not isinstance(y0, torch.Tensor):
         raise ValueError(f"{where}: per-sample times need one tensor state y0 of shape (batch, ...) and no event_fn")
+    if kind == "adaptive":
+        inputs.sample_times(where, t, y0)
+        options = dict(options or {})
+        stats = options.pop("stats", None)
+        unsupported = sorted(set(options) & {"step_t", "jump_t", "norm"})
+        if unsupported:
+            raise ValueError(f"{where}: with per-sample times {unsupported} are not supported (each sample has its own "
+                             f"times and its own RMS error norm)")
+        if stats is not None and not isinstance(stats, dict):
+            raise ValueError(f"{where}: options['stats'] must be a dict to fill with per-sample counts, got {stats!r}")
+        solve = solver(func=func, y0=y0, rtol=rtol, atol=atol, norm=None, **options)
+        out = solve.integrate_per_sample(t)
+        if stats is not None:
+            stats.update(solve.stats)
+        return out
     inputs.sample_times(where, t, y0)
     options = dict(options or {})
     n_steps = None

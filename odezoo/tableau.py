@@ -360,7 +360,7 @@ class ButcherTableau:
         if undecided:
             raise ValueError(
                 f"ButcherTableau: the order of {row} cannot be decided in float64: the coefficients are so "
-                f"large (largest |entry| {self._largest():.3g}) that the order-{undecided} conditions "
+                f"large (largest |entry| {self.largest:.3g}) that the order-{undecided} conditions "
                 f"cancel beyond float64 precision or overflow; the order is at least {order}. "
                 f"Choose parameters with smaller coefficients (away from singular sets).")
         return order
@@ -391,7 +391,9 @@ class ButcherTableau:
         """Order of the dense-output weights at θ = 1/2, or None without ``b_mid``."""
         return self._decided("mid", "b_mid")
 
-    def _largest(self) -> float:
+    @property
+    def largest(self) -> float:
+        """The largest magnitude of any coefficient (every row)."""
         rows = [x for x in (self.A, self.b, self.c, self.b_embedded, self.b_mid) if x is not None]
         return float(max(np.abs(x).max() for x in rows))
 

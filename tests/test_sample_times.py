@@ -132,8 +132,9 @@ def test_bad_per_sample_times_are_refused_naming_the_sample(t, message):
 
 
 @pytest.mark.parametrize("method,options,message", [
-    ("tsit5", {}, "need an odezoo fixed-grid family; 'tsit5' is an adaptive method"),
-    ("rk4", {}, "not one of odezoo's fixed-grid families"),
+    ("rk4", {}, "not one of odezoo's families"),
+    ("tsit5", {"jump_t": torch.tensor([0.5])}, r"\['jump_t'\] are not supported"),
+    ("tsit5", {"stats": []}, "must be a dict"),
     ("rk2_u", {"step_size": 0.1}, "give n_steps"),
     ("rk2_u", {"perturb": True}, "perturb=False only"),
     ("rk2_u", {"grid_constructor": lambda f, y, t: t}, "grid_constructor of your own"),
@@ -142,7 +143,7 @@ def test_what_per_sample_times_cannot_do_yet_is_refused_clearly(method, options,
     with pytest.raises(ValueError, match=message):
         odezoo.odeint(Field(), torch.ones(2, 3, dtype=F64), torch.tensor([[0.0, 0.0], [1.0, 2.0]], dtype=F64),
                       method=method, options=options)
-    if method == "rk2_u" and not options.get("perturb"):
+    if method != "rk2_u" or not options.get("perturb"):
         return
     with pytest.raises(ValueError, match="adjoint"):
         SolverSpec("rk2_u", n_steps=2).solve(Field(), torch.ones(2, 3, dtype=F64),
@@ -153,5 +154,50 @@ def test_the_docs_example_runs():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "per_sample_times.md").read_text()
-    code = text.split("```python\n", 1)[1].split("```", 1)[0]
-    exec(compile(code, "docs/per_sample_times.md", "exec"), {})
+    namespace = {}
+    for code in text.split("```python\n")[1:]:  # every example, in order, in one namespace
+        exec(compile(code.split("```", 1)[0], "docs/per_sample_times.md", "exec"), namespace)
+
+
+ADAPTIVE = sorted(name for name, fam in odezoo.families().items() if fam.adaptive)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_adaptive_each_sample_takes_its_own_steps_as_if_alone(data):
+    """Per-sample error control: every sample accepts and rejects the steps it would take alone
+    (the same function evaluations, counted per sample), and its states agree with its own solve
+    far inside the tolerance."""
+    name = data.draw(st.sampled_from(ADAPTIVE))
+    batch, count = data.draw(st.integers(1, 4)), data.draw(st.integers(2, 4))
+    t = _times(data, count, batch)
+    options = {"u": 0.7} if name == "rk2_u_adaptive" else {}
+    func = Field()
+    y0 = torch.linspace(-1, 1, 3 * batch, dtype=F64).reshape(batch, 3)
+    stats = {}
+    out = odezoo.odeint(func, y0, t, method=name, rtol=1e-5, atol=1e-7, options={**options, "stats": stats})
+    assert out.shape == (count, batch, 3)
+    for b in range(batch):
+        calls = []
+
+        def counted(time, y):
+            calls.append(1)
+            return func(time, y)
+
+        alone = odezoo.odeint(counted, y0[b:b + 1], t[:, b], method=name, rtol=1e-5, atol=1e-7, options=options)
+        torch.testing.assert_close(out[:, b], alone[:, 0], rtol=1e-8, atol=1e-10)
+        assert int(stats["nfe"][b]) == len(calls)
+    assert (stats["accepted"] >= 1).all() and (stats["rejected"] >= 0).all()
+
+
+def test_adaptive_gradients_equal_those_of_solving_each_sample_alone():
+    func = Field()
+    t = torch.tensor([[0.0, 1.0], [0.7, 0.2], [1.3, -0.5]], dtype=F64)
+    y0 = torch.tensor([[0.1, -0.2, 0.3], [0.5, 0.0, -0.4]], dtype=F64, requires_grad=True)
+    loss = odezoo.odeint(func, y0, t, method="tsit5", rtol=1e-7, atol=1e-9).square().sum()
+    grads = torch.autograd.grad(loss, (y0, func.lin.weight))
+    alone = sum(odezoo.odeint(func, y0[b:b + 1], t[:, b], method="tsit5", rtol=1e-7, atol=1e-9).square().sum()
+                for b in range(2))
+    expected = torch.autograd.grad(alone, (y0, func.lin.weight))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
