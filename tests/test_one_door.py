@@ -221,17 +221,16 @@ def jump(t, x):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_perturb_never_evaluates_on_a_grid_point(data):
+def test_perturb_never_evaluates_on_a_grid_point(inner_nodes, data):
     """dx/dt = (t > 0.5), jump on a grid point: every fixed-grid method, at any point of its
     support, with float, 0-dim tensor (differentiable) and per-sample parameters, gives the
     exact x(1) = 0.5, as torchdiffeq's own perturb test demands."""
-    name = data.draw(st.sampled_from(FIXED + ["inner_nodes"]))
+    name = data.draw(st.sampled_from(FIXED + [inner_nodes]))
     kind = data.draw(st.sampled_from(["float", "tensor", "per-sample"]))
     x0 = torch.zeros(4, 1, dtype=F64)
     t = torch.tensor([0.0, 1.0], dtype=F64)
-    if name == "inner_nodes":  # register_tableau: repeated nodes and inner stages at c = 0 and c = 1
+    if name == inner_nodes:  # register_tableau: repeated nodes and inner stages at c = 0 and c = 1
         options = {}
-        ensure_inner_nodes()
     else:
         family = odezoo.get_family(name)
         point = {p: data.draw(st.floats(*family.support[p])) for p in family.params}
@@ -247,11 +246,14 @@ def test_perturb_never_evaluates_on_a_grid_point(data):
     torch.testing.assert_close(x1, torch.full_like(x1, 0.5), rtol=0, atol=1e-12)
 
 
-def ensure_inner_nodes():
-    if "inner_nodes" not in odezoo.families():
-        # 4 stages, nodes (0, 1, 0, 1): c = 0 and c = 1 twice each; order 2 (the trapezoid rule twice)
-        A = [[0, 0, 0, 0], [1, 0, 0, 0], [0.5, -0.5, 0, 0], [0.5, 0, 0.5, 0]]
-        odezoo.register_tableau("inner_nodes", A, [0.25, 0.25, 0.25, 0.25], [0, 1, 0, 1], order=2)
+@pytest.fixture(scope="module")
+def inner_nodes():
+    """A method with repeated nodes and inner stages at c = 0 and c = 1: 4 stages, nodes (0, 1, 0, 1),
+    order 2 (the trapezoid rule twice); registered for this module's tests only."""
+    A = [[0, 0, 0, 0], [1, 0, 0, 0], [0.5, -0.5, 0, 0], [0.5, 0, 0.5, 0]]
+    odezoo.register_tableau("inner_nodes", A, [0.25, 0.25, 0.25, 0.25], [0, 1, 0, 1], order=2)
+    yield "inner_nodes"
+    odezoo.unregister_tableau("inner_nodes")
 
 
 def test_perturb_with_a_per_sample_node_on_the_grid():
