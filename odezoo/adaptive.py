@@ -243,32 +243,43 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
         return torch.stack(outputs)
 
     def _batched_step(self, f, y0, f0, t0, dt, t1, shape, real):
-        """torchdiffeq's ``_runge_kutta_step`` with a step size per sample."""
+        """torchdiffeq's ``_runge_kutta_step`` with a step size per sample: each combination
+        ``y0 + dt·Σ a_j k_j`` as one fused sum of the stages and one multiply-add by the step."""
         tableau = self.tableau
         t0, dt, t1 = (x.to(real).reshape(shape) for x in (t0, dt, t1))
         ks = [f0]
         y = y0
         for alpha, beta in zip(tableau.alpha.tolist(), tableau.beta):
             time = t1 if alpha == 1.0 else t0 + alpha * dt
-            y = y0 + sum(k * (b * dt) for k, b in zip(ks, beta.tolist()))
+            y = _step(y0, dt, ks, beta.tolist())
             ks.append(f(time, y))
         c_sol = tableau.c_sol.tolist()
         if not (c_sol[-1] == 0 and c_sol[:-1] == tableau.beta[-1].tolist()):
-            y = y0 + sum(k * (c * dt) for k, c in zip(ks, c_sol))
-        error = sum(k * (e * dt) for k, e in zip(ks, tableau.c_error.tolist()))
-        return y, ks[-1], error, ks
+            y = _step(y0, dt, ks, c_sol)
+        return y, ks[-1], _step(None, dt, ks, tableau.c_error.tolist()), ks
 
     def _batched_dense(self, y0, y1, ks, dt):
         """The dense output's coefficients of every sample's step (as :meth:`_interp_fit`)."""
         f0, f1 = ks[0], ks[-1]
         if self.dense == "mid":
-            y_mid = y0 + sum(k * (m * dt) for k, m in zip(ks, self.mid.tolist()))
+            y_mid = _step(y0, dt, ks, self.mid.tolist())
             a = 2 * dt * (f1 - f0) - 8 * (y1 + y0) + 16 * y_mid
             b = dt * (5 * f0 - 3 * f1) + 18 * y0 + 14 * y1 - 32 * y_mid
             c = dt * (f1 - 4 * f0) - 11 * y0 - 5 * y1 + 16 * y_mid
             return [y0, dt * f0, c, b, a]
         delta = y1 - y0
         return [y0, dt * f0, 3 * delta - dt * (2 * f0 + f1), dt * (f0 + f1) - 2 * delta]
+
+
+def _step(y0, dt, ks, weights):
+    """``y0 + dt·Σ w_j k_j`` (just ``dt·Σ w_j k_j`` when ``y0`` is None); zero weights skipped."""
+    total = None
+    for k, w in zip(ks, weights):
+        if w != 0.0:
+            total = k * w if total is None else total.add_(k, alpha=w)
+    if total is None:
+        return torch.zeros_like(ks[0]) if y0 is None else y0
+    return total * dt if y0 is None else torch.addcmul(y0, dt, total)
 
 
 def _padded(coefficients, length):
