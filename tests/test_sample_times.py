@@ -201,3 +201,17 @@ def test_adaptive_gradients_equal_those_of_solving_each_sample_alone():
     expected = torch.autograd.grad(alone, (y0, func.lin.weight))
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
+
+
+def test_the_latent_ode_recipe_runs_both_ways():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "recipes" / "latent_ode.py"), "--dry-run"], cwd=root,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| per-sample") or
+            line.startswith("| merged")]
+    assert len(rows) == 2 and all(math.isfinite(float(row.split("|")[2])) for row in rows)
