@@ -192,28 +192,14 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
             dt = torch.minimum(100 * h0, h1).to(tdt)
         else:
             dt = self.first_step.expand(batch).clone()
-        t0, t1 = s[0].clone(), s[0].clone()
+        t1 = s[0].clone()  # where each sample's solution has got to
         y, f_current = y0, f0
-        coefficients = [y0] * 5
         outputs = [y0] + [torch.zeros_like(y0)] * (count - 1)
         index = torch.ones(batch, dtype=torch.long, device=device)  # each sample's next output
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         steps = torch.zeros(batch, dtype=torch.long, device=device)
-        while True:
-            while True:  # the outputs the current step covers
-                target = s.gather(0, index.clamp(max=count - 1)[None])[0]
-                ready = ~done & (target <= t1)
-                if not bool(ready.any()):
-                    break
-                span = torch.where(t1 > t0, t1 - t0, torch.ones_like(t1))
-                x = torch.where(ready, (target - t0) / span, torch.zeros_like(span))
-                value = _dense_evaluate(coefficients, per_sample(x.to(y0.dtype if not y0.is_complex() else real)))
-                for j in torch.unique(index[ready]).tolist():
-                    outputs[j] = torch.where(per_sample(ready & (index == j)), value, outputs[j])
-                index = index + ready.long()
-                done = done | (index >= count)
-            if bool(done.all()):
-                break
+        x_dtype = y0.dtype if not y0.is_complex() else real
+        while not bool(done.all()):
             active = ~done
             dt = torch.where(torch.isfinite(dt), dt, self.min_step.expand(batch)).clamp(self.min_step, self.max_step)
             step = torch.where(active, dt, torch.zeros_like(dt))
@@ -230,10 +216,25 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
             ratio = norm(error / (atol + rtol * torch.max(y.abs(), y1.abs())))
             accept = (ratio <= 1) & ~(step > self.max_step)
             accept = active & (accept | (step <= self.min_step))
-            fitted = self._batched_dense(y, y1, ks, per_sample(step.to(y0.dtype if not y0.is_complex() else real)))
+            # the outputs this step passes, from its dense output (torchdiffeq interpolates with the step
+            # that first reaches an output time; a step covers an output only once it is accepted)
+            coefficients = None
+            while True:
+                target = s.gather(0, index.clamp(max=count - 1)[None])[0]
+                ready = accept & ~done & (target <= t_next)
+                if not bool(ready.any()):
+                    break
+                if coefficients is None:
+                    coefficients = self._batched_dense(y, y1, ks, per_sample(step.to(x_dtype)))
+                span = torch.where(ready, step, torch.ones_like(step))
+                x = torch.where(ready, (target - t1) / span, torch.zeros_like(span))
+                value = _dense_evaluate(coefficients, per_sample(x.to(x_dtype)))
+                for j in torch.unique(index[ready]).tolist():
+                    outputs[j] = torch.where(per_sample(ready & (index == j)), value, outputs[j])
+                index = index + ready.long()
+                done = done | (index >= count)
             keep = per_sample(accept)
-            coefficients = [torch.where(keep, new, old) for new, old in zip(fitted, _padded(coefficients, len(fitted)))]
-            t0, t1 = torch.where(accept, t1, t0), torch.where(accept, t_next, t1)
+            t1 = torch.where(accept, t_next, t1)
             y, f_current = torch.where(keep, y1, y), torch.where(keep, f1, f_current)
             dt = torch.where(active, _optimal_steps(step, ratio, self.safety, self.ifactor, self.dfactor, self.order),
                              dt).clamp(self.min_step, self.max_step)
@@ -283,10 +284,6 @@ def _step(y0, dt, ks, weights):
     if total is None:
         return torch.zeros_like(ks[0]) if y0 is None else y0
     return total * dt if y0 is None else torch.addcmul(y0, dt, total)
-
-
-def _padded(coefficients, length):
-    return coefficients[:length] if len(coefficients) >= length else coefficients + [0] * (length - len(coefficients))
 
 
 def _dense_evaluate(coefficients, x):
