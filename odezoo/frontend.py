@@ -18,7 +18,8 @@ For every odezoo method (fixed-grid or adaptive) ``t`` first goes through the on
 or a repeated time is the same ``ValueError`` on every path.  Anything else — torchdiffeq's own
 methods, adaptive families, tuples, decreasing times,
 ``perturb``, cubic interpolation, your own grid constructor — goes to ``torchdiffeq.odeint``
-unchanged.  Both paths run the same solver on the same grid, so the results are identical,
+unchanged.  A ``t`` of shape ``(T, batch)`` — per-sample times, which torchdiffeq does not take —
+goes through :func:`odezoo.inputs.sample_times` to the method's own ``integrate_per_sample``.  Both paths run the same solver on the same grid, so the results are identical,
 bit for bit (``tests/test_frontend.py``).
 """
 from __future__ import annotations
