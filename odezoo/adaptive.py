@@ -219,6 +219,7 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
             # the outputs this step passes, from its dense output (torchdiffeq interpolates with the step
             # that first reaches an output time; a step covers an output only once it is accepted)
             coefficients = None
+            before = index
             while True:
                 target = s.gather(0, index.clamp(max=count - 1)[None])[0]
                 ready = accept & ~done & (target <= t_next)
@@ -240,7 +241,7 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
                              dt).clamp(self.min_step, self.max_step)
             counts["accepted"] += accept.long()
             counts["rejected"] += (active & ~accept).long()
-            steps += active.long()
+            steps = torch.where(index > before, 0, steps + active.long())  # torchdiffeq counts per output time
             if bool((steps >= self.max_num_steps).any()):
                 b = int((steps >= self.max_num_steps).nonzero()[0])
                 raise AssertionError(f"max_num_steps exceeded ({int(steps[b])}>={int(self.max_num_steps)}) (sample {b})")

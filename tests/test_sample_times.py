@@ -215,3 +215,17 @@ def test_the_latent_ode_recipe_runs_both_ways():
     rows = [line for line in result.stdout.splitlines() if line.startswith("| per-sample") or
             line.startswith("| merged")]
     assert len(rows) == 2 and all(math.isfinite(float(row.split("|")[2])) for row in rows)
+
+
+def test_adaptive_max_num_steps_counts_per_output_time_as_torchdiffeq():
+    """torchdiffeq allows max_num_steps steps between consecutive output times; so do per-sample times."""
+    func = Field()
+    y0 = torch.ones(2, 3, dtype=F64)
+    dense = torch.linspace(0, 2, 41, dtype=F64)
+    t = torch.stack([dense, dense * 0.5], dim=1)  # many output times: few steps between each
+    alone = odezoo.odeint(func, y0[:1], dense, method="tsit5", options={"max_num_steps": 3})
+    assert torch.isfinite(alone).all()
+    assert torch.isfinite(odezoo.odeint(func, y0, t, method="tsit5", options={"max_num_steps": 3})).all()
+    sparse = torch.tensor([[0.0, 0.0], [20.0, 10.0]], dtype=F64)
+    with pytest.raises(AssertionError, match=r"max_num_steps exceeded .*sample"):
+        odezoo.odeint(func, y0, sparse, method="tsit5", rtol=1e-9, atol=1e-11, options={"max_num_steps": 3})
