@@ -121,6 +121,10 @@ class ODEBlock(nn.Module):
             if self.adjoint:
                 raise ValueError("ODEBlock: per-sample times do not work with adjoint=True yet (odeint_adjoint "
                                  "integrates one shared t); use adjoint=False")
+            if torch.compiler.is_compiling() and not self._told:
+                object.__setattr__(self, "_told", True)
+                warnings.warn("ODEBlock: under torch.compile, per-sample times run through odeint eagerly (graph "
+                              "breaks): the compiled path takes the block's own t", OdezooCompileWarning, stacklevel=2)
             out = self.solver.solve(self._counted, x, t)
             return out if self.return_trajectory else out[-1]
         program = self._direct_program()

@@ -229,3 +229,14 @@ def test_adaptive_max_num_steps_counts_per_output_time_as_torchdiffeq():
     sparse = torch.tensor([[0.0, 0.0], [20.0, 10.0]], dtype=F64)
     with pytest.raises(AssertionError, match=r"max_num_steps exceeded .*sample"):
         odezoo.odeint(func, y0, sparse, method="tsit5", rtol=1e-9, atol=1e-11, options={"max_num_steps": 3})
+
+
+def test_per_sample_times_under_compile_run_eagerly_and_say_so(monkeypatch):
+    func = Field()
+    block = ODEBlock(func, SolverSpec("rk2_u", n_steps=2))
+    t = torch.tensor([[0.0, 0.2], [1.0, 0.9]], dtype=F64)
+    y0 = torch.ones(2, 3, dtype=F64)
+    expected = block(y0, t)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # what the block sees while traced
+    with pytest.warns(odezoo.OdezooCompileWarning, match="per-sample times run through odeint eagerly"):
+        assert torch.equal(block(y0, t), expected)
