@@ -182,7 +182,7 @@ def _not_found(name: str, root: Path, where: str) -> DatasetNotFoundError:
     hint = " No data at hand? Train on the built-in digits: --set dataset=mnist-embedded." if name == "MNIST" else ""
     return DatasetNotFoundError(
         f"{name} was not found under {root}. Either download it on a machine with internet access: "
-        f"`python recipes/train.py --config CONFIG --data-dir {root} --download` (from Python: download=True), "
+        f"`odezoo train --config CONFIG --data-dir {root} --download` (from Python: download=True), "
         f"or copy the files to {where} and pass --data-dir {root}.{hint}")
 
 

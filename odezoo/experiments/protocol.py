@@ -53,7 +53,7 @@ from odezoo.parsing import parse_number
 
 from .attacks import AUTOATTACK_VERSIONS, correct_predictions, positive_number
 from .evaluation import strong_robustness
-from .io import atomic_write, state_digest
+from .io import INTEGRITY_KEY, IntegrityError, atomic_write, state_digest
 
 __all__ = ["ATTACK_KINDS", "Attack", "Protocol", "PROTOCOLS", "get_protocol", "ProtocolResult",
            "evaluate_protocol", "take_examples", "eps_label", "named_attacks", "resolve_attacks"]
@@ -533,21 +533,32 @@ def _partial_identity(protocol: Protocol, fingerprint: str, model: nn.Module, ke
 
 def _load_partial(store: Path, identity: dict) -> dict:
     """The finished attack × ε results kept in ``store`` for ``identity``; {} when there are none,
-    or when they belong to another protocol, other images or other weights (never reused then)."""
+    or when they belong to another protocol, other images or other weights (never reused then).
+    The file carries the sha256 of its contents (written atomically, so never torn): a file that
+    does not load or does not match it was damaged or edited, and is refused with
+    :class:`~odezoo.experiments.io.IntegrityError` naming it."""
     if not store.exists():
         return {}
+    advice = (f"; delete {store} to evaluate from scratch (the attacks it kept are then run again)")
     try:
         saved = torch.load(store, map_location="cpu", weights_only=True)
-    except Exception:  # a torn or foreign file: evaluate from scratch (it is rewritten as we go)
-        return {}
-    if not isinstance(saved, dict) or saved.get("identity") != identity:
+    except Exception:
+        raise IntegrityError(f"{store} (a partial evaluation) does not load: it was truncated or edited" + advice) \
+            from None
+    if not isinstance(saved, dict) or not isinstance(saved.get(INTEGRITY_KEY), dict):
+        raise IntegrityError(f"{store} (a partial evaluation) has no integrity digest" + advice)
+    if saved[INTEGRITY_KEY].get("digest") != state_digest(saved):
+        raise IntegrityError(f"{store} (a partial evaluation) does not match the sha256 digest stored in it" + advice)
+    if saved.get("identity") != identity:
         return {}
     return {(attack, float(eps)): entry for attack, eps, entry in saved.get("done", [])}
 
 
 def _save_partial(store: Path, identity: dict, done: dict) -> None:
     entries = [(attack, eps, entry) for (attack, eps), entry in done.items()]
-    atomic_write(store, lambda handle: torch.save({"identity": identity, "done": entries}, handle))
+    payload = {"identity": identity, "done": entries}
+    payload[INTEGRITY_KEY] = {"algorithm": "sha256", "digest": state_digest(payload)}
+    atomic_write(store, lambda handle: torch.save(payload, handle))
 
 
 def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, device: str | torch.device = "cpu",

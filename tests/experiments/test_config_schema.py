@@ -200,8 +200,7 @@ def test_ordinary_run_names_pass(name):
 
 
 def test_train_refuses_a_bad_config_before_writing_anything(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "recipes"))
-    import train
+    from odezoo.experiments.commands import train
 
     for override in ["eval.eps=abc", "eval.attacks=[cw]", "solver.distrbution=normal", "resample=foo"]:
         with pytest.raises(SystemExit) as info:

@@ -13,9 +13,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 CONFIGS = sorted((RECIPES / "configs").glob("*.yaml"))
-sys.path.insert(0, str(RECIPES))
 
-import train  # noqa: E402
+from odezoo.experiments.commands import train  # noqa: E402
 
 
 def write_fake_cifar10(root: Path, n_train=100, n_test=40):
@@ -132,7 +131,7 @@ def test_missing_dataset_says_what_to_run(tmp_path, capsys):
 
 
 def test_evaluate_recipe_grid_and_plots(tmp_path):
-    import evaluate
+    from odezoo.experiments.commands import evaluate
 
     run_train(tmp_path, "--epochs", "1")
     rows = evaluate.main([str(tmp_path / "run" / "best.pt"), "--attacks", "fgsm,pgd", "--eps", "0.1,0.3",
@@ -152,7 +151,7 @@ def test_evaluate_recipe_grid_and_plots(tmp_path):
 
 
 def test_demo_dry_run(tmp_path):
-    import demo
+    from odezoo.experiments.commands import demo
 
     assert demo.main(["--dry-run", "--epochs", "1", "--out", str(tmp_path / "demo")]) == 0
     table = (tmp_path / "demo" / "results.md").read_text()
@@ -172,7 +171,7 @@ def test_ddp_two_cpu_processes_agree_on_weights(tmp_path):
 
 
 def test_every_recipe_has_a_dry_run(tmp_path):
-    import evaluate
+    from odezoo.experiments.commands import evaluate
 
     run_train(tmp_path, "--epochs", "1")
     rows = evaluate.main([str(tmp_path / "run" / "best.pt"), "--dry-run", "--out", str(tmp_path / "eval")])
@@ -184,7 +183,7 @@ def test_every_recipe_has_a_dry_run(tmp_path):
 
 
 def test_evaluate_runs_every_named_attack_autoattack_included(tmp_path, capsys):
-    import evaluate
+    from odezoo.experiments.commands import evaluate
 
     pytest.importorskip("torchattacks")
     run_train(tmp_path, "--epochs", "1")

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "recipes"))
 
-import reproduce  # noqa: E402
+from odezoo.experiments.commands import reproduce  # noqa: E402
 
 pytest.importorskip("torchattacks")
 

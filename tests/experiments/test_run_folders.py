@@ -15,10 +15,9 @@ from odezoo.experiments import io as eio
 from odezoo.experiments.io import CheckpointError, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "recipes"))
 
-import evaluate  # noqa: E402
-import train  # noqa: E402
+from odezoo.experiments.commands import evaluate  # noqa: E402
+from odezoo.experiments.commands import train  # noqa: E402
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                          HealthCheck.function_scoped_fixture])
