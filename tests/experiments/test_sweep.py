@@ -272,3 +272,16 @@ def test_time_left_counts_the_jobs_that_run_at_once():
     assert minutes_left([600.0, 600.0], 16) == pytest.approx(140.0)
     assert minutes_left([600.0, 600.0], 3, parallel=2) == pytest.approx(10.0)
     assert minutes_left([600.0, 600.0], 2, parallel=2) == 0.0 and minutes_left([], 4) == 0.0
+
+
+def test_two_sweeps_on_one_folder_the_second_is_refused_naming_the_first(tmp_path, capsys):
+    from odezoo.experiments.io import run_folder_lock
+
+    sweep, config = _sweep_recipe()
+    with run_folder_lock(tmp_path, "odezoo sweep"):  # a first sweep, still running
+        with pytest.raises(SystemExit) as stop:
+            sweep.main(["--config", str(config), "--grid", "seed=0,1", "--dry-run", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "is being written by pid" in err and "odezoo sweep" in err
+    assert not list(tmp_path.glob("seed=*"))  # no run was started, no epoch logged twice

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from odezoo.experiments.commands import train
 from odezoo.experiments.config import ConfigError, fail, parse_override
-from odezoo.experiments.io import run_folder_lock, save_csv
+from odezoo.experiments.io import RunFolderBusy, run_folder_lock, save_csv
 from odezoo.experiments.sweep import Job, launcher_from_args, run_jobs
 
 
@@ -127,18 +127,21 @@ def run(args) -> int:
     if not args.grid:
         fail("give at least one --grid KEY=V1,V2,... (a single run is odezoo train)")
     out = Path(args.out) if args.out else Path("runs") / "sweeps" / (Path(args.config).stem if args.config else "sweep")
-    if args.collect:
-        return _sweep(args, out)
-    with run_folder_lock(out, "odezoo sweep"):
-        return _sweep(args, out)
-
-
-def _sweep(args, out: Path) -> int:
-    try:
+    try:  # the whole grid is checked before the folder is even created
         launcher = launcher_from_args(args, folder=out / "jobs")
         runs = plan(args)
     except (ValueError, ConfigError) as error:
         fail(str(error))
+    if args.collect:
+        return _sweep(args, out, launcher, runs)
+    try:
+        with run_folder_lock(out, "odezoo sweep"):
+            return _sweep(args, out, launcher, runs)
+    except RunFolderBusy as busy:
+        fail(str(busy))
+
+
+def _sweep(args, out: Path, launcher, runs) -> int:
     outcomes = None
     if not args.collect:
         print(f"sweep: {len(runs)} run(s) in {out} ({launcher.describe()})", flush=True)

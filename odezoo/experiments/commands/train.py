@@ -284,6 +284,7 @@ def _train(args, cfg: dict, out: Path) -> int:
         if state is None:  # a new run: its config is written once, and never rewritten by a resume
             truncate_jsonl(out / "metrics.jsonl", -1)
             (out / "resumes.jsonl").unlink(missing_ok=True)
+            (out / "resumes.jsonl.seal").unlink(missing_ok=True)
             atomic_write(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     seed = cfg["seed"]
