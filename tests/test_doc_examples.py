@@ -137,3 +137,42 @@ def test_the_docs_show_the_one_command_line_not_the_old_scripts():
         text = page.read_text(encoding="utf-8")
         old = re.findall(r"python recipes/(?:train|evaluate|reproduce|sweep|demo)\.py(?! --help)", text)
         assert not old, f"{page.name} still shows {old[:2]}: use odezoo COMMAND"
+
+
+CONSOLE = re.compile(r"^```console\n(.*?)^```", re.S | re.M)
+
+
+def _transcripts(text: str):
+    """(start, end, command, shown output) of every ``$ odezoo ...`` in ```console blocks."""
+    for block in CONSOLE.finditer(text):
+        body, offset = block[1], block.start(1)
+        for m in re.finditer(r"^\$ (odezoo [^\n]*)\n(.*?)(?=^\$ |\Z)", body, re.S | re.M):
+            yield offset + m.start(2), offset + m.end(2), m[1], m[2]
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if "```console" in p.read_text(encoding="utf-8")],
+                         ids=lambda p: p.name)
+def test_console_transcripts_are_what_the_commands_print(page, capsys):
+    """``$ odezoo families`` and friends show what the command prints today (the families list
+    is generated: ODEZOO_UPDATE_DOCS=1 pytest tests/test_doc_examples.py rewrites the
+    transcripts from the commands' output)."""
+    import os
+
+    from odezoo_cli import main
+
+    text = page.read_text(encoding="utf-8")
+    updated, stale = text, []
+    for start, end, command, shown in reversed(list(_transcripts(text))):
+        command, _, grep = command.partition(" | grep ")
+        assert main(shlex.split(command, comments=True)[1:]) == 0, command
+        printed = capsys.readouterr().out
+        if grep:
+            printed = "".join(line for line in printed.splitlines(keepends=True) if grep.strip() in line)
+        expected = printed if shown.endswith("\n\n") is False else printed + "\n"
+        if shown.rstrip("\n") != printed.rstrip("\n"):
+            stale.append(f"$ {command}{' | grep ' + grep if grep else ''}\n{printed}")
+            updated = updated[:start] + expected + updated[end:]
+    if stale and os.environ.get("ODEZOO_UPDATE_DOCS") == "1":
+        page.write_text(updated, encoding="utf-8")
+        return
+    assert not stale, (f"{page.name} shows stale output (ODEZOO_UPDATE_DOCS=1 rewrites it):\n" + "\n".join(stale))
