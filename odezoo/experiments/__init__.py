@@ -2,21 +2,21 @@
 
 The solver core (``import odezoo``) never imports this package.  Its modules:
 
-* :mod:`~odezoo.experiments.models` — the paper's MNIST and CIFAR-10 neural ODE classifiers;
-* :mod:`~odezoo.experiments.data` — embedded MNIST digits, torchvision MNIST / CIFAR-10, loaders;
-* :mod:`~odezoo.experiments.training` — adversarial training batches, divergence checks, seeding;
-* :mod:`~odezoo.experiments.attacks` — FGSM, PGD (advertorch), EOT, AutoAttack components (torchattacks);
-* :mod:`~odezoo.experiments.evaluation` — robust accuracy, the stronger per-example evaluation, tables;
-* :mod:`~odezoo.experiments.masking` — automated gradient-masking checks;
-* :mod:`~odezoo.experiments.protocol` — named attacks and named, versioned evaluation protocols;
-* :mod:`~odezoo.experiments.statistics` — mean ± SE over seeds, seed-paired intervals, detectable effects;
-* :mod:`~odezoo.experiments.io` — atomic files: checkpoints, JSON, CSV, JSON-lines logs;
-* :mod:`~odezoo.experiments.plots` — PNG figures (``matplotlib.figure.Figure``, no global backend);
-* :mod:`~odezoo.experiments.config` — recipe configs and solvers from configs;
-* :mod:`~odezoo.experiments.sweep` — many runs as jobs: in this process, local processes or Slurm (submitit);
-* :mod:`~odezoo.experiments.results` — the one results schema every printed or written table uses;
-* :mod:`~odezoo.experiments.loggers` — CSV and TensorBoard loggers beside ``metrics.jsonl``;
-* :mod:`~odezoo.experiments.commands` — what ``odezoo train|evaluate|sweep|reproduce|report|demo`` do.
+* [`models`][odezoo.experiments.models] — the paper's MNIST and CIFAR-10 neural ODE classifiers;
+* [`data`][odezoo.experiments.data] — embedded MNIST digits, torchvision MNIST / CIFAR-10, loaders;
+* [`training`][odezoo.experiments.training] — adversarial training batches, divergence checks, seeding;
+* [`attacks`][odezoo.experiments.attacks] — FGSM, PGD (advertorch), EOT, AutoAttack components (torchattacks);
+* [`evaluation`][odezoo.experiments.evaluation] — robust accuracy, the stronger per-example evaluation, tables;
+* [`masking`][odezoo.experiments.masking] — automated gradient-masking checks;
+* [`protocol`][odezoo.experiments.protocol] — named attacks and named, versioned evaluation protocols;
+* [`statistics`][odezoo.experiments.statistics] — mean ± SE over seeds, seed-paired intervals, detectable effects;
+* [`io`][odezoo.experiments.io] — atomic files: checkpoints, JSON, CSV, JSON-lines logs;
+* [`plots`][odezoo.experiments.plots] — PNG figures (``matplotlib.figure.Figure``, no global backend);
+* [`config`][odezoo.experiments.config] — recipe configs and solvers from configs;
+* [`sweep`][odezoo.experiments.sweep] — many runs as jobs: in this process, local processes or Slurm (submitit);
+* [`results`][odezoo.experiments.results] — the one results schema every printed or written table uses;
+* [`loggers`][odezoo.experiments.loggers] — CSV and TensorBoard loggers beside ``metrics.jsonl``;
+* `commands` — what ``odezoo train|evaluate|sweep|reproduce|report|demo`` do.
 """
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
 """Recipe configuration: the defaults, YAML files with ``--set`` overrides, one schema for the
 whole config, solvers from config mappings and compact command-line strings.
 
-Every config a recipe runs is checked completely by :func:`validate_config` before any data
+Every config a recipe runs is checked completely by [`validate_config`][odezoo.experiments.config.validate_config]
+before any data
 is loaded or any epoch trained: unknown keys at any depth (with a did-you-mean), values
 outside a set of choices, wrong types, numbers out of range, settings that do not apply to
 the chosen solver mode, the solver itself (built once) and the evaluation settings.  Each
 problem is reported with its full dotted key (``solver.distribution``, ``eval.eps[1]``), all
-of them at once, as one :class:`ConfigError`.
+of them at once, as one [`ConfigError`][odezoo.experiments.config.ConfigError].
 
 The schema is written with **pydantic v2** models (``extra="forbid"``).  Why pydantic: it is
 the most widely used, actively maintained validation library for Python, its models
@@ -15,8 +16,8 @@ describe a nested config as plain typed classes (so the schema reads as document
 every failure, which is what the dotted-key messages are built from.  OmegaConf structured
 configs would add a second config representation next to the plain dicts the recipes pass
 around, and hand-written dataclass checks would re-implement what pydantic already does.
-Numbers go through :func:`odezoo.parsing.parse_number` and solver values through the same
-checks as :class:`odezoo.SolverSpec`, so a bad value gets the same message from a YAML file,
+Numbers go through `odezoo.parsing.parse_number` and solver values through the same
+checks as `odezoo.SolverSpec`, so a bad value gets the same message from a YAML file,
 a ``--set`` override or the Python API.
 """
 from __future__ import annotations
@@ -94,7 +95,7 @@ def positive_int(value) -> int:
 
 
 def non_negative_int(value) -> int:
-    """A whole number >= 0 (as :func:`positive_int`)."""
+    """A whole number >= 0 (as [`positive_int`][odezoo.experiments.config.positive_int])."""
     return _whole(value, 0, "a non-negative integer")
 
 
@@ -121,7 +122,7 @@ def _refuse_quoted(value) -> None:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate keys and marking quoted numbers (:class:`QuotedNumber`)."""
+    """PyYAML's safe loader, refusing duplicate keys and marking quoted numbers (`QuotedNumber`)."""
 
 
 def _construct_mapping(loader, node, deep=False):
@@ -154,7 +155,7 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 
 def read_yaml(text: str, where: str):
     """``text`` read as YAML by the strict rules (duplicate keys refused, quoted numbers marked);
-    :class:`ConfigError` naming ``where`` otherwise."""
+    [`ConfigError`][odezoo.experiments.config.ConfigError] naming ``where`` otherwise."""
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 — a SafeLoader subclass
     except ConfigError as error:
@@ -166,7 +167,7 @@ def read_yaml(text: str, where: str):
 
 
 def _plain_text(value):
-    """Every :class:`QuotedNumber` left in a validated config (where text was wanted) as a plain str."""
+    """Every `QuotedNumber` left in a validated config (where text was wanted) as a plain str."""
     if isinstance(value, dict):
         return {k: _plain_text(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -424,7 +425,7 @@ class EvalConfig(_Section):
 
 
 class RecipeConfig(_Section):
-    """The whole recipe config (see :data:`DEFAULTS` and docs/recipes.md)."""
+    """The whole recipe config (see `DEFAULTS` and docs/recipes.md)."""
     name: _type(check_run_name, str) = "run"
     dataset: _type(_choice(*DATASETS), str) = "mnist-embedded"
     data_dir: Optional[Text] = None
@@ -558,8 +559,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def load_config(path: str | None, overrides: Sequence[str] = (), **flags) -> dict:
     """DEFAULTS, updated by the YAML file at ``path``, the ``--set`` ``overrides`` and the
-    command-line ``flags`` (None: not given), then checked by :func:`validate_config`.
-    Raises :class:`ConfigError`."""
+    command-line ``flags`` (None: not given), then checked by
+    [`validate_config`][odezoo.experiments.config.validate_config].
+    Raises [`ConfigError`][odezoo.experiments.config.ConfigError]."""
     cfg = copy.deepcopy(DEFAULTS)
     if path:
         try:
@@ -613,9 +615,11 @@ def _parent(cfg: dict, keys: Sequence[str]) -> dict:
 def validate_config(cfg: Mapping, where: str = "") -> dict:
     """Check a whole recipe config and return it normalized (numbers parsed, lists made).
 
-    ``cfg`` is merged over :data:`DEFAULTS` first (a key it leaves out takes the default).
+    ``cfg`` is merged over `DEFAULTS` first (a key it leaves out takes the
+    default).
     Besides the schema, the solver is built once (a singular or unknown solver fails here,
-    not after data loading).  Raises :class:`ConfigError` naming every problem by its
+    not after data loading).  Raises [`ConfigError`][odezoo.experiments.config.ConfigError] naming every problem by
+    its
     dotted key; ``where`` (e.g. "in runs/x/best.pt") is added to the message."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"a config must be a mapping, got {type(cfg).__name__}")
@@ -670,7 +674,8 @@ def flag(check):
 
 
 class RecipeExit(SystemExit):
-    """The exit :func:`fail` raises: status ``code``, and the ``message`` it printed, so that
+    """The exit [`fail`][odezoo.experiments.config.fail] raises: status ``code``, and the ``message`` it printed,
+    so that
     whoever ran the recipe as a function (a sweep's job) can report what went wrong."""
 
     def __init__(self, message: str, code: int = 2):
@@ -724,7 +729,8 @@ def meta_solver_from_config(cfg: Mapping[str, Any], seed: int | None = None) -> 
         probs: [0.5, 0.5]        # switching;  weights: [...] for ensemble
 
     The mapping is checked against the solver schema first (unknown keys, keys that do not
-    apply to the mode, bad values): a :class:`ConfigError` (a ``ValueError``) names the key.
+    apply to the mode, bad values): a [`ConfigError`][odezoo.experiments.config.ConfigError] (a ``ValueError``)
+    names the key.
     """
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"solver: must be a mapping with keys mode, method, ..., got {cfg!r}")

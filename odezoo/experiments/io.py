@@ -1,17 +1,21 @@
 """Files the recipes write: one atomic, fsynced write behind checkpoints, JSON, CSV and logs.
 
-Every file goes through :func:`atomic_write`: a temporary file in the same folder, flushed
+Every file goes through [`atomic_write`][odezoo.experiments.io.atomic_write]: a temporary file in the same folder,
+flushed
 and fsynced, then renamed over the target — an interruption leaves the old file or the new
 one, never half of either.  Checkpoints carry a sha256 digest of their contents, checked by
-:func:`load_checkpoint` (a file damaged after it was written is refused, not loaded with
+[`load_checkpoint`][odezoo.experiments.io.load_checkpoint] (a file damaged after it was written is refused, not
+loaded with
 wrong weights), are loaded with ``weights_only=True``, and are never written with
 non-finite model weights.  JSON-lines logs are append-only and survive a torn last line.
 
 Results files are sealed the same way: every line of a JSON-lines log carries a chained sha256
 (``_chain``) and the log has a seal file beside it (``metrics.jsonl.seal``: line count and last
 digest), and a sealed JSON file (``summary.json``) carries the digest of its contents; reading
-one back checks it, so a truncated or edited file is refused with an :class:`IntegrityError`
-naming the file instead of being trusted.  :func:`run_folder_lock` holds an exclusive lock
+one back checks it, so a truncated or edited file is refused with an
+[`IntegrityError`][odezoo.experiments.io.IntegrityError]
+naming the file instead of being trusted.  [`run_folder_lock`][odezoo.experiments.io.run_folder_lock] holds an
+exclusive lock
 (filelock) on a folder while a command writes it.
 """
 from __future__ import annotations
@@ -139,7 +143,8 @@ def _feed(h, value) -> None:
 
 
 def state_digest(state: Mapping[str, Any]) -> str:
-    """The sha256 of a checkpoint's contents (everything but :data:`INTEGRITY_KEY`), computed
+    """The sha256 of a checkpoint's contents (everything but
+    `INTEGRITY_KEY`), computed
     on the loaded objects (tensor bytes, numbers, text), so it does not depend on how
     ``torch.save`` laid the file out."""
     h = hashlib.sha256()
@@ -159,10 +164,13 @@ def _show_names(names: Sequence[str]) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], allow_nonfinite: bool = False) -> Path:
-    """Write ``state`` with ``torch.save``, atomically (see :func:`atomic_write`), with the
-    sha256 :func:`state_digest` of its contents stored under :data:`INTEGRITY_KEY`.
+    """Write ``state`` with ``torch.save``, atomically (see [`atomic_write`][odezoo.experiments.io.atomic_write]),
+    with the
+    sha256 [`state_digest`][odezoo.experiments.io.state_digest] of its contents stored under
+    `INTEGRITY_KEY`.
 
-    A ``state["model"]`` with NaN or inf weights is refused (:class:`CheckpointError`, nothing
+    A ``state["model"]`` with NaN or inf weights is refused
+    ([`CheckpointError`][odezoo.experiments.io.CheckpointError], nothing
     written) unless ``allow_nonfinite``: a diverged model is never saved as a good one."""
     if not isinstance(state, Mapping):
         raise CheckpointError(f"a checkpoint must be a dict, got {type(state).__name__}")
@@ -182,7 +190,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", verify: bool = 
     digest must match the contents (``verify=False`` loads a checkpoint written before
     digests existed, or one you choose to trust) and the model weights must be finite
     (unless ``allow_nonfinite``).  Returns the contents without the digest entry; a clear
-    :class:`CheckpointError` otherwise."""
+    [`CheckpointError`][odezoo.experiments.io.CheckpointError] otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train first (odezoo train) or check the path")
@@ -242,7 +250,7 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
 
     A torn last line left by an interrupted append (no final newline) is cut off first, so
     the new record starts on a line of its own and the log stays readable.  The log must read
-    back intact (:func:`read_jsonl`), so a damaged log is refused before it grows."""
+    back intact ([`read_jsonl`][odezoo.experiments.io.read_jsonl]), so a damaged log is refused before it grows."""
     path = Path(path)
     existing = read_jsonl(path, _with_chain=True) if path.exists() else []
     previous = existing[-1].get(CHAIN_KEY, "") if existing else ""
@@ -271,7 +279,8 @@ def read_jsonl(path: str | os.PathLike, _with_chain: bool = False) -> list[dict]
     the last seal (the process stopped between the two writes).  A line that is not JSON, a
     record whose chain digest does not match (an edited or reordered line), fewer lines than
     the seal counts (a truncated log) or a missing seal for a chained log raise
-    :class:`IntegrityError` naming the file.  A log written before seals existed (no chain in
+    [`IntegrityError`][odezoo.experiments.io.IntegrityError] naming the file.  A log written before seals existed
+    (no chain in
     any line) is read as it is."""
     path = Path(path)
     if not path.exists():
@@ -349,14 +358,16 @@ def _json_digest(data: Mapping[str, Any]) -> str:
 
 def save_sealed_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
     """Write the mapping ``data`` as JSON with the sha256 of its contents under
-    :data:`INTEGRITY_KEY` (atomically); :func:`load_sealed_json` checks it."""
+    `INTEGRITY_KEY` (atomically);
+    [`load_sealed_json`][odezoo.experiments.io.load_sealed_json] checks it."""
     plain = json.loads(json.dumps({k: v for k, v in data.items() if k != INTEGRITY_KEY}, default=_plain))
     plain[INTEGRITY_KEY] = {"algorithm": "sha256", "digest": _json_digest(plain)}
     return save_json(path, plain)
 
 
 def load_sealed_json(path: str | os.PathLike) -> dict:
-    """The mapping a :func:`save_sealed_json` wrote, without its digest; :class:`IntegrityError`
+    """The mapping a [`save_sealed_json`][odezoo.experiments.io.save_sealed_json] wrote, without its digest;
+    [`IntegrityError`][odezoo.experiments.io.IntegrityError]
     naming the file when it is not JSON (truncated), has no digest, or does not match it (edited)."""
     path = Path(path)
     if path.is_dir():
@@ -393,7 +404,8 @@ def run_folder_lock(folder: str | os.PathLike, command: str):
 
     The lock is a ``filelock.FileLock`` on ``folder/.odezoo.lock`` (an OS lock: it is released
     when its process ends, even by ``kill -9``, so no stale lock is left behind).  When another
-    process holds it, :class:`RunFolderBusy` says who (pid, host, command, since when) and
+    process holds it, [`RunFolderBusy`][odezoo.experiments.io.RunFolderBusy] says who (pid, host, command, since
+    when) and
     what to do; nothing is written."""
     import filelock
 

@@ -1,6 +1,6 @@
 """Where a training run's per-epoch metrics go besides ``metrics.jsonl`` (``odezoo train --logger``).
 
-``metrics.jsonl`` (sealed, see :mod:`odezoo.experiments.io`) is always written and stays the
+``metrics.jsonl`` (sealed, see [`odezoo.experiments.io`][odezoo.experiments.io]) is always written and stays the
 record the other commands read.  ``--logger csv`` adds ``metrics.csv`` (one row per epoch,
 rewritten atomically from the log, so a resumed run never holds an epoch twice);
 ``--logger tensorboard`` adds TensorBoard event files under ``tensorboard/`` (every numeric

@@ -91,7 +91,8 @@ def plot_solver_grid(rows, path, attack="pgd", eps=None, train_solver=None,
                      title="Solver overfitting: accuracy across solvers and step counts"):
     """Heat maps (clean | attack at eps) over solver parameters × number of steps.
 
-    The panels share one colour scale, spanning at least :data:`MIN_COLOUR_SPAN` (so a
+    The panels share one colour scale, spanning at least
+    `MIN_COLOUR_SPAN` (so a
     difference of an image or two never fills the colour range), with one colour bar; the
     value is printed in every cell, the title gives the images per cell and the half-width of a
     95% interval at that count, and the training solver ``(label, n_steps)`` is outlined: a

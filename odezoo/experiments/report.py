@@ -2,11 +2,12 @@
 
 An experiment ships ``per_seed.csv`` (one row per model × attack × ε), ``protocol.json``,
 ``setup.json``, ``checks.csv`` and, for training curves, ``per_epoch.csv``.  From those files
-only, :func:`build_report` writes ``summary.md`` (accuracy per ε with mean ± SE over seeds,
+only, [`build_report`][odezoo.experiments.report.build_report] writes ``summary.md`` (accuracy per ε with mean ± SE
+over seeds,
 seed-paired differences with 95 % intervals and minimum detectable effects next to the paper's
 claimed effect, for accuracy against ε the best arm at each ε and its lead over the runner-up,
 measured training cost, masking checks), ``summary.csv`` and the figure;
-:func:`write_report` gathers every experiment's summary into one Markdown page.
+[`write_report`][odezoo.experiments.report.write_report] gathers every experiment's summary into one Markdown page.
 """
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ class ReportError(ValueError):
 def read_csv(path: Path) -> list[dict]:
     """The rows of a shipped CSV, validated, with seeds, counts and epochs as ints and rates as floats.
 
-    Refused with :class:`ReportError` naming the file: a file that is missing, not UTF-8 or not
-    CSV; a missing required column (:data:`REQUIRED_COLUMNS`); an empty or non-numeric value
+    Refused with [`ReportError`][odezoo.experiments.report.ReportError] naming the file: a file that is missing,
+    not UTF-8 or not
+    CSV; a missing required column (`REQUIRED_COLUMNS`); an empty or
+    non-numeric value
     where a number belongs; NaN or infinity; an accuracy outside [0, 1]; a row whose key
     ((arm, seed, attack, ε) in per_seed.csv) repeats another's — duplicated seeds would narrow
     every interval."""
@@ -101,7 +104,8 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
-    """A shipped JSON file as a mapping; :class:`ReportError` naming the file when it is missing,
+    """A shipped JSON file as a mapping; [`ReportError`][odezoo.experiments.report.ReportError] naming the file
+    when it is missing,
     malformed or lacks one of the ``required`` keys."""
     path = Path(path)
     try:
@@ -498,7 +502,8 @@ def write_report(results_root: Path, page: Path, experiments, paper=None, comman
     """Rebuild every experiment of ``experiments`` found under ``results_root`` (per_seed.csv +
     protocol.json + setup.json) and put their summaries, in that order, into ``page`` between
     the generated markers; experiments without data are listed as not re-run, with ``rerun``.
-    ``paper`` maps an experiment to what the paper reports (see :func:`build_report`)."""
+    ``paper`` maps an experiment to what the paper reports (see
+    [`build_report`][odezoo.experiments.report.build_report])."""
     text = page.read_text() if page.exists() else f"{START}\n{END}\n"
     if START not in text or END not in text:
         raise ReportError(f"{page} lacks the markers {START} / {END}")

@@ -1,6 +1,6 @@
 """One results schema for every table odezoo prints or writes.
 
-Every accuracy is a row with the same columns (:data:`SCHEMA`):
+Every accuracy is a row with the same columns (`SCHEMA`):
 
 ``model``
     what was trained (a run name, an arm and seed, ...);
@@ -21,7 +21,7 @@ Every accuracy is a row with the same columns (:data:`SCHEMA`):
     its 95% Wilson interval over the images (the uncertainty of the test sample only; the
     spread over training seeds is the report's business).
 
-:func:`format_table` prints rows so that every accuracy carries its image count.
+[`format_table`][odezoo.experiments.results.format_table] prints rows so that every accuracy carries its image count.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def attack_setting(name: str) -> str:
 
 def schema_row(*, model: str, solver: str, attack: str, eps: float, n_images: int, accuracy: float,
                setting: str | None = None, **extra: Any) -> dict[str, Any]:
-    """One row of :data:`SCHEMA` (``extra`` columns follow it)."""
+    """One row of `SCHEMA` (``extra`` columns follow it)."""
     if n_images is None or int(n_images) < 1:
         raise ValueError(f"a result needs the number of images it was measured on, got {n_images!r}")
     low, high = wilson_interval(float(accuracy), int(n_images))
@@ -85,7 +85,7 @@ def schema_row(*, model: str, solver: str, attack: str, eps: float, n_images: in
 
 
 def from_protocol_rows(rows: Iterable[Mapping[str, Any]], model: str, solver: str | None = None) -> list[dict]:
-    """Schema rows from :meth:`ProtocolResult.rows` (``attack``, ``eps``, ``n_examples``, ``accuracy``)."""
+    """Schema rows from `ProtocolResult.rows` (``attack``, ``eps``, ``n_examples``, ``accuracy``)."""
     out = []
     for row in rows:
         extra = {k: v for k, v in row.items() if k not in ("attack", "eps", "n_examples", "accuracy", "solver",

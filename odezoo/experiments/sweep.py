@@ -1,7 +1,7 @@
 """Fan independent runs out as jobs: one after another in this process, as parallel local
 processes, or on a Slurm cluster — the last two through `submitit <https://github.com/facebookincubator/submitit>`_.
 
-A job is a plain, picklable :class:`Job`: *call function F of the importable module M with
+A job is a plain, picklable [`Job`][odezoo.experiments.sweep.Job]: *call function F of the importable module M with
 these keyword arguments*.  The worker process imports M by name (never a file by path), so the
 same object runs unchanged under every launcher.  Jobs must be idempotent (the commands make
 them so: a finished run is reused, a half-finished one resumes from its checkpoint), because a
@@ -12,8 +12,9 @@ rerun of a sweep simply submits every job again.
     ...                     launcher)
     >>> [o.name for o in outcomes if o.status == "failed"]
 
-A failed job never stops the others: its :class:`Outcome` carries the error and the path of its
-log, and :func:`run_jobs` returns once every job has finished or failed.
+A failed job never stops the others: its [`Outcome`][odezoo.experiments.sweep.Outcome] carries the error and the
+path of its
+log, and [`run_jobs`][odezoo.experiments.sweep.run_jobs] returns once every job has finished or failed.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class Launcher:
     """Where and how jobs run.
 
     Args:
-        kind: one of :data:`LAUNCHERS`.
+        kind: one of `LAUNCHERS`.
         jobs: at most this many jobs at once (local: processes; slurm: array parallelism).
         folder: submitit's folder (pickled jobs, one ``<job id>_log.out/.err`` pair per job);
             required for ``local`` and ``slurm``.
@@ -124,7 +125,7 @@ class Job:
 
     In the worker the module is imported by name and, when ``threads`` is set, torch uses that
     many threads.  A ``SystemExit`` with a non-zero code (a command's ``error:`` line) becomes
-    :class:`JobFailed`."""
+    [`JobFailed`][odezoo.experiments.sweep.JobFailed]."""
     name: str
     module: str
     function: str
@@ -220,7 +221,7 @@ def _error_text(error: BaseException) -> str:
 def submit_jobs(jobs: Sequence[Job], launcher: Launcher) -> list:
     """Submit every job at once (``slurm``: one job array limited to ``launcher.jobs`` running
     tasks); return submitit's job handles, in order.  ``local`` jobs are windowed by
-    :func:`run_jobs` instead, so use this for ``slurm`` only."""
+    [`run_jobs`][odezoo.experiments.sweep.run_jobs] instead, so use this for ``slurm`` only."""
     if launcher.kind != "slurm":
         raise ValueError("submit_jobs is for the slurm launcher; run_jobs handles inprocess and local")
     executor = _executor(launcher)
@@ -233,7 +234,7 @@ def submit_jobs(jobs: Sequence[Job], launcher: Launcher) -> list:
 
 def wait_jobs(jobs: Sequence[Job], handles: Sequence, launcher: Launcher,
               progress: Callable[[str], None] | None = print) -> list[Outcome]:
-    """Wait for submitted jobs; one :class:`Outcome` per job, in order."""
+    """Wait for submitted jobs; one [`Outcome`][odezoo.experiments.sweep.Outcome] per job, in order."""
     since = time.time()
     started = {job.name: since for job in jobs}
     outcomes: dict[int, Outcome] = {}
@@ -282,7 +283,8 @@ def _report(outcome: Outcome, finished: Sequence[Outcome], total: int, progress,
 
 def run_jobs(jobs: Sequence[Job], launcher: Launcher = Launcher(),
              progress: Callable[[str], None] | None = print) -> list[Outcome]:
-    """Run every job with ``launcher`` and wait for all of them; one :class:`Outcome` per job,
+    """Run every job with ``launcher`` and wait for all of them; one [`Outcome`][odezoo.experiments.sweep.Outcome]
+    per job,
     in the order given.  A failing job is reported (with its log) and the others go on."""
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
@@ -336,7 +338,8 @@ _OPTION_KEYS = {f.name for f in fields(Launcher)} - {"poll_seconds"}
 
 
 def launcher_from_options(options: Mapping[str, Any], folder: str | os.PathLike | None = None) -> Launcher:
-    """A :class:`Launcher` from a mapping (a YAML ``launcher:`` section or flags); unknown keys
+    """A [`Launcher`][odezoo.experiments.sweep.Launcher] from a mapping (a YAML ``launcher:`` section or flags);
+    unknown keys
     are refused with the list of known ones."""
     unknown = sorted(set(options) - _OPTION_KEYS)
     if unknown:
@@ -366,7 +369,8 @@ def add_launcher_flags(parser) -> None:  # the odezoo command line defines the s
 
 
 def launcher_from_args(args, folder: str | os.PathLike) -> Launcher:
-    """The launcher the flags of :func:`add_launcher_flags` ask for (YAML first, flags over it).
+    """The launcher the flags of [`add_launcher_flags`][odezoo.experiments.sweep.add_launcher_flags] ask for (YAML
+    first, flags over it).
     Raises ``ValueError`` with the offending option named."""
     options: dict[str, Any] = {}
     if getattr(args, "launcher_config", None):

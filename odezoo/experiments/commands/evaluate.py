@@ -20,7 +20,8 @@ per-example results are gathered: the numbers are those of one process (randomiz
 with --eot draw per process, so that row differs); rank 0 writes the files.
 
 Writes to --out (default <run>/eval): results.json and results.csv (the one results schema of
-:mod:`odezoo.experiments.results`: model, solver, attack, setting, ε, images, accuracy, interval;
+[`odezoo.experiments.results`][odezoo.experiments.results]: model, solver, attack, setting, ε, images, accuracy,
+interval;
 clean accuracy as attack "clean" and the per-example worst case over the attacks as "worst", all
 on the same images), accuracy_vs_eps.png, and for a grid solver_grid.png and accuracy_vs_<param>.png.
 """
@@ -235,7 +236,8 @@ def output_folder(args) -> Path:
 
 
 def write_results(args, cfg, meta, out, rows, specs, train_spec, attacks, eps):
-    """Write the rows in the one results schema (:mod:`odezoo.experiments.results`), the plots, and
+    """Write the rows in the one results schema ([`odezoo.experiments.results`][odezoo.experiments.results]), the
+    plots, and
     print the table; returns the schema rows."""
     rows = from_protocol_rows(rows, model=cfg["name"])
     save_json(out / "results.json", rows)

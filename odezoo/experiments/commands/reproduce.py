@@ -399,7 +399,7 @@ def saved_result(run_dir: Path, cfg: dict, protocol: dict, checks: bool) -> dict
 def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, protocol: dict, checks: bool = True,
               quiet: bool = True, dry_run: bool = False, device: str = "cpu") -> dict:
     """One job: train (or reuse, or resume) one seed of one arm, evaluate it with the protocol
-    and the masking checks, and keep the outcome in the run folder (:func:`result_path`).  Idempotent:
+    and the masking checks, and keep the outcome in the run folder (`result_path`).  Idempotent:
     a finished run with a result under the same protocol (and the checks), trained with ``cfg``'s
     settings, returns it without touching the model, so a rerun of an experiment does only what
     is missing.  A finished run trained with other settings fails the job (nothing is overwritten)."""
@@ -464,7 +464,7 @@ def experiment_jobs(ctx: "Context", name: str, protocol) -> list:
 
 
 def finished_results(jobs) -> tuple[list[dict], list[str]]:
-    """The results saved by the jobs (each its own: see :func:`saved_result`), and the names of the others."""
+    """The results saved by the jobs (each its own: see `saved_result`), and the names of the others."""
     found, missing = [], []
     for job in jobs:
         k = job.kwargs

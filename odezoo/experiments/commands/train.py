@@ -226,7 +226,7 @@ def leave_process_group() -> None:
 
 def build_config(path: str | None, sets=(), dry_run: bool = False, **flags) -> dict:
     """A run's checked config: the YAML at ``path``, then ``sets`` (``KEY=VALUE``), then the
-    flags that are not None; a dry run gets :data:`DRY_RUN`'s tiny settings where no flag gave
+    flags that are not None; a dry run gets `DRY_RUN`'s tiny settings where no flag gave
     them, and a one-batch evaluation.  Raises ConfigError."""
     cfg = load_config(path, list(sets), **flags)
     if dry_run:
@@ -492,7 +492,7 @@ def _train(args, cfg: dict, out: Path) -> int:
 def final_evaluation(model, meta, test_loader, cfg: dict, solver: str, device, quiet: bool = False) -> list[dict]:
     """The config's ``eval`` attacks on the first ``eval.max_batches`` test batches (every test
     image when None), clean and attacked on the same images, as rows of the one results schema
-    (:mod:`odezoo.experiments.results`)."""
+    ([`odezoo.experiments.results`][odezoo.experiments.results])."""
     ev = cfg["eval"]
     attacks = resolve_attacks(ev["attacks"], ev["pgd_steps"], ev["pgd_step_size"])
     n = None if ev["max_batches"] is None else ev["max_batches"] * cfg["batch_size"]
