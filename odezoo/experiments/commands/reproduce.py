@@ -432,8 +432,9 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
             epoch_rows.append({"experiment": experiment, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
                                "split": "validation", "attack": "pgd-7x2/255", "eps": arm.track["eps"],
                                "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
-    print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f}, worst "
-          + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g}" for e in protocol_obj.eps)
+    print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f} on {result.n_examples:,} images, worst "
+          + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g} on {int(result.worst(e).numel()):,}"
+                      for e in protocol_obj.eps)
           + f" (trained {seconds:.0f}s)", flush=True)
     # A resumed evaluation's cost includes the attacks an interrupted one finished and kept.
     out = {"protocol": protocol_obj.to_dict(), "checks_run": checks, "rows": rows, "checks": check_rows,

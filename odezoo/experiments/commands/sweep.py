@@ -109,13 +109,16 @@ def collect(runs: list[dict], out: Path, outcomes=None) -> list[dict]:
         outcome = ended.get(run["name"])
         changes = train.finished_run_changes(out / run["name"], run["cfg"])
         if changes:  # a finished run, but not this grid point's: never reported as its result
-            row.update(status="other-settings", best_epoch="", val_acc="", test_acc="", solver="",
+            row.update(status="other-settings", best_epoch="", val_acc="", val_images="", test_acc="", test_images="",
+                       solver="",
                        log=train.refusal(out / run["name"], changes))
         elif summary_path.exists():
             summary = train.read_summary(summary_path)
             row.update(status="done", best_epoch=summary["best_epoch"] + 1, val_acc=summary["val_acc"],
-                       test_acc=summary["test_acc"], solver=summary.get("trained_with", ""), log="")
+                       val_images=summary.get("val_images", ""), test_acc=summary["test_acc"],
+                       test_images=summary.get("test_images", ""), solver=summary.get("trained_with", ""), log="")
         else:
+            row.update(val_images="", test_images="")
             row.update(status="failed" if outcome is not None and not outcome.ok else "missing", best_epoch="",
                        val_acc="", test_acc="", solver="", log=(outcome.log or outcome.error) if outcome else "")
         rows.append(row)
@@ -161,7 +164,8 @@ def _sweep(args, out: Path, launcher, runs) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_csv(out / "sweep.csv", rows)
     for row in rows:
-        result = (f"val {row['val_acc']:.4f} test {row['test_acc']:.4f} (best epoch {row['best_epoch']})"
+        result = (f"validation {row['val_acc']:.4f} on {row['val_images']} images, test {row['test_acc']:.4f} on "
+                  f"{row['test_images']} images (best epoch {row['best_epoch']})"
                   if row["status"] == "done" else row["status"] + (f" — {row['log']}" if row["log"] else ""))
         print(f"  {row['run']}: {result}")
     finished = sum(row["status"] == "done" for row in rows)
