@@ -239,7 +239,7 @@ def _reproduce(sub) -> None:
 examples:
   odezoo reproduce table1 --scale small                      # CPU; docs/results.md gives the times
   odezoo reproduce table1 --scale paper --data-dir ~/data    # hours on one GPU
-  odezoo reproduce fig5 --dry-run                            # seconds (CI): runs/reproduce/small-dry-run
+  odezoo reproduce fig5 --dry-run          # about 2 minutes on 2 busy cores (CI): runs/reproduce/small-dry-run
 
 Every seed of every arm is trained (or reused from --out/<experiment>/runs/; an interrupted run
 resumes) and evaluated with the experiment's protocol on the same test images, with the

@@ -3,7 +3,7 @@ named evaluation protocol per experiment.
 
     odezoo reproduce table1 --scale small                      # CPU; see docs/results.md for times
     odezoo reproduce table1 --scale paper --data-dir ~/data    # hours on one GPU
-    odezoo reproduce fig5 --scale small --dry-run              # seconds (CI); runs/reproduce/small-dry-run
+    odezoo reproduce fig5 --scale small --dry-run    # about 2 minutes on 2 busy cores (CI); runs/reproduce/small-dry-run
     odezoo report                                                        # tables + figures from docs/results/
 
 Experiments: fig3a fig3b fig4 fig5 table1 table2 variants (and all).  Before any training the
