@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 #: the command -> the module whose ``run(args)`` carries it out (imported only when it runs).
 COMMANDS = {
@@ -28,9 +29,14 @@ COMMANDS = {
     "demo": "odezoo.experiments.commands.demo",
 }
 
-#: the experiments ``odezoo reproduce`` runs (odezoo.experiments.commands.reproduce.EXPERIMENTS;
-#: tests/test_cli.py checks the two agree).
-EXPERIMENTS = ("fig3a", "fig3b", "fig4", "fig5", "table1", "table2", "variants")
+def _experiment_names() -> tuple[str, ...]:
+    folder = Path(__file__).resolve().parents[1] / "recipes" / "experiments"
+    return tuple(sorted(p.stem for p in folder.glob("*.yaml"))) if folder.is_dir() else ()
+
+
+#: the experiments ``odezoo reproduce`` runs: one declarative file each in recipes/experiments/
+#: (the same list as odezoo.experiments.commands.reproduce.EXPERIMENTS; tests/test_cli.py checks).
+EXPERIMENTS = _experiment_names()
 #: evaluation protocols (odezoo.experiments.protocol.PROTOCOLS; checked by the same test).
 PROTOCOL_NAMES = ("paper", "strong", "strong-fast")
 #: job launchers (odezoo.experiments.sweep.LAUNCHERS; checked by the same test).
@@ -246,7 +252,8 @@ resumes) and evaluated with the experiment's protocol on the same test images, w
 gradient-masking checks.  The shipped data go to --results/<experiment>/ (per_seed.csv in the
 one results schema, protocol.json, setup.json, checks.csv); `odezoo report` rebuilds every
 table and figure from those files alone.""")
-    p.add_argument("experiment", choices=EXPERIMENTS + ("all",), help="an experiment, or all of them")
+    p.add_argument("experiment", choices=EXPERIMENTS + ("all",),
+                   help="an experiment (one file each in recipes/experiments/), or all of them")
     p.add_argument("--scale", choices=["small", "paper"], default="small",
                    help="small: 2 CPU cores, embedded digits (default); paper: the paper's data and budgets")
     _add(p, "--dry-run")

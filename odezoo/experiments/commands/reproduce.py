@@ -32,6 +32,7 @@ test images, standard AutoAttack on the first 500.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import importlib.util
@@ -49,7 +50,6 @@ from odezoo.experiments.report import ReportError, build_report, write_report
 
 #: the paper's configs (the base of every experiment's runs)
 CONFIGS = Path(__file__).resolve().parents[3] / "recipes" / "configs"
-EXPERIMENTS = ("fig3a", "fig3b", "fig4", "fig5", "table1", "table2", "variants")
 
 # optional module -> the one install line that provides it
 OPTIONAL = {"torchattacks": "pip install 'odezoo[attacks]'", "advertorch": "pip install 'odezoo[recipes]'",
@@ -65,22 +65,6 @@ def check_dependencies(needs_autoattack: bool) -> None:
         lines = sorted({OPTIONAL[m] for m in missing})
         raise SystemExit(f"odezoo reproduce needs {', '.join(missing)} (nothing was trained). Install with: "
                          + " and ".join(lines))
-
-
-# --------------------------------------------------------------------------- what the paper reports
-# (REFERENCE.md); figure values are read off the plots.  Table values: mean ± SE over 3 seeds, in %.
-PAPER = {
-    "fig3a": "clean ≈ 99.5% for every u; PGD (ε 0.3, 7 steps of 2/255) ≈ 84% at u = 0.05, dips to ≈ 75% near "
-             "u ≈ 0.4 and u ≈ 0.9, ≈ 79% at u = 1.",
-    "fig3b": "robust accuracy differs between u values and the ordering is stable over epochs (9 seeds).",
-    "fig4": "the best u is the same for every ε (FGSM, CIFAR-10).",
-    "fig5": "4-stage order-4 parameterizations and Euler step sizes give different robust accuracy (MNIST).",
-    "table1": {"standard": {"fgsm": (33.02, 1.08), "pgd-7x2/255": (31.81, 1.03)},
-               "smoothing": {"fgsm": (33.64, 0.73), "pgd-7x2/255": (32.78, 0.65)}},
-    "table2": {"standard": {"fgsm": (40.86, 0.26), "pgd-7x2/255": (36.13, 0.13)},
-               "smoothing": {"fgsm": (41.39, 0.01), "pgd-7x2/255": (36.37, 0.15)}},
-    "variants": "not in the paper.",
-}
 
 
 # --------------------------------------------------------------------------- experiments as data
@@ -108,78 +92,148 @@ class Arm:
         return solver
 
 
-def _normal(scale=0.0125, **extra):
-    return {"mode": "smoothing", "method": "rk2_u", "params": {"u": 0.5}, "distribution": "normal", "scale": scale,
-            **extra}
-
-
-FIXED = {"mode": "fixed", "method": "rk2_u", "params": {"u": 0.5}}
-
-
-def arms_of(name: str, ctx) -> list[Arm]:
-    small, dry = ctx.scale == "small", ctx.dry_run
-    rk2 = lambda u: {"mode": "fixed", "method": "rk2_u", "params": {"u": u}}  # noqa: E731
-    if name == "fig3a":
-        grid = ([0.25, 1.0] if dry else [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0]) if small \
-            else [round(0.05 * i, 2) for i in range(1, 21)]
-        return [Arm(f"u={u:g}", rk2(u)) for u in grid]
-    if name == "fig3b":
-        track = {"attack": "pgd", "eps": 0.3, "pgd_steps": 7, "pgd_step_size": 2 / 255,
-                 "max_batches": 1 if dry else 8}
-        return [Arm(f"u={u:g}", rk2(u), adversarial={"kind": "fgsm_random", "eps": 0.3}, track=track)
-                for u in ([0.25, 1.0] if dry else [0.25, 0.5, 1.0])]
-    if name == "fig4":
-        return [Arm(f"u={u:g}", rk2(u)) for u in ([0.25, 1.0] if dry else [0.25, 0.5, 0.75, 1.0])]
-    if name == "fig5":
-        steps = 1 if small else 2
-        solvers = [(m, steps) for m in ("rk4_u1", "rk4_u2", "rk4_u3", "rk4_uv")] + [("euler", 1), ("euler", 10)]
-        if dry:
-            solvers = [solvers[1], solvers[4]]
-        return [Arm(f"{m} {n} step{'s' if n > 1 else ''}", {"mode": "fixed", "method": m, "params": {}, "n_steps": n})
-                for m, n in solvers]
-    if name in ("table1", "table2"):
-        adversarial = {"kind": "none"} if name == "table1" else {"kind": "fgsm_random", "eps": 8 / 255,
-                                                                  "alpha": 10 / 255}
-        return [Arm("standard", FIXED, adversarial=adversarial),
-                Arm("smoothing", _normal(), resample=ctx.smoothing_resample, adversarial=adversarial)]
-    if name == "variants":
-        runs = [Arm("fixed", FIXED), Arm("normal/epoch", _normal(0.1), "epoch"),
-                Arm("normal/batch", _normal(0.1), "batch"),
-                Arm("normal/sample", _normal(0.1, per_sample=True), "batch"),
-                Arm("cauchy/batch", {**_normal(0.05), "distribution": "cauchy"}, "batch"),
-                Arm("uniform/batch", {**_normal(0.25), "distribution": "uniform"}, "batch")]
-        return [runs[0], runs[3]] if dry else runs
-    raise KeyError(name)
+#: the declarative experiments: one YAML file each (recipes/experiments/<name>.yaml)
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[3] / "recipes" / "experiments"
+#: the keys an experiment file has (``x_axis`` may be null)
+_KEYS = ("title", "data", "eps", "reference", "x_axis", "seeds", "paper", "arms", "dry_run")
+_ARM_KEYS = ("label", "solver", "resample", "adversarial", "track")
+#: numbers an arm may write as text YAML cannot type (``8/255``), read by the one number parser
+_NUMBERS = {("adversarial", "eps"), ("adversarial", "alpha"), ("track", "eps"), ("track", "pgd_step_size"),
+            ("solver", "scale")}
 
 
 @dataclass(frozen=True)
-class Spec:
+class Experiment:
+    """One of the paper's figures or tables, as its file in recipes/experiments/ declares it."""
+    name: str
     title: str
-    data: str            # mnist | cifar
-    eps: tuple
-    reference: str | None = None   # the arm every other arm is paired with (same seed)
-    x_axis: str | None = None      # "u" or "eps": what the figure plots against
+    data: str                      # mnist | cifar: the base config of every arm
+    eps: tuple                     # the protocol's ε
+    reference: str | None          # the arm every other arm is paired with (same seed)
+    x_axis: str | None             # "u" or "eps": what the figure plots against
+    seeds: int                     # seeds at small scale (the paper scale runs 3, a dry run 2)
+    paper: object                  # what the paper reports: a sentence or {arm: {attack: (mean, SE)}}
+    arms: dict                     # scale -> [arm mappings]
+    dry_arms: dict                 # scale -> [labels a dry run trains]
+    dry_set: dict                  # dotted key -> value a dry run sets in every arm
+
+    def arms_for(self, scale: str, dry_run: bool, smoothing_resample: str) -> list[Arm]:
+        arms = [_arm(a, smoothing_resample) for a in self.arms[scale]]
+        if not dry_run:
+            return arms
+        chosen = [a for label in self.dry_arms[scale] for a in arms if a.label == label]
+        for arm in chosen:
+            for key, value in self.dry_set.items():
+                section, _, entry = key.partition(".")
+                setattr(arm, section, {**getattr(arm, section), entry: value})
+        return chosen
 
 
-SPECS = {
-    "fig3a": Spec("MNIST, rk2_u: clean and robust accuracy vs u (one model per u)", "mnist", (0.3,), "u=1", "u"),
-    "fig3b": Spec("MNIST, FGSM-random adversarial training, three u: robust validation accuracy per epoch "
-                  "(figure) and the protocol on test images after training (tables)", "mnist", (0.3,), "u=1"),
-    "fig4": Spec("CIFAR-10 network, rk2_u: accuracy vs ε for several u", "cifar",
-                 (1 / 255, 2 / 255, 4 / 255, 8 / 255), "u=1", "eps"),
-    "fig5": Spec("MNIST: robust accuracy vs ε for the four rk4 families and Euler (1 and 10 steps)", "mnist",
-                 (0.1, 0.2, 0.3), "euler 10 steps", "eps"),
-    "table1": Spec("CIFAR-10 network: standard training vs solver smoothing (normal, σ = 0.0125), ε = 2/255", "cifar",
-                   (2 / 255,), "standard"),
-    "table2": Spec("CIFAR-10 network: the same on top of FGSM-random adversarial training, ε = 8/255", "cifar",
-                   (8 / 255,), "standard"),
-    "variants": Spec("MNIST: solver-smoothing variants the paper did not try, against a fixed solver", "mnist",
-                     (0.2,), "fixed"),
-}
+def _arm(data: dict, smoothing_resample: str) -> Arm:
+    data = copy.deepcopy(data)
+    if data.get("resample") == "$smoothing_resample":  # the tables' smoothing arm: --smoothing-resample
+        data["resample"] = smoothing_resample
+    return Arm(**data)
 
-# Seeds per experiment at small scale (docs/results.md, "Plan"): the tables get enough seeds to
-# detect an effect of a few points; the figures keep 3.
-SMALL_SEEDS = {"table1": 8, "table2": 8}
+
+def _bad(path: Path, message: str):
+    return ValueError(f"experiment file {path}: {message}")
+
+
+def load_experiment(name: str, folder: Path | None = None) -> Experiment:
+    """The experiment ``name`` from ``folder``/<name>.yaml (default `EXPERIMENTS_DIR`), checked:
+    every key known and present, arms with unique labels, the reference and the dry-run arms among
+    them, numbers parsed by the one number parser; ``ValueError`` naming the file otherwise."""
+    path = Path(folder or EXPERIMENTS_DIR) / f"{name}.yaml"
+    try:
+        return _load_experiment(name, path, folder)
+    except (TypeError, AttributeError, KeyError) as error:
+        raise _bad(path, f"malformed ({type(error).__name__}: {error})") from None
+    except ValueError as error:
+        if str(path) in str(error):
+            raise
+        raise _bad(path, str(error)) from None
+
+
+def _load_experiment(name: str, path: Path, folder: Path | None) -> Experiment:
+    from odezoo.experiments.config import ConfigError, read_yaml
+    from odezoo.parsing import parse_number
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _bad(path, f"missing; the experiments are {', '.join(experiment_names(folder)) or 'none'}") from None
+    except (UnicodeDecodeError, IsADirectoryError) as error:
+        raise _bad(path, f"unreadable ({type(error).__name__})") from None
+    try:
+        data = read_yaml(text, f"experiment file {path}")
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+    if not isinstance(data, dict):
+        raise _bad(path, "must hold a mapping (title: ..., arms: ...)")
+    unknown, missing = sorted(set(data) - set(_KEYS)), [k for k in _KEYS if k not in data]
+    if unknown or missing:
+        raise _bad(path, f"unknown key(s) {unknown}, missing key(s) {missing} (keys: {', '.join(_KEYS)})")
+    arms = data["arms"] if isinstance(data["arms"], dict) else {"small": data["arms"], "paper": data["arms"]}
+    if sorted(arms) != ["paper", "small"]:
+        raise _bad(path, "arms is a list, or a mapping with the keys small and paper")
+    for scale, items in arms.items():
+        if not isinstance(items, list) or not items:
+            raise _bad(path, f"arms ({scale}) must be a non-empty list")
+        labels = []
+        for arm in items:
+            if not isinstance(arm, dict) or "label" not in arm or "solver" not in arm or set(arm) - set(_ARM_KEYS):
+                raise _bad(path, f"an arm has the keys {', '.join(_ARM_KEYS)} (label and solver required): {arm!r}")
+            labels.append(str(arm["label"]))
+            for section, key in _NUMBERS:
+                if isinstance(arm.get(section), dict) and key in arm[section]:
+                    arm[section][key] = parse_number(arm[section][key])
+            arm["solver"]["params"] = {k: parse_number(v) for k, v in (arm["solver"].get("params") or {}).items()}
+            arm["label"] = str(arm["label"])
+        if len(set(labels)) != len(labels):
+            raise _bad(path, f"arm labels repeat ({scale}): {labels}")
+        if data["reference"] is not None and data["reference"] not in labels:
+            raise _bad(path, f"the reference arm {data['reference']!r} is not among the {scale} arms {labels}")
+    dry = data["dry_run"] or {}
+    dry_arms = dry.get("arms")
+    dry_arms = dry_arms if isinstance(dry_arms, dict) else {"small": dry_arms, "paper": dry_arms}
+    for scale in ("small", "paper"):
+        labels = [a["label"] for a in arms[scale]]
+        if not dry_arms.get(scale) or any(label not in labels for label in dry_arms[scale]):
+            raise _bad(path, f"dry_run.arms ({scale}) must name some of the arms {labels}")
+    paper = data["paper"]
+    if isinstance(paper, dict):
+        paper = {arm: {attack: tuple(v) for attack, v in attacks.items()} for arm, attacks in paper.items()}
+    seeds = data["seeds"]
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise _bad(path, f"seeds must be a whole number >= 2, got {seeds!r}")
+    if data["data"] not in ("mnist", "cifar"):
+        raise _bad(path, f"data must be mnist or cifar, got {data['data']!r}")
+    return Experiment(name, str(data["title"]), data["data"], tuple(parse_number(e) for e in data["eps"]),
+                      data["reference"], data["x_axis"], seeds, paper, arms,
+                      {k: [str(v) for v in vs] for k, vs in dry_arms.items()}, dict(dry.get("set") or {}))
+
+
+def experiment_names(folder: Path | None = None) -> tuple[str, ...]:
+    """Every experiment file's name, sorted."""
+    folder = Path(folder or EXPERIMENTS_DIR)
+    return tuple(sorted(p.stem for p in folder.glob("*.yaml"))) if folder.is_dir() else ()
+
+
+EXPERIMENTS = experiment_names()
+
+
+def experiment(name: str) -> Experiment:
+    """:func:`load_experiment`, stopping with the message on a bad file."""
+    try:
+        return load_experiment(name)
+    except ValueError as error:
+        fail(str(error))
+
+
+def arms_of(name: str, ctx) -> list[Arm]:
+    """The arms the context trains for experiment ``name`` (its scale, dry run, smoothing resample)."""
+    return experiment(name).arms_for(ctx.scale, ctx.dry_run, ctx.smoothing_resample)
 
 
 # --------------------------------------------------------------------------- settings
@@ -216,7 +270,7 @@ class Context:
     def seeds_for(self, name: str) -> list[int]:
         if self.seeds_flag:
             return [int(s) for s in self.seeds_flag.split(",")]
-        n = 2 if self.dry_run else (SMALL_SEEDS.get(name, 3) if self.scale == "small" else 3)
+        n = 2 if self.dry_run else (experiment(name).seeds if self.scale == "small" else 3)
         return list(range(n))
 
     @property
@@ -261,7 +315,7 @@ class Context:
         """The experiment's protocol: the named one at the experiment's ε, with this scale's counts."""
         from odezoo.experiments.protocol import Attack, get_protocol
 
-        spec = SPECS[name]
+        spec = experiment(name)
         if self.scale == "paper":
             counts = dict(n_examples=None, n_autoattack=None, n_checks=1000)
         else:
@@ -450,7 +504,7 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
 def experiment_jobs(ctx: "Context", name: str, protocol) -> list:
     from odezoo.experiments.sweep import Job
 
-    spec, jobs = SPECS[name], []
+    spec, jobs = experiment(name), []
     # Seed-major: a seed's arms are queued next to each other, so with parallel jobs they run at
     # the same time under the same load and the per-seed cost ratios compare like with like.
     arms = arms_of(name, ctx)
@@ -485,7 +539,7 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
     from odezoo.experiments.io import save_csv, save_json
     from odezoo.experiments.sweep import run_jobs
 
-    spec, arms, seeds = SPECS[name], arms_of(name, ctx), ctx.seeds_for(name)
+    spec, arms, seeds = experiment(name), arms_of(name, ctx), ctx.seeds_for(name)
     protocol = ctx.protocol(name)
     folder, results = ctx.out / name, ctx.results / name
     jobs = experiment_jobs(ctx, name, protocol)
@@ -552,7 +606,7 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
                         + (f" --data-dir {ctx.data_dir}" if ctx.data_dir else "")
                         + (f" --protocol {ctx.protocol_name}" if ctx.protocol_name != "strong" else "")}
     save_json(results / "setup.json", setup)
-    text = build_report(results, PAPER[name])
+    text = build_report(results, spec.paper)
     print(text, flush=True)
     return results
 
@@ -572,7 +626,8 @@ def report(args) -> int:
     results = Path(args.results) if args.results else Path("docs") / "results"
     page = Path(args.page) if args.page else (results / "results.md" if args.results else Path("docs") / "results.md")
     try:
-        print(f"wrote {write_report(results, page, EXPERIMENTS, PAPER)}")
+        paper = {name: experiment(name).paper for name in EXPERIMENTS}
+        print(f"wrote {write_report(results, page, EXPERIMENTS, paper)}")
     except ReportError as error:
         fail(str(error))
     return 0
