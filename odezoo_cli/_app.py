@@ -351,9 +351,14 @@ def main(argv=None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if args.version:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
-        print(f"odezoo {version('odezoo')}")
+        try:
+            print(f"odezoo {version('odezoo')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            import odezoo
+
+            print(f"odezoo {odezoo.__version__}")
         return 0
     if args.command is None:
         parser.print_help()
