@@ -299,9 +299,9 @@ def read_jsonl(path: str | os.PathLike, _with_chain: bool = False) -> list[dict]
         except json.JSONDecodeError:
             if number == len(lines) and not text.endswith("\n"):
                 break  # torn last line of an interrupted append
-            raise _damaged(path, f"has a line ({number}) that is not JSON") from None
+            raise _damaged(path, f"line {number} is not JSON") from None
         if not isinstance(record, dict):
-            raise _damaged(path, f"has a line ({number}) that is not a JSON object")
+            raise _damaged(path, f"line {number} is not a JSON object")
         records.append(record)
     chained = [r for r in records if CHAIN_KEY in r]
     seal_path = _seal_path(path)

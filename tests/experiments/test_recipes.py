@@ -304,5 +304,5 @@ def test_sharded_evaluation_over_two_processes_equals_one_process(tmp_path):
         result = run_processes(launch + args + ["--out", str(tmp_path / f"eval{world}")], env)
         results[world] = json.loads((tmp_path / f"eval{world}" / "results.json").read_text())
     assert "sharded over 2 processes" in result.stdout
-    assert len(results[1]) == 1 + 2 * 4 and all(r["n_examples"] == 24 for r in results[1])
+    assert len(results[1]) == 1 + 2 * 4 and all(r["n_images"] == 24 for r in results[1])
     assert results[2] == results[1]
