@@ -37,7 +37,9 @@ test: $(STAMP) $(DOCS_STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/per_sample_times.py --threads 1
 
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-for index, path in enumerate((HERE.parent, HERE.parent / "plugins")):
+for index, path in enumerate((HERE.parent,)):
     sys.path.insert(index, str(path))
 
 import torch  # noqa: E402

@@ -27,7 +27,7 @@ elif [[ -x .venv/bin/python ]]; then
 else
     PY=python3
 fi
-export PYTHONPATH="$ROOT:$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
 echo "== machine"

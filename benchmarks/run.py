@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# cases.py, then this checkout's odezoo and built-in families (also when not pip-installed)
-for index, path in enumerate((HERE, HERE.parent, HERE.parent / "plugins")):
+# cases.py, then this checkout's odezoo (also when not pip-installed)
+for index, path in enumerate((HERE, HERE.parent)):
     sys.path.insert(index, str(path))
 
 import torch  # noqa: E402
@@ -163,6 +163,23 @@ def training_pass(solve, func, y0):
 
 
 PASSES = {"fwd": forward_pass, "fwd+bwd": training_pass}
+
+
+def saved_bytes(run) -> int:
+    """Bytes of the tensors autograd keeps for the backward of one training pass, each storage
+    counted once: what a forward+backward holds at its peak beyond the inputs and weights (which
+    are counted too where a backward saves them; both sides alike).  Deterministic, so unlike
+    times it does not depend on the machine's load."""
+    seen = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        seen[(storage.device, storage.data_ptr())] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return sum(seen.values())
 
 
 def odeint_solver(method, params, t, step_size, front=odezoo.odeint):
@@ -394,14 +411,16 @@ def environment(device: torch.device, args) -> dict:
 
 
 # ---------------------------------------------------------------------------- output
-COLUMNS = ("case", "pass", "odezoo ms", "baseline ms", "ratio", "target", "holds?")
+COLUMNS = ("case", "pass", "odezoo ms", "baseline ms", "ratio", "target", "holds?", "memory ratio")
 
 
 def row_cells(row):
     target = "—" if row["target"] is None else f"≤ {row['target']:.2f}"
     holds = "—" if row["holds"] is None else ("yes" if row["holds"] else "NO")
+    memory = row.get("saved_for_backward")
+    memory = "—" if not memory or memory["ratio"] is None else f"{memory['ratio']:.3f}"
     return (row["case"], row["pass"], f"{row['odezoo']['median_ms']:.3f}",
-            f"{row['baseline']['median_ms']:.3f}", f"{row['ratio']:.3f}", target, holds)
+            f"{row['baseline']['median_ms']:.3f}", f"{row['ratio']:.3f}", target, holds, memory)
 
 
 def format_table(rows, markdown=False):
@@ -485,10 +504,16 @@ def main(argv=None) -> int:
         ratio = odezoo_s["median_ms"] / baseline_s["median_ms"]
         paired = statistics.median(x / y for x, y in zip(times_a, times_b))
         target = target_for(kind, function, pass_)
+        memory = None
+        if pass_ == "fwd+bwd":
+            mem_a, mem_b = saved_bytes(a), saved_bytes(b)
+            memory = {"odezoo_MB": mem_a / 2 ** 20, "baseline_MB": mem_b / 2 ** 20,
+                      "ratio": mem_a / mem_b if mem_b else None}
         row = {"case": f"{function}: {label_a} vs {label_b}", "kind": kind, "function": function, "pass": pass_,
                "odezoo_label": label_a, "baseline_label": label_b, "odezoo": odezoo_s,
                "baseline": baseline_s, "ratio": ratio, "paired_ratio_median": paired,
                "target": target, "holds": None if target is None else bool(ratio <= target),
+               "saved_for_backward": memory,
                **({"details": extra["details"]} if "details" in extra else {}),
                "odezoo_times_ms": [1e3 * x for x in times_a],
                "baseline_times_ms": [1e3 * x for x in times_b]}

@@ -17,17 +17,22 @@ from torchdiffeq import odeint_adjoint
 from .family import Constraint, DistributionSpec, SolverFamily, SINGULAR_TOL
 from .hookspecs import hookimpl, hookspec
 from .tableau import ButcherTableau
-from .registry import ENTRY_POINT_GROUP, OdezooPluginWarning, registry as _registry
+from .registry import BUILTIN_FAMILY_MODULES, ENTRY_POINT_GROUP, OdezooPluginWarning, registry as _registry
 from .step_warning import OdezooStepWarning
 from .frontend import odeint
 from .metasolver import (EnsembleSolver, FixedSolver, MetaSolver, PerSampleSmoothingSolver, SmoothingSolver,
                          SwitchingSolver)
 from .spec import SolverSpec
-from .odeblock import ODEBlock, ensemble_predict, solver_blocks, using_solver
+from .odeblock import ODEBlock, OdezooCompileWarning, ensemble_predict, solver_blocks, using_solver
 from .sampling import Cauchy, Choice, Normal, ParameterDistribution, Uniform
-from .adaptive import AdaptiveFamily, EmbeddedTableau, register_tableau, unregister_tableau
+from .tableau_methods import register_tableau, unregister_tableau
 
 __version__ = "0.1.0"
+
+# Loading the built-ins imports the package odezoo.families (one module per family), which binds
+# the attribute ``odezoo.families`` to that package; the function below takes the name back, so
+# ``odezoo.families()`` is the registry query and ``from odezoo.families import rk2_u`` the module.
+_registry.load(BUILTIN_FAMILY_MODULES)  # imports the odezoo.families package: ``families`` is bound below
 
 
 def families() -> dict[str, SolverFamily]:
@@ -60,21 +65,14 @@ def plugin_problems() -> list[str]:
     return list(_registry.problems)
 
 
-def _load():
-    from odezoo_families import BUILTIN_FAMILY_MODULES
-
-    _registry.load(BUILTIN_FAMILY_MODULES)
-
-
-_load()
 
 __all__ = [
     "ButcherTableau", "Constraint", "DistributionSpec", "SolverFamily", "SINGULAR_TOL",
-    "ENTRY_POINT_GROUP", "OdezooPluginWarning", "OdezooStepWarning",
+    "ENTRY_POINT_GROUP", "OdezooPluginWarning", "OdezooStepWarning", "OdezooCompileWarning",
     "families", "get_family", "register_plugin", "unregister_plugin", "plugin_manager",
     "plugin_problems", "hookimpl", "hookspec", "odeint", "odeint_adjoint",
     "MetaSolver", "FixedSolver", "SwitchingSolver", "SmoothingSolver", "PerSampleSmoothingSolver",
     "EnsembleSolver", "SolverSpec", "ODEBlock", "ensemble_predict", "solver_blocks", "using_solver",
     "Normal", "Uniform", "Cauchy", "Choice", "ParameterDistribution",
-    "AdaptiveFamily", "EmbeddedTableau", "register_tableau", "unregister_tableau",
+    "register_tableau", "unregister_tableau",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+import torch
 import torchdiffeq
 
 try:
@@ -43,6 +44,14 @@ if tuple(getattr(RKTableau, "_fields", ())) != ("alpha", "beta", "c_sol", "c_err
                       "fields (alpha, beta, c_sol, c_error). Install a supported version: "
                       "pip install 'torchdiffeq>=0.2.3,<0.3'")
 
+try:  # torchdiffeq's nextafter keeps the gradient of the time it nudges (perturb)
+    from torchdiffeq._impl.misc import _nextafter as nextafter
+except ImportError:  # pragma: no cover - depends on the installed torchdiffeq
+    def nextafter(x1, x2):
+        with torch.no_grad():
+            out = torch.nextafter(x1, x2)
+        return x1 + (out - x1).detach()
+
 try:  # only a fast path needs these; without them every call goes through the wrapper
     from torchdiffeq._impl.misc import _PerturbFunc, _null_callback
 except ImportError:  # pragma: no cover - depends on the installed torchdiffeq
@@ -52,7 +61,7 @@ except ImportError:  # pragma: no cover - depends on the installed torchdiffeq
 TORCHDIFFEQ_METHODS = frozenset(SOLVERS)
 
 __all__ = ["FixedGridODESolver", "Perturb", "TORCHDIFFEQ_METHODS", "install", "uninstall", "installed",
-           "unwrap_perturb", "is_null_callback", "RKAdaptiveStepsizeODESolver", "RKTableau"]
+           "unwrap_perturb", "is_null_callback", "nextafter", "RKAdaptiveStepsizeODESolver", "RKTableau"]
 
 
 def unwrap_perturb(func):

@@ -1,4 +1,5 @@
-"""``SolverFamily``: a parameterized explicit Runge–Kutta family as data plus one formula."""
+"""``SolverFamily``: the one family type — a parameterized explicit Runge–Kutta method (or
+embedded pair) as data plus one coefficient formula — and its registration check."""
 from __future__ import annotations
 
 import math
@@ -9,16 +10,18 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from . import inputs
+from .order import MAX_ORDER, verified_orders
 from .tableau import ButcherTableau
-from .tableau import validate as validate_tableau
 from .tableau import validate_batch as validate_tableau_batch
 
-__all__ = ["SolverFamily", "Constraint", "DistributionSpec", "SINGULAR_TOL", "as_real", "support_points"]
+__all__ = ["SolverFamily", "Constraint", "DistributionSpec", "SINGULAR_TOL", "support_points", "verify_family"]
 
 #: |expression| below this counts as singular: coefficients would be ~1/SINGULAR_TOL or worse.
 SINGULAR_TOL = 1e-6
 
-# A coefficient formula returns (A, b, c) as nested lists whose entries are numbers
+# A coefficient formula returns (A, b, c) — for an embedded pair (A, b, c, b_embedded) or
+# (A, b, c, b_embedded, b_mid) — as nested lists whose entries are numbers
 # (constants: Python ints or floats, NumPy scalars, fractions.Fraction, ...) or expressions
 # of the parameters.  Written with + - * / only, the same formula evaluates on floats (for
 # the tableau and fixed parameters), on float64 NumPy arrays (per-sample parameters, all
@@ -54,14 +57,22 @@ class DistributionSpec:
 
 @dataclass(frozen=True, eq=False)
 class SolverFamily:
-    """A parameterized explicit Runge–Kutta family (the built-ins have order == stages; any order ≤ 6 may be declared).
+    """A parameterized explicit Runge–Kutta family, or embedded pair: the one family type.
+
+    A family without ``embedded_order`` is a fixed-grid method (torchdiffeq's ``step_size`` /
+    ``grid_constructor`` options); with it, an adaptive one (``rtol``/``atol``), its formula
+    also returning the embedded row ``b_embedded`` (and optionally ``b_mid``).  The registry
+    derives the torchdiffeq solver class from that field alone.
 
     Attributes:
         name: method name, used as the torchdiffeq ``method=``.
         params: parameter names, e.g. ``("u", "v")``.
         defaults: parameter values used when one is not given.
-        order, stages: declared order p and number of stages s (checked on registration).
-        formula: ``formula(**params) -> (A, b, c)`` (see ``CoefficientFormula``).
+        order, stages: declared order p (≤ ``odezoo.order.MAX_ORDER``) and number of stages s
+            (checked on registration).
+        formula: ``formula(**params) -> (A, b, c)``, or ``(A, b, c, b_embedded[, b_mid])`` for
+            an embedded pair (see ``CoefficientFormula``).
+        embedded_order: the embedded row's order p̂ < p for an embedded pair, else None.
         constraints: the singular sets, each refused with a ``ValueError``.
         support: per parameter a closed interval ``(low, high)`` a sampler may draw from.
         support_margin: sampled points also keep this distance from every singular set.
@@ -76,6 +87,7 @@ class SolverFamily:
     order: int
     stages: int
     formula: CoefficientFormula
+    embedded_order: int | None = None
     constraints: tuple[Constraint, ...] = ()
     support: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     support_margin: float = 0.05
@@ -86,17 +98,60 @@ class SolverFamily:
     provider: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        if not self.name.isidentifier():
+        if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"family name must be an identifier, got {self.name!r}")
+        where = f"family {self.name!r}"
         object.__setattr__(self, "params", tuple(self.params))
+        if not isinstance(self.defaults, Mapping):
+            raise ValueError(f"{where}: defaults must be a mapping of parameter names to numbers")
         missing = set(self.params) - set(self.defaults)
         if missing or set(self.defaults) - set(self.params):
-            raise ValueError(f"family {self.name!r}: defaults must give exactly the parameters "
+            raise ValueError(f"{where}: defaults must give exactly the parameters "
                              f"{self.params}, got {sorted(self.defaults)}")
-        object.__setattr__(self, "defaults", {k: float(self.defaults[k]) for k in self.params})
-        support = {p: tuple(map(float, self.support.get(p, (-math.inf, math.inf)))) for p in self.params}
+        object.__setattr__(self, "defaults", {k: inputs.real_number(f"{where}: default {k}", self.defaults[k])
+                                              for k in self.params})
+        order = inputs.whole_number(f"{where}: order", self.order, low=1, high=MAX_ORDER)
+        object.__setattr__(self, "order", order)
+        object.__setattr__(self, "stages", inputs.whole_number(f"{where}: stages", self.stages, low=1))
+        if self.embedded_order is not None:
+            object.__setattr__(self, "embedded_order", inputs.whole_number(
+                f"{where}: embedded_order", self.embedded_order, low=1, high=order - 1))
+        if not callable(self.formula):
+            raise ValueError(f"{where}: formula must be callable, got {self.formula!r}")
+        support = {}
+        for p in self.params:
+            bounds = self.support.get(p, (-math.inf, math.inf))
+            low, high = (inputs.real_number(f"{where}: support of {p}", x, finite=False) for x in bounds)
+            if not low <= high:
+                raise ValueError(f"{where}: the support of {p} is empty ({low} > {high})")
+            support[p] = (low, high)
         object.__setattr__(self, "support", support)
         object.__setattr__(self, "constraints", tuple(self.constraints))
+
+    @classmethod
+    def from_tableau(cls, name: str, tableau: ButcherTableau, order: int, embedded_order: int | None = None, *,
+                     description: str = "", reference: str = "") -> "SolverFamily":
+        """A family without parameters: one constant tableau (what tsit5, dop853, the example
+        ``bs32`` plugin and :func:`odezoo.register_tableau` are).  An embedded pair needs
+        ``tableau.b_embedded`` and ``embedded_order``."""
+        if not isinstance(tableau, ButcherTableau):
+            raise ValueError(f"family {name!r}: expected an odezoo.ButcherTableau, got {type(tableau).__name__}")
+        if (tableau.b_embedded is None) != (embedded_order is None):
+            raise ValueError(f"family {name!r}: give embedded_order exactly when the tableau has b_embedded")
+        rows = tuple(x.tolist() for x in tableau._rows() if x is not None)
+        return cls(name=name, params=(), defaults={}, order=order, stages=tableau.stages,
+                   formula=lambda: rows, embedded_order=embedded_order,
+                   description=description, reference=reference)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether this family is an embedded pair (an adaptive torchdiffeq method)."""
+        return self.embedded_order is not None
+
+    @property
+    def order_label(self) -> str:
+        """``"4"``, or ``"5(4)"`` for an embedded pair."""
+        return str(self.order) if self.embedded_order is None else f"{self.order}({self.embedded_order})"
 
     # ------------------------------------------------------------------ parameters
     def resolve(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -160,57 +215,58 @@ class SolverFamily:
         box = ", ".join(f"{low:g} <= {p} <= {high:g}" for p, (low, high) in self.support.items())
         return f"{box} at distance >= {self.support_margin:g} from singular sets" if self.constraints else box
 
-    # ------------------------------------------------------------------ tableaux
+    # ------------------------------------------------------------------ coefficients
     def tableau(self, **params) -> ButcherTableau:
-        """The Butcher tableau at ``params`` (missing ones take the defaults).
+        """The checked Butcher tableau at ``params`` (missing ones take the defaults; any real
+        number, see :func:`odezoo.inputs.real_number`), with the embedded and dense-output
+        rows of an embedded pair.  Cached per point.
 
-        Raises ``ValueError`` for unknown names, non-finite values and singular points.
-        """
+        Raises ``ValueError`` for unknown names, values that are not real numbers,
+        non-finite values, singular points, and coefficients that fail the tableau checks;
+        whatever the formula itself raises becomes a ``ValueError`` naming the family and
+        the point."""
         resolved = self.resolve(params)
-        key = tuple(as_real(self.name, p, resolved[p]) for p in self.params)
+        key = tuple(inputs.real_number(f"{self.name}: parameter {p}", resolved[p], tensor=True)
+                    for p in self.params)
         return _tableau(self, key)
 
-    def coefficients(self, params: Mapping[str, Any]):
-        """(A, b, c) from the formula, entries float or tensor; params already resolved and checked."""
-        return self.formula(**params)
-
-    def checked_coefficients(self, key: tuple[float, ...]):
-        """(A, b, c) as tuples of Python floats at the parameter values ``key`` (in ``params``
-        order), after the singular-set check and the tableau checks; ``ValueError`` names the
-        failure.  The one path from scalar parameters to coefficients: tableaux, solver specs
-        and the stepper all come through here.  Cached per point.
-
-        Any exception the formula raises (``ZeroDivisionError``, ``OverflowError``, ...)
-        becomes a ``ValueError`` naming the family and the point."""
-        return _checked_coefficients(self, tuple(key))
-
     def checked_batch(self, values: Mapping[str, Any], n: int):
-        """:meth:`checked_coefficients` for ``n`` parameter points at once.
+        """The main method's ``(A, b, c)`` for ``n`` parameter points at once.
 
         ``values`` maps each parameter to a float or a float64 array of shape ``(n,)`` (one
-        value per sample).  The checks are the same — singular sets, then every tableau check
-        of :func:`odezoo.tableau.validate` — run on all points together in float64; a failure
-        raises the ``ValueError`` the scalar path would raise at the first failing sample,
-        naming it.  Returns an :class:`odezoo.tableau.CheckedBatch` (``.tableaux()`` gives
-        ``(A, b, c)``, each entry a float or a read-only float64 array of shape ``(n,)``).
+        value per sample).  The checks are those of :meth:`tableau` — singular sets, then every
+        tableau check of :func:`odezoo.tableau.validate` — run on all points together in
+        float64; a failure raises the ``ValueError`` the scalar path would raise at the first
+        failing sample, naming it.  Returns an :class:`odezoo.tableau.CheckedBatch`.
         """
         params = {p: values[p] for p in self.params}
         try:
             with np.errstate(all="ignore"):  # non-finite results are refused by the checks below
                 if not _arrays_pass(self, params, guarded=True):
                     self.check(params)  # explains the first sample on a singular set
-                return validate_tableau_batch(*self._evaluate(params), n)
+                return validate_tableau_batch(*self.evaluate(params)[:3], n)
         except ValueError as error:
             k = getattr(error, "sample", None)
             where = "" if k is None else f" (sample {k}: {_point(_pick(params, k))})"
             raise ValueError(f"{self.name}{where}: {error}") from None
 
-    def _evaluate(self, params):
-        """``formula(**params)``; whatever it raises becomes a ValueError."""
+    def evaluate(self, params: Mapping[str, Any]) -> tuple:
+        """``formula(**params)`` unchecked — the rows as the formula returns them, entries of
+        whatever type the parameters have (floats, float64 arrays, tensors that need a
+        gradient).  Whatever the formula raises, and a result that is not 3 rows (5 or 4 with
+        the embedded row of a pair), becomes a ``ValueError``."""
         try:
-            return self.formula(**params)
+            rows = self.formula(**params)
         except Exception as error:  # noqa: BLE001 - a plugin's formula may raise anything
             raise ValueError(f"its formula raised {type(error).__name__}: {error}") from None
+        expected = (4, 5) if self.adaptive else (3,)
+        if not isinstance(rows, (tuple, list)) or len(rows) not in expected:
+            shape = ("(A, b, c, b_embedded) or (A, b, c, b_embedded, b_mid)" if self.adaptive
+                     else "(A, b, c)")
+            size = len(rows) if isinstance(rows, (tuple, list)) else "?"
+            raise ValueError(f"its formula must return {shape}; got {type(rows).__name__} of length {size}"
+                             + ("" if self.adaptive else " (an embedded pair declares embedded_order)"))
+        return tuple(rows)
 
     def __str__(self):
         return self.name
@@ -263,30 +319,76 @@ def support_points(family: "SolverFamily", samples: int = SUPPORT_SAMPLES,
     return [{p: float(columns[p][i]) for p in family.params} for i in np.flatnonzero(keep)]
 
 
-def as_real(family: str, name: str, value) -> float:
-    """``value`` as a float, or a ValueError naming the family and parameter."""
-    try:
-        if hasattr(value, "numel") and value.numel() != 1:
-            raise TypeError
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{family}: parameter {name} must be a real number here, got {value!r}") from None
-
-
 @lru_cache(maxsize=4096)
-def _checked_coefficients(family: SolverFamily, key: tuple[float, ...]):
+def _tableau(family: SolverFamily, key: tuple[float, ...]) -> ButcherTableau:
     params = dict(zip(family.params, key))
     family.check(params)  # singular points -> ValueError naming the constraint
     try:
-        A, b, c = validate_tableau(*family._evaluate(params))
+        return ButcherTableau(*family.evaluate(params))
     except ValueError as error:
-        raise ValueError(f"{family.name} at {_point(params)}: {error}") from None
-    return tuple(tuple(row) for row in A), tuple(b), tuple(c)
+        raise ValueError(f"{family.name} at {_point(params) or 'its defaults'}: {error}") from None
 
 
-@lru_cache(maxsize=4096)
-def _tableau(family: SolverFamily, key: tuple[float, ...]) -> ButcherTableau:
-    return ButcherTableau(*family.checked_coefficients(key))
+def verify_family(family: SolverFamily) -> str | None:
+    """Why ``family`` cannot be registered, or None: the one registration check, for every family.
+
+    At its defaults, at every named member and at every point of :func:`support_points` (its
+    sampling support), the tableau must exist and have the declared stages and order; an
+    embedded pair's embedded row and its error estimate ``b − b̂`` must have the declared
+    embedded order, and its ``b_mid`` (if any) be at least first order at the half step.  Orders
+    come from :func:`odezoo.order.verified_orders`, batched over the points.  Only the class's
+    own methods are used, so nothing a family object overrides can skip a check.
+    """
+    if type(family) is not SolverFamily:
+        return (f"it is a {type(family).__name__}, not an odezoo.SolverFamily: a family is data (give the "
+                f"formula and declarations to SolverFamily itself), so that nothing can change how it is checked.")
+    named = [("its defaults", dict(family.defaults))]
+    named += [(f"member {member}", dict(params)) for member, params in family.members.items()]
+    support = [(f"{_point(point)}, a point of its sampling support", point) for point in support_points(family)]
+    tableaux = []
+    for k, (label, params) in enumerate(named + support):
+        if k == len(named) and not SolverFamily.in_support(family, family.defaults):
+            return (f"its defaults {family.defaults} lie outside its sampling support "
+                    f"({SolverFamily.support_text(family)}).")
+        try:
+            tableau = SolverFamily.tableau(family, **params)
+        except ValueError as error:
+            return f"its tableau at {label} is invalid: {error}"
+        if tableau.stages != family.stages:
+            return f"it declares {family.stages} stages but its tableau at {label} has {tableau.stages}."
+        if family.adaptive and tableau.b_embedded is None:  # cannot happen: evaluate() checks the arity
+            return f"it declares an embedded order but its tableau at {label} has no embedded row."
+        tableaux.append(tableau)
+    named += support
+    A = np.stack([t.A for t in tableaux])
+    rows = [("order", lambda t: t.b, 1.0, True, family.order, "its tableau")]
+    if family.adaptive:
+        rows += [("embedded order", lambda t: t.b_embedded, 1.0, True, family.embedded_order, "its embedded row"),
+                 ("embedded order", lambda t: t.b - t.b_embedded, 1.0, False, family.embedded_order,
+                  "its error estimate b - b_embedded")]
+    for what, row, theta, target, declared, whose in rows:
+        orders, undecided = verified_orders(A, np.stack([row(t) for t in tableaux]), min(declared + 1, MAX_ORDER),
+                                            theta=theta, target=target)
+        # undecided beyond the declared order leaves the declared order verified (a lower bound)
+        wrong = np.flatnonzero((orders != declared) & (undecided == 0))
+        if wrong.size:
+            k = int(wrong[0])
+            return (f"it declares {what} {declared} but {whose} at {named[k][0]} has order {int(orders[k])} "
+                    f"(order conditions checked from rooted trees at {len(named)} points; narrow the support "
+                    f"to where the order holds).")
+        unsure = np.flatnonzero((undecided != 0) & (undecided <= declared))
+        if unsure.size:
+            k = int(unsure[0])
+            return (f"its {what} cannot be verified at {named[k][0]}: the order-{int(undecided[k])} conditions "
+                    f"cancel beyond float64 precision (coefficients too large). Narrow the support or widen "
+                    f"support_margin.")
+    with_mid = [k for k, t in enumerate(tableaux) if t.b_mid is not None]
+    if with_mid:
+        orders, _ = verified_orders(A[with_mid], np.stack([tableaux[k].b_mid for k in with_mid]), 1, theta=0.5)
+        if (orders < 1).any():
+            k = with_mid[int(np.flatnonzero(orders < 1)[0])]
+            return f"its dense-output weights b_mid at {named[k][0]} fail the first-order condition at the half step."
+    return None
 
 
 def _plain_numbers_pass(family: SolverFamily, params: Mapping[str, Any]) -> bool:

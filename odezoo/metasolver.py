@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import secrets
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -182,6 +182,11 @@ class MetaSolver:
     def _active(self) -> list[SolverSpec]:
         return self._override if self._override is not None else self._current
 
+    def known_specs(self) -> list[SolverSpec]:
+        """The solvers this MetaSolver can make active without drawing new parameters: its
+        member specs and its evaluation solver (a smoothing solver draws the rest)."""
+        return [s for s in (self.eval_spec,) if s is not None]
+
     def active_specs(self) -> list[SolverSpec]:
         """The specs the next solve will use (several for an ensemble or a ``using`` list)."""
         return list(self._active())
@@ -340,6 +345,14 @@ class MetaSolver:
         return f"{type(self).__name__}({self.mode}: {self.describe()})"
 
 
+def _unique(specs: list[SolverSpec]) -> list[SolverSpec]:
+    out = []
+    for spec in specs:
+        if spec not in out:
+            out.append(spec)
+    return out
+
+
 def _average(specs, weights, func, y0, t, adjoint, kwargs):
     out = None
     for weight, spec in zip(weights, specs):
@@ -360,6 +373,9 @@ class FixedSolver(MetaSolver):
         self.specs = [spec]
         self._current = [spec]
         self._log()
+
+    def known_specs(self) -> list[SolverSpec]:
+        return _unique([*self.specs, *super().known_specs()])
 
     def identity(self) -> dict:
         return {"mode": self.mode, "specs": [s.to_dict() for s in self.specs]}
@@ -382,6 +398,9 @@ class EnsembleSolver(MetaSolver):
         self.weights = validate_probabilities(weights, len(self.specs), "MetaSolver.ensemble weights")
         self._current = list(self.specs)
         self._log()
+
+    def known_specs(self) -> list[SolverSpec]:
+        return _unique([*self.specs, *super().known_specs()])
 
     def identity(self) -> dict:
         return {"mode": self.mode, "specs": [s.to_dict() for s in self.specs], "weights": list(self.weights)}
@@ -491,6 +510,9 @@ class SwitchingSolver(_RandomSolver):
         self.specs, self.probs, self._eval_spec = specs, probs, eval_spec
         self._start()
 
+    def known_specs(self) -> list[SolverSpec]:
+        return _unique([*self.specs, *super().known_specs()])
+
     def identity(self) -> dict:
         return {"mode": self.mode, "specs": [s.to_dict() for s in self.specs], "probs": list(self.probs),
                 "eval_spec": self.eval_spec.to_dict()}
@@ -529,7 +551,7 @@ class SmoothingSolver(_RandomSolver):
                  n_steps: int | None = None, step_size: float | None = None, seed: int | None = None,
                  rtol: float | None = None, atol: float | None = None):
         family = registry.get(method)
-        if isinstance(self, PerSampleSmoothingSolver) and getattr(family, "adaptive", False):
+        if isinstance(self, PerSampleSmoothingSolver) and family.adaptive:
             raise ValueError(f"MetaSolver.smoothing: {method} is adaptive, and adaptive methods take one "
                              f"parameter value per solve; use per_sample=False")
         where = f"MetaSolver.smoothing({method!r})"
@@ -578,6 +600,10 @@ class SmoothingSolver(_RandomSolver):
         if len(current) != 1 or spec.method != self.family.name or \
                 (spec.n_steps, spec.step_size) != (self._eval_spec.n_steps, self._eval_spec.step_size):
             return f"{[s.label() for s in current]} is not a {self.family.name} solver on this grid"
+        point = self.family.resolve(spec.params)
+        if any(isinstance(v, torch.Tensor) for v in point.values()) or not self.family.in_support(point):
+            return (f"its parameters {spec.label()} are not a point this configuration draws: {self.family.name}'s "
+                    f"sampling support is {self.family.support_text()}")
         return None
 
     def _unverifiable(self) -> str:

@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .direct import direct_solvable, solve_direct
+from . import inputs
+from .direct import DirectSolve, direct_solvable
 from .metasolver import MetaSolver
 from .sampling import validate_probabilities
 from .spec import SolverSpec
 
-__all__ = ["ODEBlock", "solver_blocks", "using_solver", "ensemble_predict"]
+__all__ = ["ODEBlock", "OdezooCompileWarning", "solver_blocks", "using_solver", "ensemble_predict"]
+
+
+class OdezooCompileWarning(UserWarning):
+    """Under ``torch.compile`` an ``ODEBlock``'s solver could not take the compiled path and runs
+    eagerly through ``odeint`` (same numbers, graph breaks); the message says why."""
 
 
 class _Counted(nn.Module):
@@ -43,55 +50,118 @@ class ODEBlock(nn.Module):
     ``nfe`` counts function evaluations since the last reset (``block.nfe = 0``); it does
     not count inside ``torch.compile``d code.
 
-    Under ``torch.compile`` a fixed-step family solver (scalar parameters, ``n_steps``) runs
-    through :func:`odezoo.direct.solve_direct`, plain tensor operations that compile into one
-    graph, instead of torchdiffeq's front end, which breaks the graph about twenty times per
-    solve; results agree with the ``odeint`` path to round-off.  ``direct=True`` takes that
-    path in eager mode too, ``direct=False`` never.
+    ``t`` goes through the one door (:func:`odezoo.inputs.times`): finite, strictly increasing
+    or decreasing, at least two times; a tensor keeps its dtype (a sequence of numbers becomes
+    float64, exactly), and the solve runs on it as given.
+
+    Under ``torch.compile`` a fixed-grid family solver with scalar parameters runs through
+    :class:`odezoo.direct.DirectSolve`, prepared on the host from ``t``'s values when the block
+    is built: the eager stepper's own step code, grid and interpolation as plain tensor
+    operations that compile into one graph (torchdiffeq's front end breaks the graph about
+    twenty times per solve), with the eager path's numbers for every ``t``.  Any other solver
+    runs eagerly through ``odeint`` and says so once (:class:`OdezooCompileWarning`).
+    ``direct=True`` takes the direct path in eager mode too (and refuses other solvers),
+    ``direct=False`` never.
     """
 
     def __init__(self, func, solver: MetaSolver | SolverSpec, t: Sequence[float] | torch.Tensor = (0.0, 1.0),
                  adjoint: bool = False, return_trajectory: bool = False, direct: bool | None = None):
         super().__init__()
         self.func = func
-        self.solver = MetaSolver.of(solver)
-        if adjoint and getattr(self.solver, "per_sample", False):
+        object.__setattr__(self, "_programs", {})  # prepared direct solves, by solver
+        self.solver = solver
+        if adjoint and self.solver.per_sample:
             raise ValueError("ODEBlock: adjoint=True cannot be used with MetaSolver.smoothing(per_sample=True) "
                              "(odeint_adjoint flattens the batch the per-sample parameters apply to); use "
                              "adjoint=False, or per_sample=False")
-        t = torch.as_tensor(t, dtype=torch.get_default_dtype())
-        if t.ndim != 1 or len(t) < 2:
-            raise ValueError(f"ODEBlock: t must hold at least two times, got {t.tolist()}")
+        t = inputs.times("ODEBlock", t, minimum=2)  # the one door: finite, strictly monotone; dtype kept
         self.register_buffer("t", t, persistent=False)
+        self._t_values = tuple(t.tolist())  # the direct path's grid is prepared from these, on the host
         self.adjoint = adjoint
         self.return_trajectory = return_trajectory
         self.direct = direct
         self.nfe = 0
         object.__setattr__(self, "_counted", _Counted(func, self))  # not a submodule
+        object.__setattr__(self, "_told", False)
+        self._prepare()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.t.to(dtype=x.dtype) if x.is_floating_point() else self.t
-        spec = self._direct_spec()
-        if spec is not None:
-            out = solve_direct(spec, self._counted, x, t)
+    @property
+    def solver(self) -> MetaSolver:
+        """The :class:`MetaSolver` (a :class:`SolverSpec` assigned here is wrapped in ``MetaSolver.fixed``)."""
+        return self._solver
+
+    @solver.setter
+    def solver(self, solver: MetaSolver | SolverSpec) -> None:
+        object.__setattr__(self, "_solver", MetaSolver.of(solver))
+        if hasattr(self, "_t_values"):
+            self._prepare()
+
+    def _prepare(self) -> None:
+        """Prepare the direct solve of every solver the MetaSolver can make active without a new
+        draw, now, outside any compiled graph (a smoothing draw is prepared on first use)."""
+        if self.direct is False or self.adjoint or self._solver.per_sample:
+            return
+        for spec in self._solver.known_specs():
+            if direct_solvable(spec):
+                self._program_for(spec)
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to()``, ``.float()``, ``.double()``, ...: ``t`` may change dtype; prepare for the new one."""
+        out = super()._apply(fn, *args, **kwargs)
+        self._prepare()
+        return out
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """The final state (or, with ``return_trajectory``, the states at every time) from ``x``.
+
+        ``t`` of shape ``(T, batch)`` integrates each sample over its own times instead of the
+        block's ``t`` (:func:`odezoo.odeint` with per-sample times; fixed-grid families, eagerly);
+        the states come back with shape ``(T, batch, ...)``, the last of each sample at ``[-1]``."""
+        if t is not None:
+            if self.adjoint:
+                raise ValueError("ODEBlock: per-sample times do not work with adjoint=True yet (odeint_adjoint "
+                                 "integrates one shared t); use adjoint=False")
+            out = self.solver.solve(self._counted, x, t)
+            return out if self.return_trajectory else out[-1]
+        program = self._direct_program()
+        if program is not None:
+            out = program(self._counted, x)
             return out if self.return_trajectory else out[-1]
         kwargs = {}
         if self.adjoint:
             kwargs["adjoint_params"] = tuple(p for p in self.func.parameters()) if isinstance(self.func, nn.Module) else ()
-        out = self.solver.solve(self._counted, x, t, adjoint=self.adjoint, **kwargs)
+        out = self.solver.solve(self._counted, x, self.t, adjoint=self.adjoint, **kwargs)
         return out if self.return_trajectory else out[-1]
 
-    def _direct_spec(self) -> SolverSpec | None:
-        """The spec to solve with :func:`solve_direct`, or None for the ``odeint`` path."""
-        if self.adjoint or self.direct is False or not (self.direct or torch.compiler.is_compiling()):
+    def _direct_program(self) -> DirectSolve | None:
+        """The prepared solve of the direct path, or None for the ``odeint`` path.  Under
+        ``torch.compile`` a solver the direct path cannot run is said once
+        (:class:`OdezooCompileWarning`) and runs eagerly through ``odeint``, with the same numbers."""
+        compiling = torch.compiler.is_compiling()
+        if self.adjoint or self.direct is False or not (self.direct or compiling):
             return None
         specs = self.solver.active_specs()
         if len(specs) != 1 or not direct_solvable(specs[0]) or self.solver.per_sample:
             if self.direct:
-                raise ValueError(f"ODEBlock(direct=True) needs one fixed-step family solver with scalar parameters "
-                                 f"and n_steps; the active solver is {self.solver.describe()}")
+                raise ValueError(f"ODEBlock(direct=True) needs one fixed-grid family solver with scalar parameters; "
+                                 f"the active solver is {self.solver.describe()}")
+            if not self._told:
+                object.__setattr__(self, "_told", True)
+                warnings.warn(f"ODEBlock: under torch.compile, {self.solver.describe()} runs through odeint "
+                              f"eagerly (graph breaks): the compiled path takes one fixed-grid family solver with "
+                              f"scalar parameters", OdezooCompileWarning, stacklevel=2)
             return None
-        return specs[0]
+        return self._program_for(specs[0])
+
+    def _program_for(self, spec: SolverSpec) -> DirectSolve:
+        """The prepared direct solve of ``spec`` over this block's times (kept per solver)."""
+        key = (spec.method, tuple(sorted(spec.params.items())), spec.n_steps, spec.step_size, self.t.dtype)
+        program = self._programs.get(key)
+        if program is None:
+            program = self._programs[key] = DirectSolve(spec, torch.tensor(self._t_values, dtype=self.t.dtype))
+            if len(self._programs) > 64:
+                self._programs.pop(next(iter(self._programs)))
+        return program
 
     def extra_repr(self) -> str:
         return f"solver={self.solver.describe()}, t={self.t.tolist()}, adjoint={self.adjoint}"

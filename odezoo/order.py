@@ -12,8 +12,8 @@ from itertools import combinations_with_replacement
 
 import numpy as np
 
-__all__ = ["rooted_trees", "density", "elementary_weight", "order_residuals", "verified_orders",
-           "ORDER_RTOL", "ORDER_RESOLUTION"]
+__all__ = ["rooted_trees", "density", "elementary_weight", "order_residuals", "verified_orders", "dense_weights",
+           "ORDER_RTOL", "ORDER_RESOLUTION", "ORDER_ROUNDING", "MAX_ORDER"]
 
 # A rooted tree is the sorted tuple of its root's subtrees; () is the single vertex.
 Tree = tuple
@@ -92,15 +92,29 @@ def order_residuals(A: np.ndarray, b: np.ndarray, order: int) -> list[tuple[Tree
 
 
 # ---------------------------------------------------------------------------- the order check
-#: A condition holds when |Φ(t) − 1/γ(t)| <= ORDER_RTOL · (Φ_abs(t) + 1/γ(t)), where Φ_abs is
-#: the elementary weight of (|A|, |b|): the sum of the absolute values of Φ's terms, which
+#: The one tolerance policy, for every weight row of every tableau (a method's ``b``, an
+#: embedded ``b̂``, an error estimate ``b − b̂``, dense-output weights at θ):
+#: a condition holds when |Φ(t) − target| <= ORDER_RTOL · (Φ_abs(t) + θ^|t|/γ(t)), where Φ_abs
+#: is the elementary weight of (|A|, |b|): the sum of the absolute values of Φ's terms, which
 #: bounds how far rounding (in the coefficients and in evaluating Φ) can move Φ.  Evaluating Φ
-#: costs at most ~30 roundings (≈ 3e-15 relative to Φ_abs); on the built-in families, near
-#: their singular sets too, conditions that hold stay below 1.3e-13.
+#: costs at most a few dozen roundings (≈ 1e-14 relative to Φ_abs for 9-vertex trees); on the
+#: built-in families, near their singular sets too, conditions that hold stay below 1.3e-13,
+#: and published 16-digit pairs (Tsitouras 5(4), DOP853) below 5e-13.
 ORDER_RTOL = 1e-12
-#: A condition is decidable when that tolerance is at most this fraction of 1/γ(t): beyond it
-#: float64 cannot tell a condition that holds from one missed by a relative ORDER_RESOLUTION.
+#: A condition that holds is decided when that tolerance is at most this fraction of θ^|t|/γ(t)
+#: (float64 can then tell it from one missed by a relative ORDER_RESOLUTION) ...
 ORDER_RESOLUTION = 1e-2
+#: ... or when its residual is at the level of float64 rounding of its terms, |Φ − target| <=
+#: ORDER_ROUNDING · (Φ_abs + θ^|t|/γ): the tableau then meets the condition as exactly as float64
+#: can state it (what a published tableau rounded to float64 does: DOP853's conditions of 6 to 8
+#: vertices cancel terms 1e10 to 1e14 times the target, with residuals below 1e-17 of Φ_abs),
+#: and a tableau that misses it by more than rounding is told apart.  Near a family's singular
+#: sets, where the formula's own rounding leaves residuals up to ~1e-13, such conditions stay
+#: undecided and the order check says so.
+ORDER_ROUNDING = 1e-15
+#: Orders are computed up to this many tree vertices (DOP853-class pairs need 8, and 9 to see
+#: that they stop).
+MAX_ORDER = 10
 
 
 def _batched_weights(tree: Tree, A: np.ndarray, memo: dict) -> np.ndarray:
@@ -114,18 +128,22 @@ def _batched_weights(tree: Tree, A: np.ndarray, memo: dict) -> np.ndarray:
     return weights
 
 
-def verified_orders(A, b, max_order: int) -> tuple[np.ndarray, np.ndarray]:
-    """The order of each tableau of a batch, and where it cannot be decided in float64.
+def verified_orders(A, b, max_order: int = MAX_ORDER, *, theta: float = 1.0,
+                    target: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The order of a weight row of each tableau of a batch, and where float64 cannot decide it.
 
     ``A`` has shape (n, s, s) or (s, s), ``b`` (n, s) or (s,).  Returns ``(orders,
     undecided)``, integer arrays of shape (n,): ``orders[k]`` is the highest p ≤ ``max_order``
-    such that every rooted tree with at most p vertices satisfies its condition
-    |Φ(t) − 1/γ(t)| <= ORDER_RTOL · (Φ_abs(t) + 1/γ(t)) (see ``ORDER_RTOL``).  Where the
-    answer depends on a condition that is met only within a tolerance larger than
-    ``ORDER_RESOLUTION / γ(t)``, or where an elementary weight overflows, ``undecided[k]`` is
-    the number of vertices p of that condition (0 otherwise) and ``orders[k]`` is p − 1, a
-    lower bound.  A condition that fails by more than its tolerance is decided however
-    large the coefficients are: a failure is never reported as undecided.
+    such that every rooted tree t with at most p vertices satisfies Φ(t) = θ^|t|/γ(t) (with
+    ``target=False``: Φ(t) = 0, the conditions an error estimate ``b − b̂`` must meet) within
+    the tolerance of ``ORDER_RTOL``.  ``theta`` ≠ 1 checks dense-output weights at the point
+    θ of the step.  Where the answer depends on a condition that is met only within a
+    tolerance larger than ``ORDER_RESOLUTION · θ^|t|/γ(t)`` and not to float64 rounding
+    (``ORDER_ROUNDING``), or where an elementary weight overflows, ``undecided[k]`` is the number of vertices p of that condition (0 otherwise)
+    and ``orders[k]`` is p − 1, a lower bound.  A condition that fails by more than its
+    tolerance is decided however large the coefficients are: a failure is never reported as
+    undecided.  This is the one order engine: tableaux, families and their registration all
+    come here.
     """
     A = np.asarray(A, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -144,13 +162,15 @@ def verified_orders(A, b, max_order: int) -> tuple[np.ndarray, np.ndarray]:
             fails = np.zeros(n, dtype=bool)
             unsure = np.zeros(n, dtype=bool)
             for tree in rooted_trees(p):
-                target = 1.0 / density(tree)
+                scale = theta ** p / density(tree)
+                goal = scale if target else 0.0
                 phi = np.einsum("ni,ni->n", b, _batched_weights(tree, A, memo))
                 phi_abs = np.einsum("ni,ni->n", absb, _batched_weights(tree, absA, memo_abs))
-                tol = ORDER_RTOL * (phi_abs + target)
-                residual = np.abs(phi - target)
+                tol = ORDER_RTOL * (phi_abs + scale)
+                residual = np.abs(phi - goal)
                 fails |= residual > tol  # False for NaN and for inf tolerances
-                unsure |= ~(np.isfinite(phi) & (tol <= ORDER_RESOLUTION * target))
+                unsure |= ~(np.isfinite(phi) & ((tol <= ORDER_RESOLUTION * scale)
+                                                | (residual <= ORDER_ROUNDING * (phi_abs + scale))))
             failing = active & fails
             orders[failing] = p - 1
             stuck = active & ~fails & unsure
@@ -159,3 +179,21 @@ def verified_orders(A, b, max_order: int) -> tuple[np.ndarray, np.ndarray]:
             active &= ~(fails | unsure)
             orders[active] = p
     return orders, undecided
+
+
+def dense_weights(A, order: int = 4, theta: float = 0.5) -> list[float]:
+    """Dense-output weights at ``theta`` from the order conditions: the smallest ``b(θ)`` with
+    ``Σ b_i(θ) Φ_i(t) = θ^|t|/γ(t)`` for every tree with ≤ ``order`` vertices (least squares).
+    ``ValueError`` if the stages cannot satisfy them.  For pairs without a published
+    interpolant that fits torchdiffeq's quartic (e.g. DOP853, whose own needs extra stages)."""
+    A = np.asarray(A, dtype=np.float64)
+    rows, rhs = [], []
+    for p in range(1, order + 1):
+        for tree in rooted_trees(p):
+            rows.append(_stage_weights(tree, A))
+            rhs.append(theta ** p / density(tree))
+    weights, *_ = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)
+    reached, _ = verified_orders(A, weights, order, theta=theta)
+    if int(reached[0]) < order:
+        raise ValueError(f"no dense-output weights of order {order} at theta={theta} exist for these stages")
+    return [float(x) for x in weights]

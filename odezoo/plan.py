@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from . import inputs
 from .family import SolverFamily
 
 __all__ = ["StepPlan", "float_plan", "make_plan", "cast_limit", "coefficient_limit", "check_coefficient_size",
@@ -51,7 +53,8 @@ def float_plan(family: SolverFamily, key: tuple[float, ...]) -> StepPlan:
     """The validated plan of ``family`` at the parameter values ``key`` (in ``family.params``
     order).  Cached: a solver whose parameters repeat (fixed, switching, evaluation) builds
     it once; a smoothed solver builds one per draw, in plain Python, a few microseconds."""
-    A, b, c = family.checked_coefficients(key)
+    tableau = family.tableau(**dict(zip(family.params, key)))
+    A, b, c = tableau.A.tolist(), tableau.b.tolist(), tableau.c.tolist()
     largest = max(abs(x) for x in (*(x for row in A for x in row), *b, *c))
     return StepPlan(rows=tuple(_nonzero(A[i][:i]) for i in range(1, len(c))),
                     weights=_nonzero(b), nodes=tuple(c), largest=largest)
@@ -81,20 +84,6 @@ def coefficient_limit(dtype: torch.dtype) -> float:
     (stage sums keep their digits) — about 51 in float16, 6.4 in bfloat16, 4.2e5 in float32
     and 2.3e14 in float64."""
     return min(cast_limit(dtype), PRECISION_LOSS_LIMIT / float(torch.finfo(dtype).eps))
-
-
-def _coefficient_dtype(family: SolverFamily, y0: torch.Tensor) -> torch.dtype:
-    """The real dtype coefficients take for the state ``y0``; ValueError for states that
-    Runge–Kutta stages cannot represent (integer and bool tensors)."""
-    dtype = y0.dtype
-    if dtype.is_floating_point:
-        return dtype
-    if dtype.is_complex:
-        return dtype.to_real()
-    raise ValueError(
-        f"method {family.name!r}: the state y0 has dtype {dtype}, but Runge–Kutta stages are "
-        f"fractional combinations of the state, so an integer or bool state would be truncated. "
-        f"Pass a floating-point state, e.g. y0.float() or y0.double() (complex states work too).")
 
 
 def check_coefficient_size(method: str, largest: float, dtype: torch.dtype, params) -> None:
@@ -129,39 +118,54 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
     sums would cancel away the step's digits).  Integer and bool states are refused with a
     ``ValueError``.
     """
-    dtype = _coefficient_dtype(family, y0)
+    where = f"method {family.name!r}"
     resolved = family.resolve(params)
     tensors = {}
     for name, value in resolved.items():
+        if type(value) is float:  # the common case; a non-finite float is refused by the tableau's check
+            continue
+        value = resolved[name] = inputs.parameter(name, value)
         if isinstance(value, torch.Tensor):
             if value.ndim == 0 and not value.requires_grad:
-                resolved[name] = float(value)
-            elif value.ndim in (0, 1):
-                tensors[name] = value
+                resolved[name] = inputs.real_number(f"parameter {name}", value, tensor=True)
             else:
-                raise ValueError(f"{family.name}: parameter {name} must be a number, a 0-dim tensor or "
-                                 f"a tensor of shape (batch,); got shape {tuple(value.shape)}")
-        elif not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValueError(f"{family.name}: parameter {name} must be a number or a tensor, got {value!r}")
+                tensors[name] = value
+    batch = inputs.per_sample_batch(tensors, where) if tensors else None
+    inputs.state(where, y0, batch)
+    dtype = y0.dtype.to_real()
 
     if not tensors:
-        plan = float_plan(family, tuple(float(resolved[p]) for p in family.params))
+        plan = float_plan(family, tuple(resolved[p] for p in family.params))
         check_coefficient_size(family.name, plan.largest, dtype, resolved)
         return plan
+    if any(value.requires_grad for value in tensors.values()):  # a plan in an autograd graph: never kept
+        return _tensor_plan(family, resolved, tensors, batch, y0, dtype)
+    # Per-sample values without a gradient: the checked plan is kept while the very same tensors
+    # (held here, so their identity cannot be reused) are unmodified — their version counters are
+    # checked on every reuse, as for prepared grids.  New values are always checked in full.
+    key = (family, tuple((name, id(value)) for name, value in tensors.items()),
+           tuple((name, value) for name, value in resolved.items() if name not in tensors),
+           dtype, y0.device, y0.ndim)
+    kept = _PLANS.get(key)
+    if kept is not None and all(value._version == version for value, version in kept[0]):
+        _PLANS.move_to_end(key)
+        return kept[1]
+    plan = _tensor_plan(family, resolved, tensors, batch, y0, dtype)
+    _PLANS[key] = (tuple((value, value._version) for value in tensors.values()), plan)
+    if len(_PLANS) > PLAN_CACHE_SIZE:
+        _PLANS.popitem(last=False)
+    return plan
 
-    batch = None
-    for name, value in tensors.items():
-        if value.ndim == 1:
-            if batch is not None and value.shape[0] != batch:
-                raise ValueError(f"{family.name}: per-sample parameters disagree on the batch size "
-                                 f"({batch} vs {value.shape[0]} for {name})")
-            batch = value.shape[0]
-    if batch is not None and (y0.ndim == 0 or y0.shape[0] != batch):
-        raise ValueError(
-            f"{family.name}: per-sample parameters of shape ({batch},) apply along dim 0 of y0, but "
-            f"the state has shape {tuple(y0.shape)}. Pass one tensor y0 whose dim 0 is the batch "
-            f"(tuples of states and odeint_adjoint's augmented state are flattened, so per-sample "
-            f"parameters need plain odeint with a tensor state).")
+
+#: per-sample plans kept by the identity and version of their parameter tensors; least recently used first
+_PLANS: "OrderedDict[tuple, tuple]" = OrderedDict()
+PLAN_CACHE_SIZE = 8
+
+
+def _tensor_plan(family: SolverFamily, resolved: dict, tensors: dict, batch: int | None, y0: torch.Tensor,
+                 dtype: torch.dtype) -> StepPlan:
+    """The plan for tensor parameters (per-sample, differentiable or both), checked in float64."""
+
     # One validation path: the values on the host in float64, every sample checked at once.
     host = {name: (value.detach().to("cpu", torch.float64).numpy() if name in tensors else float(value))
             for name, value in resolved.items()}
@@ -176,7 +180,7 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
             value = value.to(dtype=torch.float64, device=y0.device)
             resolved[name] = value.reshape(broadcast) if value.ndim == 1 else value
         try:
-            A, b, c = family._evaluate(resolved)
+            A, b, c = family.evaluate(resolved)[:3]
         except ValueError as error:
             raise ValueError(f"{family.name}: with tensor parameters that need a gradient, {error}. "
                              f"Formulas must work on tensors too: + - * / with Python numbers.") from None

@@ -31,26 +31,28 @@ import warnings
 import weakref
 from typing import Any
 
-import numpy as np
 import pluggy
 
 from . import _torchdiffeq_bridge as bridge
 from . import hookspecs
-from .family import SolverFamily, support_points
-from .order import verified_orders
+from .adaptive import EmbeddedRKSolver
+from .family import SolverFamily, verify_family
 from .stepper import ParameterizedRKSolver
-from .tableau import MAX_CHECKED_ORDER
 
-__all__ = ["ENTRY_POINT_GROUP", "DISABLE_AUTOLOAD_ENV", "OdezooPluginWarning", "Registry", "verify_family"]
+__all__ = ["ENTRY_POINT_GROUP", "DISABLE_AUTOLOAD_ENV", "BUILTIN_FAMILY_MODULES", "OdezooPluginWarning", "Registry"]
 
 ENTRY_POINT_GROUP = "odezoo"
 DISABLE_AUTOLOAD_ENV = "ODEZOO_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PROVIDER = "odezoo (built-in)"
+#: The built-in families, one module each under ``odezoo/families/``, listed once; loaded by
+#: name (the core imports no family) and registered through the same hook as third-party ones.
+BUILTIN_FAMILY_MODULES = tuple(f"odezoo.families.{name}" for name in (
+    "rk2_u", "rk3_uv", "rk4_u1", "rk4_u2", "rk4_u3", "rk4_uv", "rk2_u_adaptive", "tsit5", "dop853"))
 HOOK = "odezoo_register_families"
 
-# What a plugin may raise while it loads or runs and still leave odezoo working.  Not
-# KeyboardInterrupt: the user asked to stop.
-_PLUGIN_ERRORS = (Exception, SystemExit)
+# A plugin may raise anything at all while it loads or runs — any BaseException subclass
+# (SystemExit, GeneratorExit, its own) — and odezoo still works; only KeyboardInterrupt
+# passes through: the user asked to stop.
 
 
 class OdezooPluginWarning(UserWarning):
@@ -73,7 +75,9 @@ class Registry:
         for module_name in builtin_modules:
             try:
                 module = importlib.import_module(module_name)
-            except _PLUGIN_ERRORS as error:  # a broken built-in must not hide the others
+            except KeyboardInterrupt:  # the user asked to stop
+                raise
+            except BaseException as error:  # a broken built-in must not hide the others
                 self._warn(f"built-in plugin {module_name} failed to import: {error!r}")
                 self._reserved[module_name.rpartition(".")[2]] = BUILTIN_PROVIDER
                 continue
@@ -92,7 +96,9 @@ class Registry:
     def _load_entry_points(self) -> None:
         try:
             distributions = list(importlib.metadata.distributions())
-        except _PLUGIN_ERRORS as error:
+        except KeyboardInterrupt:  # the user asked to stop
+            raise
+        except BaseException as error:
             self._warn(f"the installed distributions could not be listed, so no third-party plugin "
                        f"is loaded: {error!r}")
             return
@@ -103,7 +109,9 @@ class Registry:
                 dist_name = dist.metadata["Name"] or "?"
                 label = f"{dist_name} {dist.version}"
                 entry_points = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
-            except _PLUGIN_ERRORS as error:
+            except KeyboardInterrupt:  # the user asked to stop
+                raise
+            except BaseException as error:
                 self._warn(f"a distribution's metadata could not be read ({error!r}); its odezoo "
                            f"plugins, if any, are skipped. Reinstall it.")
                 continue
@@ -120,7 +128,9 @@ class Registry:
                 claimed[entry_point.name] = label
                 try:
                     plugin = entry_point.load()
-                except _PLUGIN_ERRORS as error:
+                except KeyboardInterrupt:  # the user asked to stop
+                    raise
+                except BaseException as error:
                     self._warn(f"plugin {entry_point.name!r} from {label} failed to load and is skipped: "
                                f"{error!r}. Reinstall or uninstall that package.")
                     continue
@@ -141,7 +151,9 @@ class Registry:
                 return (f"{refused}: the same object is already registered as plugin {other!r} "
                         f"({self._providers.get(other, other)}).")
             registered = self.pm.register(plugin, name=name)
-        except _PLUGIN_ERRORS as error:  # pluggy.PluginValidationError: e.g. an unknown hook argument
+        except KeyboardInterrupt:  # the user asked to stop
+            raise
+        except BaseException as error:  # pluggy.PluginValidationError: e.g. an unknown hook argument
             return f"{refused}: {_reason(error)}"
         if registered is None:
             return f"{refused}: the name {name!r} is blocked in odezoo's plugin manager."
@@ -242,7 +254,9 @@ class Registry:
                     problem = self._check(family, _provider, collected, _offered, reserved)
                     if not problem:
                         _offered[family.name] = dataclasses.replace(family, provider=_provider)
-                except _PLUGIN_ERRORS as error:
+                except KeyboardInterrupt:  # the user asked to stop
+                    raise
+                except BaseException as error:
                     problem = (f"family {_name_of(family)!r} from {_provider!r} is refused: checking it "
                                f"raised {_reason(error)}")
                 if problem:
@@ -252,7 +266,9 @@ class Registry:
 
             try:
                 returned = impl.function(**{arg: register for arg in impl.argnames})
-            except _PLUGIN_ERRORS as error:
+            except KeyboardInterrupt:  # the user asked to stop
+                raise
+            except BaseException as error:
                 self._warn(f"plugin {provider!r} raised {error!r} while registering its families; "
                            f"it is skipped.")
                 continue
@@ -285,14 +301,7 @@ class Registry:
         if name in reserved and reserved[name] != provider:
             return (f"family {name!r} from {provider!r} is refused: the name belongs to a built-in family "
                     f"({reserved[name]}), even though that built-in is unavailable. Rename the family.")
-        self_check = getattr(family, "registration_problem", None)  # a family kind that verifies itself:
-        if self_check is not None:                                 # embedded pairs (both rows, orders > 6)
-            reason = self_check()
-            if reason is None and not family.in_support(family.defaults):
-                reason = (f"its defaults {family.defaults} lie outside its sampling support "
-                          f"({family.support_text()}).")
-        else:
-            reason = _verification(family)
+        reason = _verification(family)
         return f"family {name!r} from {provider!r} is refused: {reason}" if reason else None
 
     def _warn(self, message: str) -> None:
@@ -315,7 +324,9 @@ class Registry:
 def _name_of(family) -> Any:
     try:
         return family.name
-    except _PLUGIN_ERRORS:
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
         return "?"
 
 
@@ -329,8 +340,7 @@ _verified: "weakref.WeakKeyDictionary[SolverFamily, str | None]" = weakref.WeakK
 
 def _verification(family: SolverFamily) -> str | None:
     """Why ``family`` fails its numeric checks (without the "family ... is refused" prefix),
-    or None.  The declared stages and order must hold at the defaults, at every named member
-    and at every point of :func:`odezoo.family.support_points` — the sampling support."""
+    or None (:func:`odezoo.family.verify_family`)."""
     try:
         return _verified[family]
     except (KeyError, TypeError):
@@ -343,72 +353,14 @@ def _verification(family: SolverFamily) -> str | None:
     return reason
 
 
-def verify_family(family: SolverFamily) -> str | None:
-    """Why ``family`` cannot be registered (its stages, or its order at the defaults, the
-    members and points across its sampling support, differ from what it declares), or None."""
-    try:
-        tableau = family.tableau()
-        members = {member: family.tableau(**params) for member, params in family.members.items()}
-    except ValueError as error:
-        return f"its defaults or members are invalid: {error}"
-    if tableau.stages != family.stages:
-        return f"it declares {family.stages} stages but its tableau has {tableau.stages}."
-    for label, tab in [("defaults", tableau), *members.items()]:
-        if tab.stages != family.stages:
-            return f"it declares {family.stages} stages but its tableau at {label} has {tab.stages}."
-        try:
-            order = tab.order()
-        except ValueError as error:
-            return f"its order at {label} cannot be verified: {error}"
-        if order != family.order:
-            return (f"it declares order {family.order} but its tableau at {label} has order {order} "
-                    f"(order conditions checked from rooted trees).")
-    if not family.in_support(family.defaults):
-        return (f"its defaults {family.defaults} lie outside its sampling support "
-                f"({family.support_text()}).")
-    points = support_points(family)
-    As, bs = [], []
-    for point in points:
-        shown = _shown(point)
-        try:
-            A, b, _ = family.checked_coefficients(tuple(point[p] for p in family.params))
-        except ValueError as error:
-            return f"its tableau at {shown}, a point of its sampling support, is invalid: {error}"
-        if len(b) != family.stages:
-            return (f"it declares {family.stages} stages but its tableau at {shown} (in its sampling "
-                    f"support) has {len(b)}.")
-        As.append(A)
-        bs.append(b)
-    if not points:
-        return None
-    orders, undecided = verified_orders(np.array(As), np.array(bs), MAX_CHECKED_ORDER)
-    wrong = np.flatnonzero((orders != family.order) & (undecided == 0))
-    if wrong.size:
-        k = int(wrong[0])
-        return (f"it declares order {family.order} but its tableau at {_shown(points[k])}, a point of its "
-                f"sampling support ({family.support_text()}), has order {int(orders[k])} (order "
-                f"conditions checked from rooted trees at {len(points)} points of the support). Narrow "
-                f"the support to where the order holds.")
-    unsure = np.flatnonzero(undecided != 0)
-    if unsure.size:
-        k = int(unsure[0])
-        return (f"its order cannot be verified at {_shown(points[k])}, a point of its sampling support "
-                f"({family.support_text()}): the order-{int(undecided[k])} conditions cancel beyond float64 "
-                f"precision (coefficients too large). Narrow the support or widen support_margin.")
-    return None
-
-
-def _shown(point) -> str:
-    return ", ".join(f"{p}={v:.6g}" for p, v in point.items()) or "its defaults"
-
-
 def _solver_class(family: SolverFamily) -> type:
-    make = getattr(family, "solver_class", None)  # a family kind with its own solver (adaptive pairs)
-    if make is not None:
-        return make()
-    return type(f"{family.name}_solver", (ParameterizedRKSolver,), {
-        "family": family, "order": family.order,
-        "__doc__": f"torchdiffeq fixed-grid solver for the {family.name!r} family.",
+    """The torchdiffeq solver class of ``family``, from its data: an embedded pair
+    (``embedded_order`` set) is adaptive, every other family fixed-grid."""
+    base, order, kind = ((EmbeddedRKSolver, family.embedded_order + 1, "adaptive") if family.adaptive
+                         else (ParameterizedRKSolver, family.order, "fixed-grid"))
+    return type(f"{family.name}_solver", (base,), {
+        "family": family, "order": order,
+        "__doc__": f"torchdiffeq {kind} solver for the {family.name!r} family.",
         "__module__": __name__,
     })
 

@@ -1,86 +1,44 @@
 """``SolverSpec``: one concrete solver — a method, its parameters and a time grid."""
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torchdiffeq import odeint_adjoint
 
 from . import _torchdiffeq_bridge as bridge
-from .family import as_real
+from . import inputs
 from .frontend import odeint
 from .registry import registry
 
 __all__ = ["SolverSpec", "uniform_grid", "check_parameter", "check_n_steps", "check_step_size", "is_adaptive"]
 
 
-# The checks below are the one door for values that enter a solver: SolverSpec, the
-# MetaSolver factories, the recipes' config schema and their flags all call them, so a bad
-# value gets the same message whichever way it came in.
+# The checks of a value that enters a solver live in odezoo.inputs, the one door: SolverSpec,
+# the MetaSolver factories, the recipes' config schema, their flags and the solvers themselves
+# all call them, so a bad value gets the same message whichever way it came in.
 
 def _describe(value) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
 def check_parameter(name: str, value, *, per_sample: bool = True):
-    """A solver parameter as it will be used: a real scalar becomes a Python ``float``
-    (``int``, ``np.float32``, ``np.int64``, ``Fraction``, a one-element 0-dim array, ...);
-    a real tensor is kept (0-dim, or ``(batch,)`` per-sample values when ``per_sample``); a
-    1-D NumPy array becomes a float64 tensor.  Strings, bools, complex values, other
-    shapes and other types raise a ``ValueError`` naming ``name`` and saying what to pass."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"parameter {name} must be a real number, got {_describe(value)}")
-    if isinstance(value, (str, bytes)):
-        raise ValueError(f"parameter {name} must be a number, got the text {value!r}; "
-                         f"parse text first, e.g. odezoo.parsing.parse_number({value!r})")
-    if isinstance(value, (complex, np.complexfloating)):
-        raise ValueError(f"parameter {name} must be a real number, got the complex value {value!r}")
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "iuf":
-            raise ValueError(f"parameter {name} must hold real numbers, got an array of dtype {value.dtype}")
-        value = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float64))
-    if isinstance(value, torch.Tensor):
-        if value.is_complex() or value.dtype == torch.bool:
-            raise ValueError(f"parameter {name} must be real, got a tensor of dtype {value.dtype}")
-        if value.ndim > 1 or (value.ndim == 1 and not per_sample):
-            expected = "a number, a 0-dim tensor or a tensor of shape (batch,)" if per_sample else "a number"
-            raise ValueError(f"parameter {name} must be {expected}; got a tensor of shape {tuple(value.shape)}")
-        if value.ndim == 1 and value.numel() == 0:
-            raise ValueError(f"parameter {name}: per-sample values need at least one sample, got an empty tensor")
-        return value
-    if isinstance(value, numbers.Real):
-        try:
-            result = float(value)
-        except (OverflowError, ValueError):
-            raise ValueError(f"parameter {name} must be a finite real number, got {value!r}") from None
-        return result
-    raise ValueError(f"parameter {name} must be a real number or a tensor, got {_describe(value)}")
+    """A solver parameter as it will be used (:func:`odezoo.inputs.parameter`): a real scalar
+    becomes a Python ``float``; a real tensor is kept (0-dim, or ``(batch,)`` per-sample values
+    when ``per_sample``); a 1-D NumPy array becomes a float64 tensor.  Strings, bools, complex
+    values, non-finite numbers, other shapes and other types raise a ``ValueError`` naming ``name``."""
+    return inputs.parameter(name, value, per_sample=per_sample)
 
 
 def check_n_steps(value) -> int:
     """``n_steps`` as an ``int`` >= 1 (a whole float such as ``8.0`` is accepted)."""
-    if not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real):
-        try:
-            if float(value) == int(value) and int(value) >= 1:
-                return int(value)
-        except (OverflowError, ValueError):
-            pass
-    raise ValueError(f"n_steps must be a positive integer, got {_describe(value)}")
+    return inputs.whole_number("n_steps", value, low=1)
 
 
 def check_step_size(value) -> float:
     """``step_size`` as a finite ``float`` > 0."""
-    if not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real):
-        result = float(value)
-        if math.isfinite(result) and result > 0:
-            return result
-    raise ValueError(f"step_size must be a positive, finite number, got {_describe(value)}")
+    return inputs.positive_number("step_size", value)
 
 
 def is_adaptive(method: str) -> bool:
@@ -88,7 +46,8 @@ def is_adaptive(method: str) -> bool:
     (``dopri5``, ...) or a registered adaptive family (``tsit5``, ...) — so ``n_steps`` and
     ``step_size`` do not apply."""
     if method not in bridge.TORCHDIFFEQ_METHODS:
-        return bool(getattr(registry.families().get(method), "adaptive", False))
+        family = registry.families().get(method)
+        return family is not None and family.adaptive
     solver = bridge.installed(method)
     return not (isinstance(solver, type) and issubclass(solver, bridge.FixedGridODESolver))
 
@@ -144,35 +103,33 @@ class SolverSpec:
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
         object.__setattr__(self, "params", params)
-        object.__setattr__(self, "_coefficients", None)
+        object.__setattr__(self, "_tableau", None)
         for name in ("rtol", "atol"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                                          and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{where}: {name} must be a non-negative number, got {_describe(value)}")
-        lengths = {name: v.shape[0] for name, v in params.items() if isinstance(v, torch.Tensor) and v.ndim == 1}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"{where}: per-sample parameters must all have one value per sample (the same "
-                             f"length), got lengths {lengths}")
+            if value is not None:
+                number = inputs.real_number(f"{where}: {name}", value)
+                if number < 0:
+                    raise ValueError(f"{where}: {name} must be a non-negative number, got {_describe(value)}")
+                object.__setattr__(self, name, number)
+        batch = inputs.per_sample_batch(params, where)
         if is_adaptive(self.method) and (self.n_steps is not None or self.step_size is not None):
             raise ValueError(f"{where}: {self.method} is an adaptive method (it chooses its own steps), so "
                              f"n_steps and step_size do not apply; give rtol/atol instead (or leave them out), "
                              f"or use a fixed-grid method")
         family = registry.families().get(self.method)
-        if family is not None and getattr(family, "adaptive", False):
-            if any(isinstance(v, torch.Tensor) and v.numel() != 1 for v in self.params.values()):
-                raise ValueError(f"SolverSpec({self.method!r}): adaptive methods take one value per parameter, "
-                                 f"not per-sample tensors")
+        if family is not None and family.adaptive:
+            if any(isinstance(v, torch.Tensor) and (v.numel() != 1 or v.requires_grad) for v in params.values()):
+                raise ValueError(f"{where}: adaptive methods take one number per parameter, not per-sample "
+                                 f"tensors or tensors that require a gradient")
         elif family is not None and (self.rtol is not None or self.atol is not None):
-            raise ValueError(f"SolverSpec({self.method!r}): {self.method} is a fixed-grid family; rtol/atol "
+            raise ValueError(f"{where}: {self.method} is a fixed-grid family; rtol/atol "
                              f"apply to adaptive methods only (give n_steps or step_size)")
         if family is not None:
-            resolved = family.resolve(self.params)  # unknown names -> ValueError
-            if lengths or any(isinstance(v, torch.Tensor) and v.requires_grad for v in self.params.values()):
+            resolved = family.resolve(params)  # unknown names -> ValueError
+            if batch is not None or any(isinstance(v, torch.Tensor) and v.requires_grad for v in params.values()):
                 family.check(resolved)
             else:  # singular points -> ValueError now, not mid-training
-                object.__setattr__(self, "_coefficients", family.checked_coefficients(
-                    tuple(as_real(family.name, p, resolved[p]) for p in family.params)))
+                object.__setattr__(self, "_tableau", family.tableau(**resolved))
         elif self.method in bridge.TORCHDIFFEQ_METHODS:
             if self.params:
                 raise ValueError(f"SolverSpec({self.method!r}): torchdiffeq's {self.method!r} takes no "
@@ -187,10 +144,10 @@ class SolverSpec:
         return registry.families().get(self.method)
 
     @property
-    def coefficients(self):
-        """The checked Butcher coefficients ``(A, b, c)`` as tuples of floats for a family
-        with scalar parameters; None for torchdiffeq's methods and tensor parameters."""
-        return self._coefficients
+    def tableau(self):
+        """The checked :class:`~odezoo.ButcherTableau` of a family with scalar parameters;
+        None for torchdiffeq's methods and tensor parameters."""
+        return self._tableau
 
     def options(self) -> dict[str, Any]:
         """The ``options`` for ``torchdiffeq.odeint``."""
@@ -209,26 +166,22 @@ class SolverSpec:
     def check_inputs(self, y0, adjoint: bool = False) -> None:
         """Refuse, before integrating, what per-sample parameters cannot do: a state without
         a batch dimension, a batch of another size, or the adjoint method."""
-        lengths = [v.shape[0] for v in self.params.values() if isinstance(v, torch.Tensor) and v.ndim == 1]
-        if not lengths:
+        batch = inputs.per_sample_batch(self.params, f"SolverSpec({self.method!r})")
+        if batch is None:
             return
         if adjoint:
             raise ValueError(f"SolverSpec({self.method!r}): per-sample parameters do not work with the adjoint "
                              f"method (odeint_adjoint integrates a flattened augmented state, so the batch "
                              f"dimension is lost); use adjoint=False, or scalar parameters")
-        if not isinstance(y0, torch.Tensor) or y0.ndim == 0:
-            shape = tuple(y0.shape) if isinstance(y0, torch.Tensor) else type(y0).__name__
-            raise ValueError(f"SolverSpec({self.method!r}): per-sample parameters (one per sample) apply along "
-                             f"dim 0 of y0, but y0 has no batch dimension (shape {shape}); pass y0 of shape "
-                             f"(batch, ...)")
-        if y0.shape[0] != lengths[0]:
-            raise ValueError(f"SolverSpec({self.method!r}): per-sample parameters hold {lengths[0]} values but y0 "
-                             f"has a batch of {y0.shape[0]} (shape {tuple(y0.shape)}); give one value per sample")
+        inputs.state(f"SolverSpec({self.method!r})", y0, batch)
 
     def solve(self, func, y0, t, adjoint: bool = False, **kwargs):
         """``odeint(func, y0, t, method=self.method, options=self.options(), **kwargs)``, or
         ``odeint_adjoint`` with ``adjoint=True``; the spec's ``rtol``/``atol`` are passed on."""
         self.check_inputs(y0, adjoint)
+        if adjoint and isinstance(t, torch.Tensor) and t.ndim == 2:
+            raise ValueError(f"SolverSpec({self.method!r}): per-sample times (t of shape (T, batch)) do not work "
+                             f"with the adjoint method yet; use adjoint=False")
         for name in ("rtol", "atol"):
             if getattr(self, name) is not None:
                 kwargs.setdefault(name, getattr(self, name))

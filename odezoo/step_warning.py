@@ -44,16 +44,19 @@ def _user_stacklevel() -> int:
     return level
 
 
-def output_grid(method: str):
+def output_grid(method: str, per_sample: bool = False):
     """torchdiffeq's default grid (the output times ``t`` themselves) as a ``grid_constructor``
-    that warns with :class:`OdezooStepWarning`, naming the largest step it takes."""
+    that warns with :class:`OdezooStepWarning`, naming the largest step it takes (over every
+    sample's times with ``per_sample``, where ``t`` has shape (T, batch))."""
+    fix = ("pass a grid_constructor of n equal steps per sample (SolverSpec(n_steps=...))" if per_sample else
+           "pass options={'step_size': h} or a grid_constructor (SolverSpec: n_steps or step_size)")
+
     def grid(func, y0, t):
         gaps = (t[1:] - t[:-1]).detach().abs()
         largest = float(gaps.max()) if gaps.numel() else 0.0
         warnings.warn(
             f"method {method!r} was given neither step_size nor grid_constructor, so it steps only "
-            f"between the output times t (largest step {largest:.6g}); pass options={{'step_size': h}} "
-            f"or a grid_constructor (SolverSpec: n_steps or step_size)",
+            f"between the output times t (largest step {largest:.6g}); {fix}",
             OdezooStepWarning, stacklevel=_user_stacklevel())
         return t
     return grid

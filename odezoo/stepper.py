@@ -15,22 +15,24 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
 from . import _torchdiffeq_bridge as bridge
+from . import inputs
 from ._torchdiffeq_bridge import FixedGridODESolver, Perturb
 from .family import SolverFamily
-from .plan import StepPlan, cast_limit, float_plan, make_plan
+from .plan import StepPlan, make_plan
 from .step_warning import output_grid
-from .timegrid import PreparedGrid, Timeline, prepared
+from .timegrid import PreparedGrid, Timeline, prepared, stage_time
 
-__all__ = ["ParameterizedRKSolver", "StepPlan", "float_plan", "make_plan", "cast_limit"]
+__all__ = ["ParameterizedRKSolver", "scaled_terms", "straight_line"]
 
 _TORCHDIFFEQ_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb")
 _PASSED_BY_TORCHDIFFEQ = ("rtol", "atol", "norm")
 
 
-def _scale(plan: StepPlan, dt):
+def scaled_terms(plan: StepPlan, dt):
     """``(rows, weights)`` of ``plan`` as terms ``(j, coef, value)`` meaning ``value·coef·k_j``
     with the step ``dt`` folded in: float coefficients times a float step become one float;
     tensor coefficients keep the float step as ``value`` (``addcmul``'s scalar, so scaling
@@ -44,7 +46,7 @@ def _scale(plan: StepPlan, dt):
 
 
 def _combine(base, terms, ks):
-    """``base + Σ value·coef·k_j`` over ``terms`` from :func:`_scale` (just the sum when
+    """``base + Σ value·coef·k_j`` over ``terms`` from :func:`scaled_terms` (just the sum when
     ``base`` is None): one fused tensor operation per term, ``add(alpha=float)`` for float
     coefficients, ``addcmul(value=float)`` for tensor ones."""
     out = None
@@ -104,14 +106,36 @@ def _cast_time(t, y):
     return t.to(y.dtype.to_real())
 
 
-def _straight_line(rows, weights):
-    """``(step, coefficients)`` for scaled float terms from :func:`_scale`, or None when a
+def straight_line(rows, weights):
+    """``(step, coefficients)`` for scaled float terms from :func:`scaled_terms`, or None when a
     coefficient is a tensor or there is no weight (those take the general path)."""
     terms = [term for row in rows for term in row] + list(weights)
     if not weights or not all(isinstance(coef, float) for _, coef, _ in terms):
         return None
     step = _straight_line_step(tuple(tuple(j for j, _, _ in row) for row in rows), tuple(j for j, _, _ in weights))
     return step, tuple(coef for _, coef, _ in terms)
+
+
+def _perturbed(func, node):
+    """The call of one stage under ``perturb``: through torchdiffeq's wrapper with ``Perturb.NEXT``
+    at node 0 (just after ``t0``), ``Perturb.PREV`` at node 1 (just before ``t1``), unperturbed
+    elsewhere.  A tensor node (per-sample or differentiable parameters) is nudged sample by
+    sample, the same way: the time cast to the state's real dtype, then moved to the next
+    representable value where the node is 0 and the previous one where it is 1 (with
+    torchdiffeq's gradient-preserving ``nextafter``)."""
+    if isinstance(node, float):
+        which = Perturb.NEXT if node == 0.0 else Perturb.PREV if node == 1.0 else Perturb.NONE
+        return functools.partial(func, perturb=which)
+    at_start, at_end = (node == 0.0).detach(), (node == 1.0).detach()
+    if not bool((at_start | at_end).any()):  # one host sync per solve
+        return functools.partial(func, perturb=Perturb.NONE)
+
+    def call(t, y):
+        t = t.real if t.is_complex() else t
+        t = t.to(y.dtype.to_real())
+        t = torch.where(at_start, bridge.nextafter(t, t + 1), torch.where(at_end, bridge.nextafter(t, t - 1), t))
+        return func(t, y, perturb=Perturb.NONE)
+    return call
 
 
 def _direct(base):
@@ -142,13 +166,14 @@ class ParameterizedRKSolver(FixedGridODESolver):
         if unknown:
             raise ValueError(f"method {family.name!r}: unknown option(s) {unknown}; it takes its "
                              f"parameters {list(family.params)} and {list(_TORCHDIFFEQ_OPTIONS)}")
-        if step_size is not None:
-            size = float(step_size)
-            if not (math.isfinite(size) and size > 0):
-                raise ValueError(f"method {family.name!r}: step_size must be a positive finite "
-                                 f"number, got {step_size!r}")
+        where = f"method {family.name!r}"
+        if step_size is not None and not (type(step_size) is float and 0.0 < step_size < math.inf):
+            step_size = inputs.positive_number(f"{where}: step_size", step_size)  # the door (floats pass as they are)
         if interp not in ("linear", "cubic"):
-            raise ValueError(f"method {family.name!r}: interp must be 'linear' or 'cubic', got {interp!r}")
+            raise ValueError(f"{where}: interp must be 'linear' or 'cubic', got {interp!r}")
+        if perturb is not False and perturb is not True and not isinstance(perturb, np.bool_):
+            raise ValueError(f"{where}: perturb must be True or False, got {perturb!r}")
+        perturb = bool(perturb)
         # A grid that is a pure function of t's values (torchdiffeq's step_size grid, odezoo's
         # uniform n-step grid) lets integrate() reuse the grid bookkeeping across solves.
         self._grid_key = (("step", float(step_size)) if step_size is not None and grid_constructor is None
@@ -163,17 +188,17 @@ class ParameterizedRKSolver(FixedGridODESolver):
     def _stage_calls(self, func):
         """One callable ``(t, y) -> f`` per stage, calling ``func`` (torchdiffeq's wrapper).
 
-        With ``perturb``, the first stage evaluates just after ``t0`` and stages at node 1
-        just before ``t1`` (torchdiffeq's convention), through its wrapper.  Without it the
-        wrapper would only cast ``t``, so the wrapped function is called directly.
+        With ``perturb`` no stage evaluates exactly on a grid point, as torchdiffeq's perturb
+        test requires: every stage at node 0 is taken just after ``t0`` and every stage at
+        node 1 just before ``t1`` (torchdiffeq's convention for its first and last stages) —
+        inner stages and repeated nodes too, and per sample where nodes are tensors.
+        Without it the wrapper would only cast ``t``, so the wrapped function is called directly.
         """
         nodes = self.plan.nodes
         if not self.perturb:  # the user's function, behind torchdiffeq's wrapper or not (odezoo.odeint)
             base = bridge.unwrap_perturb(func)
             return [_direct(func if base is None else base)] * len(nodes)
-        return [functools.partial(func, perturb=Perturb.NEXT)] + [
-            functools.partial(func, perturb=Perturb.PREV if _is(node, 1.0) else Perturb.NONE)
-            for node in nodes[1:]]
+        return [_perturbed(func, node) for node in nodes]
 
     def _stages(self, calls, y0, times, rows):
         """All stage derivatives k_1..k_s; ``times[i]`` is stage i's time, ``rows`` the
@@ -185,9 +210,8 @@ class ParameterizedRKSolver(FixedGridODESolver):
 
     def _step_func(self, func, t0, dt, t1, y0):
         # Used by torchdiffeq's event handling; integrate() does not call it.
-        times = [t0 if _is(node, 0.0) else t1 if _is(node, 1.0) else t0 + node * dt
-                 for node in self.plan.nodes]
-        rows, weights = _scale(self.plan, dt)
+        times = [stage_time(node, t0, t1, dt) for node in self.plan.nodes]
+        rows, weights = scaled_terms(self.plan, dt)
         ks = self._stages(self._stage_calls(func), y0, times, rows)
         return _combine(None, weights, ks), ks[0]
 
@@ -206,7 +230,7 @@ class ParameterizedRKSolver(FixedGridODESolver):
         values — never by tensor identity — and reused while none of its tensors has been
         modified in place (their version counters are checked on every reuse)."""
         if t_values is None:
-            t_values = t.tolist()
+            t_values = inputs.time_values(f"method {self.family.name!r}", t.tolist())
         timeline = self._timeline(t, t_values)
         plan = self.plan
         time_grid, grid_values = timeline.time_grid, timeline.grid_values
@@ -235,7 +259,7 @@ class ParameterizedRKSolver(FixedGridODESolver):
                 step = t1f - t0f
                 straight = straight_by_dt.get(step, False)
                 if straight is False:
-                    straight = straight_by_dt[step] = _straight_line(*_scale(plan, step))
+                    straight = straight_by_dt[step] = straight_line(*scaled_terms(plan, step))
                 if straight is not None:
                     y1, f0 = straight[0](base, y0, step_times[n], straight[1], dtype)
                     while j < n_out and t1f >= t_values[j]:
@@ -245,12 +269,12 @@ class ParameterizedRKSolver(FixedGridODESolver):
                     y0 = y1
                     continue
             if differentiable_time:
-                rows, weights = _scale(plan, dt_list[n])
+                rows, weights = scaled_terms(plan, dt_list[n])
             else:
                 step = t1f - t0f
                 scaled = scaled_by_dt.get(step)
                 if scaled is None:
-                    scaled = scaled_by_dt[step] = _scale(plan, step)
+                    scaled = scaled_by_dt[step] = scaled_terms(plan, step)
                 rows, weights = scaled
             if callback is not None:
                 callback(t0_list[n], y0, dt_list[n])
@@ -262,6 +286,44 @@ class ParameterizedRKSolver(FixedGridODESolver):
                 j += 1
             y0 = y1
         return torch.stack(solution)
+
+    def integrate_per_sample(self, t: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
+        """Each sample over its own times: ``t`` of shape ``(T, batch)`` (checked by
+        :func:`odezoo.inputs.sample_times`), the states at ``t[j, b]`` returned with shape
+        ``(T, batch, ...)``.
+
+        Every sample takes the same number of steps over its own grid — one step per interval
+        between its output times, or ``n_steps`` equal steps over its whole interval (odezoo's
+        ``SolverSpec(n_steps=...)`` grid) — so a step is one batched operation with a step size
+        per sample; a sample whose times decrease steps backwards.  The stages, plan (scalar or
+        per-sample parameters) and linear interpolation to inner output times are the solver's
+        own, so each sample's result equals a solve of that sample alone on the same grid to
+        round-off.  Autograd flows to ``y0``, the function's parameters, the parameters and ``t``.
+        """
+        y0 = self.y0
+        batch, count = t.shape[1], t.shape[0]
+        if count == 1:
+            return y0.unsqueeze(0)
+        if n_steps is None:
+            grid = t
+        else:
+            fraction = torch.arange(n_steps + 1, dtype=t.dtype, device=t.device).div_(n_steps)
+            grid = torch.cat([t[:1], t[0] + fraction[1:-1, None] * (t[-1] - t[0]), t[-1:]])
+        shape = (batch,) + (1,) * (y0.ndim - 1)
+        stage_dtype = y0.dtype.to_real()
+        calls = self._stage_calls(self.func)
+        states = [y0]
+        for n in range(grid.shape[0] - 1):
+            t0, t1 = grid[n], grid[n + 1]
+            dt = (t1 - t0).reshape(shape)
+            times = [stage_time(node, t0.reshape(shape), t1.reshape(shape), dt, stage_dtype) for node in self.plan.nodes]
+            rows, weights = scaled_terms(self.plan, dt)
+            rows = tuple(tuple(_as_dtype(term, stage_dtype) for term in row) for row in rows)
+            weights = tuple(_as_dtype(term, stage_dtype) for term in weights)
+            ks = self._stages(calls, y0, times, rows)
+            y0 = _combine(y0, weights, ks)
+            states.append(y0)
+        return _interpolate_per_sample(grid, torch.stack(states), t)
 
     def _timeline(self, t, t_values) -> Timeline:
         """The grid's bookkeeping and every step's stage times.  The grid part depends only on
@@ -300,5 +362,25 @@ class ParameterizedRKSolver(FixedGridODESolver):
         return self._cubic_hermite_interp(t0, y0, f0, t1, y1, f1, t_j)
 
 
-def _is(node, value: float) -> bool:
-    return isinstance(node, float) and node == value
+def _as_dtype(term, dtype):
+    """A scaled term with its tensor coefficient in the stage dtype (computed in the time's dtype)."""
+    j, coef, value = term
+    return (j, coef.to(dtype), value) if isinstance(coef, torch.Tensor) and coef.dtype != dtype else term
+
+
+def _interpolate_per_sample(grid: torch.Tensor, states: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The states at the times ``t`` (T, batch) from the states on each sample's ``grid`` (N + 1,
+    batch): for output j of sample b the first step whose end reaches ``t[j, b]`` in the sample's
+    direction, as the eager stepper takes it, and the same linear interpolation (exactly the grid
+    state where the time is a grid point)."""
+    direction = torch.where(t[-1] > t[0], 1.0, -1.0).to(grid.dtype)
+    ends = (grid[1:] * direction).T.contiguous()  # (batch, N), increasing in every row
+    step = torch.searchsorted(ends, (t * direction).T.contiguous()).T.clamp_(max=grid.shape[0] - 2)  # (T, batch)
+    sample = torch.arange(t.shape[1], device=t.device).expand_as(step)
+    g0, g1 = grid.gather(0, step), grid.gather(0, step + 1)
+    y0, y1 = states[step, sample], states[step + 1, sample]
+    extra = (1,) * (states.ndim - 2)
+    slope = ((t - g0) / (g1 - g0)).to(states.dtype if not states.is_complex() else states.real.dtype)
+    out = y0 + slope.reshape(slope.shape + extra) * (y1 - y0)
+    out = torch.where((t == g1).reshape(t.shape + extra), y1, out)
+    return torch.where((t == g0).reshape(t.shape + extra), y0, out)

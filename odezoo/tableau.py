@@ -1,4 +1,5 @@
-"""A frozen, validated Butcher tableau for explicit Runge–Kutta methods."""
+"""The one tableau type: a frozen, validated Butcher tableau for explicit Runge–Kutta methods
+(with an embedded row and dense-output weights where the method has them)."""
 from __future__ import annotations
 
 import math
@@ -6,11 +7,10 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from .order import order_residuals, verified_orders
+from .order import MAX_ORDER, order_residuals, verified_orders
 
-__all__ = ["ButcherTableau", "CheckedBatch", "MAX_CHECKED_ORDER", "validate", "validate_batch"]
+__all__ = ["ButcherTableau", "CheckedBatch", "validate", "validate_batch"]
 
-MAX_CHECKED_ORDER = 6
 _CONSISTENCY_RTOL = 1e-12
 
 
@@ -96,18 +96,6 @@ class CheckedBatch:
     def __init__(self, constants, rows, varying, stages, largest):
         self.constants, self.rows, self.varying = constants, rows, varying
         self.stages, self.largest = stages, largest
-
-    def entries(self) -> list:
-        """Every entry: a float, or its row of ``rows`` where it varies."""
-        out = list(self.constants)
-        for i, row in zip(self.varying, self.rows):
-            out[i] = row
-        return out
-
-    def tableaux(self):
-        """``(A, b, c)`` nested like the input, entries as in :meth:`entries`."""
-        out, s = self.entries(), self.stages
-        return [out[i * s:(i + 1) * s] for i in range(s)], out[s * s:s * s + s], out[s * s + s:]
 
 
 def validate_batch(A, b, c, n: int) -> CheckedBatch:
@@ -281,23 +269,54 @@ def _frozen(values) -> np.ndarray:
     return array
 
 
+def _extra_row(name: str, values, stages: int, total: float, shown: str) -> list[float]:
+    """An embedded or dense-output weight row: ``stages`` finite numbers summing to ``total``."""
+    row = _floats(name, values, 1)
+    if len(row) != stages:
+        raise ValueError(f"ButcherTableau: A has {stages} stages, so {name} needs length {stages}; got {len(row)}")
+    if not all(math.isfinite(x) for x in row):
+        raise ValueError(f"ButcherTableau: {name} has non-finite entries: {row}")
+    row_sum, scale = _sum(row, name)
+    if abs(row_sum - total) > _CONSISTENCY_RTOL * scale:
+        raise ValueError(f"ButcherTableau: the weights {name} must sum to {shown} (consistency); "
+                         f"sum({name}) = {row_sum!r}")
+    return row
+
+
 class ButcherTableau:
-    """Coefficients (A, b, c) of an explicit Runge–Kutta method, checked on construction.
+    """Coefficients of an explicit Runge–Kutta method, checked on construction: ``(A, b, c)``
+    and, for an embedded pair, the embedded weights ``b_embedded`` (b̂) and optional
+    dense-output weights ``b_mid`` at the half step (``y(t0 + dt/2) ≈ y0 + dt·Σ b_mid_i k_i``).
 
     Checks: finite entries; ``A`` square and strictly lower triangular (explicit);
-    ``b`` and ``c`` of matching length; ``c_i = Σ_j a_ij``; ``Σ b = 1``.  Each failure
-    raises ``ValueError`` naming the check.  Instances are immutable (read-only float64
-    arrays) and hashable.
+    ``b`` and ``c`` of matching length; ``c_i = Σ_j a_ij``; ``Σ b = 1``; ``b_embedded`` one
+    weight per stage, summing to 1 and differing from ``b``; ``b_mid`` summing to 1/2.  Each
+    failure raises ``ValueError`` naming the check.  Instances are immutable (read-only float64
+    arrays) and hashable.  Orders come from one engine, :func:`odezoo.order.verified_orders`:
+    :meth:`order` (the main row), :meth:`embedded_order`, :meth:`error_order` (of the estimate
+    ``b − b̂``) and :meth:`mid_order` (at θ = 1/2).
     """
 
-    __slots__ = ("A", "b", "c", "__dict__")
+    __slots__ = ("A", "b", "c", "b_embedded", "b_mid", "__dict__")
 
-    def __init__(self, A, b, c):
+    def __init__(self, A, b, c, b_embedded=None, b_mid=None):
         A, b, c = validate(A, b, c)
-        A, b, c = _frozen(A), _frozen(b), _frozen(c)
-        object.__setattr__(self, "A", A)
-        object.__setattr__(self, "b", b)
-        object.__setattr__(self, "c", c)
+        s = len(b)
+        embedded = mid = None
+        if b_embedded is not None:
+            embedded = _extra_row("b_embedded", b_embedded, s, 1.0, "1")
+            if embedded == b:
+                raise ValueError("ButcherTableau: b_embedded equals b, so the pair estimates no error")
+        if b_mid is not None:
+            if embedded is None:
+                raise ValueError("ButcherTableau: b_mid (dense output at the half step) belongs to an embedded "
+                                 "pair; give b_embedded too, or leave b_mid out (fixed-grid methods interpolate "
+                                 "with torchdiffeq's interp='linear' or 'cubic')")
+            mid = _extra_row("b_mid", b_mid, s, 0.5, "1/2")
+        for name, value in (("A", _frozen(A)), ("b", _frozen(b)), ("c", _frozen(c)),
+                            ("b_embedded", None if embedded is None else _frozen(embedded)),
+                            ("b_mid", None if mid is None else _frozen(mid))):
+            object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
         raise AttributeError("ButcherTableau is immutable")
@@ -306,17 +325,49 @@ class ButcherTableau:
     def stages(self) -> int:
         return self.A.shape[0]
 
+    @property
+    def embedded(self) -> bool:
+        """Whether this is an embedded pair (it has ``b_embedded``)."""
+        return self.b_embedded is not None
+
+    @property
+    def is_fsal(self) -> bool:
+        """First same as last: the last stage is f(t1, y1) (c_s = 1, last row of A = b, b_s = 0)."""
+        return bool(self.c[-1] == 1.0 and self.b[-1] == 0.0 and np.array_equal(self.A[-1, :-1], self.b[:-1]))
+
     def order_residual(self, p: int) -> float:
         """Largest |Φ(t) − 1/γ(t)| over the rooted trees with exactly ``p`` vertices."""
         return max(abs(r) for _, r in order_residuals(self.A, self.b, p))
 
     @cached_property
-    def _order(self) -> tuple[int, int]:
-        orders, undecided = verified_orders(self.A, self.b, MAX_CHECKED_ORDER)
-        return int(orders[0]), int(undecided[0])
+    def _orders(self) -> dict:
+        rows = {"main": (self.b, 1.0, True)}
+        if self.b_embedded is not None:
+            rows["embedded"] = (self.b_embedded, 1.0, True)
+            rows["error"] = (self.b - self.b_embedded, 1.0, False)
+        if self.b_mid is not None:
+            rows["mid"] = (self.b_mid, 0.5, True)
+        out = {}
+        for key, (weights, theta, target) in rows.items():
+            orders, undecided = verified_orders(self.A, weights, MAX_ORDER, theta=theta, target=target)
+            out[key] = (int(orders[0]), int(undecided[0]))
+        return out
+
+    def _decided(self, key: str, row: str) -> int | None:
+        if key not in self._orders:
+            return None
+        order, undecided = self._orders[key]
+        if undecided:
+            raise ValueError(
+                f"ButcherTableau: the order of {row} cannot be decided in float64: the coefficients are so "
+                f"large (largest |entry| {self.largest:.3g}) that the order-{undecided} conditions "
+                f"cancel beyond float64 precision or overflow; the order is at least {order}. "
+                f"Choose parameters with smaller coefficients (away from singular sets).")
+        return order
 
     def order(self) -> int:
-        """Highest p ≤ 6 for which every order condition (rooted trees of ≤ p vertices) holds.
+        """Highest p ≤ ``odezoo.order.MAX_ORDER`` for which every order condition (rooted trees of
+        ≤ p vertices) holds for the weights ``b``.
 
         Each condition Φ(t) = 1/γ(t) is tested with a tolerance relative to the size of its
         terms (``odezoo.order.ORDER_RTOL`` times Φ of (|A|, |b|) plus 1/γ), so large
@@ -325,33 +376,50 @@ class ButcherTableau:
         float64 resolves (``odezoo.order.ORDER_RESOLUTION``), or its elementary weight
         overflows.  A failed condition is always decided, so the order returned is exact.
         """
-        order, undecided = self._order
-        if undecided:
-            raise ValueError(
-                f"ButcherTableau: the order cannot be decided in float64: the coefficients are so "
-                f"large (largest |entry| {self._largest():.3g}) that the order-{undecided} conditions "
-                f"cancel beyond float64 precision or overflow; the order is at least {order}. "
-                f"Choose parameters with smaller coefficients (away from singular sets).")
-        return order
+        return self._decided("main", "b")
 
-    def _largest(self) -> float:
-        return float(max(np.abs(self.A).max(), np.abs(self.b).max(), np.abs(self.c).max()))
+    def embedded_order(self) -> int | None:
+        """Order of the embedded row ``b_embedded`` (None for a method without one)."""
+        return self._decided("embedded", "b_embedded")
+
+    def error_order(self) -> int | None:
+        """Highest q for which the error weights ``b − b̂`` annihilate every tree with ≤ q vertices
+        (the estimate is O(h^(q+1))); equals the embedded order for a proper pair."""
+        return self._decided("error", "b - b_embedded")
+
+    def mid_order(self) -> int | None:
+        """Order of the dense-output weights at θ = 1/2, or None without ``b_mid``."""
+        return self._decided("mid", "b_mid")
+
+    @property
+    def largest(self) -> float:
+        """The largest magnitude of any coefficient (every row)."""
+        rows = [x for x in (self.A, self.b, self.c, self.b_embedded, self.b_mid) if x is not None]
+        return float(max(np.abs(x).max() for x in rows))
+
+    def _rows(self) -> tuple:
+        return (self.A, self.b, self.c, self.b_embedded, self.b_mid)
 
     def __eq__(self, other):
         if not isinstance(other, ButcherTableau):
             return NotImplemented
-        return (np.array_equal(self.A, other.A) and np.array_equal(self.b, other.b)
-                and np.array_equal(self.c, other.c))
+        return all((x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
+                   for x, y in zip(self._rows(), other._rows()))
 
     def __hash__(self):
-        return hash((self.A.tobytes(), self.b.tobytes(), self.c.tobytes()))
+        return hash(tuple(None if x is None else x.tobytes() for x in self._rows()))
 
     def __repr__(self):
-        return f"ButcherTableau(A={self.A.tolist()}, b={self.b.tolist()}, c={self.c.tolist()})"
+        extra = "".join(f", {name}={row.tolist()}" for name, row in (("b_embedded", self.b_embedded),
+                                                                      ("b_mid", self.b_mid)) if row is not None)
+        return f"ButcherTableau(A={self.A.tolist()}, b={self.b.tolist()}, c={self.c.tolist()}{extra})"
 
     def __str__(self):
         cells = [[f"{x:.6g}" for x in [self.c[i], *self.A[i]]] for i in range(self.stages)]
         cells.append(["", *(f"{x:.6g}" for x in self.b)])
+        extra = [(label, row) for label, row in (("b^", self.b_embedded), ("mid", self.b_mid)) if row is not None]
+        for label, row in extra:
+            cells.append([label, *(f"{x:.6g}" for x in row)])
         width = max(len(cell) for row in cells for cell in row)
         lines = []
         for i, row in enumerate(cells):

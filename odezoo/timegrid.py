@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PreparedGrid", "Timeline", "prepared", "node_times", "GRIDS", "GRID_CACHE_SIZE", "COLUMN_CACHE_SIZE"]
+__all__ = ["PreparedGrid", "Timeline", "prepared", "node_times", "stage_time", "GRIDS", "GRID_CACHE_SIZE", "COLUMN_CACHE_SIZE"]
 
 
 def node_times(node, t0s, t1s, dts, t0_list, stage_dtype):
@@ -32,6 +32,20 @@ def node_times(node, t0s, t1s, dts, t0_list, stage_dtype):
     if dts.dtype != node.dtype:
         dts, t0s = dts.to(node.dtype), t0s.to(node.dtype)
     return torch.addcmul(t0s.reshape(shape), node.unsqueeze(0), dts.reshape(shape)).unbind(0)
+
+
+def stage_time(node, t0, t1, dt, stage_dtype=None):
+    """The time of one stage of one step: ``t0`` at node 0, ``t1`` at node 1, else ``t0 + node·dt``
+    — the rule of :func:`node_times` for a single step (``t0``, ``t1``, ``dt`` tensors or numbers of
+    one shape; a tensor node is computed in its own dtype).  Float nodes' times are cast to
+    ``stage_dtype`` when it is given."""
+    if isinstance(node, float):
+        time = t0 if node == 0.0 else t1 if node == 1.0 else t0 + node * dt
+        return time.to(stage_dtype) if stage_dtype is not None and isinstance(time, torch.Tensor) else time
+    if isinstance(dt, torch.Tensor) and dt.dtype != node.dtype:
+        dt, t0 = dt.to(node.dtype), t0.to(node.dtype)
+    return torch.addcmul(torch.as_tensor(t0, dtype=node.dtype, device=node.device), node, dt) \
+        if isinstance(dt, torch.Tensor) else t0 + node * dt
 
 
 def _guards(tensors) -> tuple:

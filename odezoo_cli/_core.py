@@ -12,7 +12,7 @@ def _families_table() -> str:
     rows = [("name", "params", "defaults", "order", "stages", "provider")]
     for name, fam in sorted(odezoo.families().items()):
         defaults = ", ".join(f"{p}={v:.6g}" for p, v in fam.defaults.items())
-        order = getattr(fam, "order_label", str(fam.order))  # adaptive pairs: "5(4)"
+        order = fam.order_label  # embedded pairs: "5(4)"
         rows.append((name, ", ".join(fam.params), defaults, order, str(fam.stages), fam.provider or "?"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -106,7 +106,7 @@ def run(args, extras: list[str], parser) -> int:
             print(f"{family.name} ({shown}): {family.description}" if shown else f"{family.name}: {family.description}")
             print(tableau)
             print(f"order {tableau.order()} (declared {family.order}), {tableau.stages} stages")
-            if getattr(tableau, "b_embedded", None) is not None:  # an embedded pair: the second row too
+            if tableau.embedded:  # an embedded pair: the second row too
                 mid = "" if tableau.b_mid is None else f"; dense output b_mid of order {tableau.mid_order()} at 1/2"
                 print(f"embedded row b^ order {tableau.embedded_order()} (declared {family.embedded_order}), "
                       f"error estimate b - b^ of order {tableau.error_order()}{mid}")

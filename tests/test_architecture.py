@@ -21,7 +21,7 @@ SOURCE_DIRS = ("odezoo", "plugins", "recipes", "benchmarks", "tests")
 PRIVATE_MODULES_ALLOWED = {"_torchdiffeq_bridge"}
 HEAVY = ("odezoo.experiments", "torchvision", "matplotlib", "advertorch", "yaml", "mlxtend", "torchattacks")
 #: Modules of this repository (the package, the plugins, script modules imported by tests).
-PROJECT_MODULES = ("odezoo", "odezoo_families", "odezoo_rk3w", "odezoo_bs32", "train", "evaluate", "reproduce", "demo",
+PROJECT_MODULES = ("odezoo", "odezoo_rk3w", "odezoo_bs32", "train", "evaluate", "reproduce", "demo",
                    "cases", "problems", "run")
 
 
@@ -79,6 +79,58 @@ def test_core_modules_never_import_the_experiment_toolkit():
             if "experiments" in text or text.split(".")[0].lstrip(".") in HEAVY[1:]:
                 hits.append(f"{path.relative_to(ROOT)}:{line}: {text}")
     assert not hits, "core modules import the toolkit or its dependencies:\n" + "\n".join(hits)
+
+
+def _core_modules():
+    """Core modules (``odezoo/*.py``, not the families, the toolkit or the package's __init__), by name."""
+    return {p.stem: p for p in (ROOT / "odezoo").glob("*.py") if p.stem not in ("__init__", "__main__")}
+
+
+def _module_level_imports(path):
+    """The odezoo modules a module imports at its top level (not inside functions)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom):
+            base = ("odezoo." if node.level else "") + (node.module or "")
+            if node.level or (node.module or "").startswith("odezoo"):
+                found.add(base.rstrip("."))
+                found.update(f"{base.rstrip('.')}.{a.name}".replace("odezoo..", "odezoo.") for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("odezoo"))
+    return found
+
+
+def test_the_core_never_imports_a_family_or_an_example():
+    hits = []
+    for name, path in _core_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for imported in names:
+                if "families" in imported.split(".") or imported.split(".")[0] in ("odezoo_rk3w", "odezoo_bs32"):
+                    hits.append(f"odezoo/{name}.py:{node.lineno}: {imported}")
+    assert not hits, "the core imports a family or an example plugin:\n" + "\n".join(hits)
+
+
+def test_no_core_module_imports_one_that_depends_on_it():
+    """The core's top-level imports form no cycle: each module depends only on modules below it."""
+    modules = _core_modules()
+    graph = {name: {i.split(".")[1] for i in _module_level_imports(path)
+                    if i.startswith("odezoo.") and len(i.split(".")) > 1 and i.split(".")[1] in modules} - {name}
+             for name, path in modules.items()}
+    state = {}
+
+    def visit(name, trail):
+        if state.get(name) == "done":
+            return
+        assert state.get(name) != "open", "import cycle: " + " -> ".join(trail + [name])
+        state[name] = "open"
+        for other in sorted(graph[name]):
+            visit(other, trail + [name])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        visit(name, [])
 
 
 def test_import_odezoo_loads_no_heavy_dependency():

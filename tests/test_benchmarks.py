@@ -90,3 +90,14 @@ def test_the_hand_written_baselines_compute_the_same_solve(hand, method, params)
     assert (ours[-1] - y0).abs().max() > 0.01  # the solve moved the state: not a trivial match
     with pytest.raises(ValueError, match="no hand-written solver"):
         hand_written("dopri5", t, 0.125)
+
+
+def test_per_sample_times_benchmark_runs_and_writes_its_rows(tmp_path):
+    out = tmp_path / "per_sample.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "per_sample_times.py"), "--quick",
+                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {"odezoo per-sample", "loop over series", "merged grid"} <= set(rows)
+    for row in rows.values():  # every method solved the same problem to its tolerance
+        assert row["error"] < 1e-3 and row["nfe"] > 0 and row["saved_MB"] > 0 and len(row["times_s"]) >= 2

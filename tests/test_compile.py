@@ -48,7 +48,8 @@ def test_direct_path_equals_odeint(spec, dtype):
 
 def test_direct_path_covers_only_fixed_family_solvers():
     assert all(direct_solvable(s) for s in SPECS)
-    assert not direct_solvable(SolverSpec("rk2_u", step_size=0.1))
+    assert direct_solvable(SolverSpec("rk2_u", step_size=0.1)) and direct_solvable(SolverSpec("rk2_u"))
+    assert not direct_solvable(SolverSpec("tsit5"))
     assert not direct_solvable(SolverSpec("midpoint", n_steps=2))
     assert not direct_solvable(SolverSpec("rk2_u", {"u": torch.full((4,), 0.5)}, n_steps=2))
     assert not direct_solvable(SolverSpec("rk2_u", {"u": torch.tensor(0.5, requires_grad=True)}, n_steps=2))

@@ -109,7 +109,7 @@ def test_singular_points_are_refused_by_name(name, params, constraint):
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_parameters_are_refused(bad):
-    with pytest.raises(ValueError, match="rk2_u: parameter u must be finite"):
+    with pytest.raises(ValueError, match="rk2_u: parameter u must be a finite"):
         odezoo.get_family("rk2_u").tableau(u=bad)
 
 

@@ -21,12 +21,11 @@ def test_wheel_contains_every_subpackage(tmp_path):
     (wheel,) = tmp_path.glob("odezoo-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {str(p.relative_to(ROOT)) for p in (ROOT / "odezoo").rglob("*.py")}
-    expected |= {str(p.relative_to(ROOT / "plugins")) for p in (ROOT / "plugins" / "odezoo_families").rglob("*.py")}
     expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "odezoo_cli").rglob("*.py")}  # the torch-free parser
-    assert {"odezoo/experiments/__init__.py", "odezoo_families/rk2_u.py"} <= expected
+    assert {"odezoo/experiments/__init__.py", "odezoo/families/rk2_u.py", "odezoo_cli/_app.py"} <= expected
     missing = sorted(expected - names)
     assert not missing, f"the wheel lacks {missing}"
-    stray = sorted(n for n in names if n.endswith(".py") and n.split("/")[0] not in ("odezoo", "odezoo_cli", "odezoo_families"))
+    stray = sorted(n for n in names if n.endswith(".py") and n.split("/")[0] not in ("odezoo", "odezoo_cli"))
     assert not stray, f"the wheel ships files outside the packages: {stray}"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

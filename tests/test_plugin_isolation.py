@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 import odezoo
 from odezoo.registry import BUILTIN_PROVIDER, Registry
-from odezoo_families import BUILTIN_FAMILY_MODULES
-from odezoo_families.rk2_u import FAMILY as RK2
+from odezoo.registry import BUILTIN_FAMILY_MODULES
+from odezoo.families.rk2_u import FAMILY as RK2
 
 BUILTIN_NAMES = {"rk2_u", "rk3_uv", "rk4_u1", "rk4_u2", "rk4_u3", "rk4_uv"}
 
@@ -154,10 +154,10 @@ def test_builtin_name_is_reserved_even_when_the_builtin_fails_to_load(monkeypatc
                         lambda: [FakeDistribution("taker-dist", [entry("taker", "fake_taker")])])
     registry = Registry()
     with pytest.warns(odezoo.OdezooPluginWarning) as record:
-        registry.load(BUILTIN_FAMILY_MODULES + ("odezoo_families.rk9_missing",), autoload=True)
+        registry.load(BUILTIN_FAMILY_MODULES + ("odezoo.families.rk9_missing",), autoload=True)
     assert "rk9_missing" not in registry.families()
     messages = [str(w.message) for w in record]
-    assert any("odezoo_families.rk9_missing failed to import" in m for m in messages)
+    assert any("odezoo.families.rk9_missing failed to import" in m for m in messages)
     assert any("taker-dist 1.0" in m and "belongs to a built-in" in m for m in messages)
 
 

@@ -13,8 +13,8 @@ from torchdiffeq import odeint
 
 import odezoo
 from odezoo.registry import Registry
-from odezoo_families import BUILTIN_FAMILY_MODULES
-from odezoo_families.rk2_u import FAMILY as RK2
+from odezoo.registry import BUILTIN_FAMILY_MODULES
+from odezoo.families.rk2_u import FAMILY as RK2
 
 RK2_COPY = dataclasses.replace(RK2, name="rk2_copy", provider=None)
 
@@ -74,12 +74,12 @@ def test_torchdiffeq_name_collision_is_refused():
 
 def test_family_that_lies_about_its_order_is_refused():
     liar = dataclasses.replace(RK2, name="rk2_liar", order=3)
-    _refused(InlinePlugin(liar), "declares order 3 but its tableau at defaults has order 2")
+    _refused(InlinePlugin(liar), "declares order 3 but its tableau at its defaults has order 2")
 
 
 def test_family_with_singular_defaults_is_refused():
     broken = dataclasses.replace(RK2, name="rk2_broken", defaults={"u": 0.0})
-    _refused(InlinePlugin(broken), "defaults or members are invalid")
+    _refused(InlinePlugin(broken), "its tableau at its defaults is invalid")
 
 
 def test_plugin_that_raises_is_skipped():

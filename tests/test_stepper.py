@@ -198,7 +198,7 @@ def test_no_nan_for_feasible_parameters(name):
 
 @pytest.mark.parametrize("options,match", [
     ({"u": 0.0}, "rk2_u.*u != 0"),
-    ({"u": float("nan")}, "must be finite"),
+    ({"u": float("nan")}, "must be a finite"),
     ({"u": torch.tensor([0.5, 0.0, 0.5, 0.5, 0.5])}, r"sample 1"),
     ({"U": 0.5}, r"unknown option\(s\) \['U'\]"),
     ({"step_size": 0.0}, "step_size must be a positive"),

@@ -26,10 +26,10 @@ B = [2 / 9, 1 / 3, 4 / 9, 0.0]
 C = [0.0, 1 / 2, 3 / 4, 1.0]
 B_EMBEDDED = [7 / 24, 1 / 4, 1 / 3, 1 / 8]
 
-# A pair without parameters; a parameterized one builds odezoo.AdaptiveFamily(...) with a
-# formula(**params) returning (A, b, c, b_embedded[, b_mid]) (docs/adaptive.md).
-FAMILY = odezoo.AdaptiveFamily.constant(
-    "bs32", A, B, C, B_EMBEDDED, order=3, embedded_order=2,
+# A pair without parameters; a parameterized one builds odezoo.SolverFamily(..., embedded_order=...)
+# with a formula(**params) returning (A, b, c, b_embedded[, b_mid]) (docs/adaptive.md).
+FAMILY = odezoo.SolverFamily.from_tableau(
+    "bs32", odezoo.ButcherTableau(A, B, C, B_EMBEDDED), order=3, embedded_order=2,
     description="Bogacki-Shampine 3(2) pair, FSAL",
     reference="Bogacki & Shampine, Appl. Math. Lett. 2 (1989) 321-325",
 )

@@ -9,11 +9,11 @@ the tests).
 
 Dense output: torchdiffeq interpolates output times with a quartic through y0, y1, f0, f1
 and y(t0 + dt/2); the half-step weights ``b_mid`` are the order-4 solution of the
-continuous order conditions at θ = 1/2 (:func:`odezoo.adaptive.mid_weights`), which is the
+continuous order conditions at θ = 1/2 (:func:`odezoo.order.dense_weights`), which is the
 value of Tsitouras' own order-4 interpolant at θ = 1/2.
 """
-from odezoo import AdaptiveFamily, hookimpl
-from odezoo.adaptive import mid_weights
+from odezoo import ButcherTableau, SolverFamily, hookimpl
+from odezoo.order import dense_weights
 
 C = [0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0]
 B = [0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742, -3.290069515436081,
@@ -41,11 +41,11 @@ A = _lower([
 ])
 A[6] = B[:6] + [0.0]  # FSAL: the last stage is f(t1, y1)
 B_EMBEDDED = [b - e for b, e in zip(B, E)]
-B_MID = mid_weights(A, order=4, theta=0.5)
+B_MID = dense_weights(A, order=4, theta=0.5)
 
 
-FAMILY = AdaptiveFamily.constant(
-    "tsit5", A, B, C, B_EMBEDDED, order=5, embedded_order=4, b_mid=B_MID,
+FAMILY = SolverFamily.from_tableau(
+    "tsit5", ButcherTableau(A, B, C, B_EMBEDDED, B_MID), order=5, embedded_order=4,
     description="Tsitouras 5(4) pair, FSAL",
     reference="Tsitouras, Comput. Math. Appl. 62 (2011) 770-775",
 )

@@ -13,7 +13,7 @@ f(t1, y1) as an extra stage and reuses it as the next step's first, so a step co
 evaluations.  Output times are interpolated with the cubic Hermite polynomial.
 Reference: Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.1 and §II.4.
 """
-from odezoo import AdaptiveFamily, Constraint, DistributionSpec, hookimpl
+from odezoo import Constraint, DistributionSpec, SolverFamily, hookimpl
 
 
 def formula(u):
@@ -25,7 +25,7 @@ def formula(u):
     return A, b, c, b_embedded
 
 
-FAMILY = AdaptiveFamily(
+FAMILY = SolverFamily(
     name="rk2_u_adaptive",
     params=("u",),
     defaults={"u": 0.5},

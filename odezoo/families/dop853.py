@@ -11,11 +11,11 @@ The 13th stage of DOP853 is f(t1, y1) (its row of A equals b), so the pair is no
 its 12-stage form and torchdiffeq's step appends exactly that stage: 12 evaluations a step.
 DOP853's 7th-order dense output needs three more stages that torchdiffeq's step does not
 take; ``b_mid`` here is the order-4 solution of the continuous order conditions at θ = 1/2
-(:func:`odezoo.adaptive.mid_weights`), which is all torchdiffeq's quartic interpolant can
+(:func:`odezoo.order.dense_weights`), which is all torchdiffeq's quartic interpolant can
 use.  For output times at full accuracy pass them as ``step_t`` (steps then end on them).
 """
-from odezoo import AdaptiveFamily, hookimpl
-from odezoo.adaptive import mid_weights
+from odezoo import ButcherTableau, SolverFamily, hookimpl
+from odezoo.order import dense_weights
 
 C = [0.0, 0.526001519587677318785587544488e-01, 0.789002279381515978178381316732e-01,
      0.118350341907227396726757197510, 0.281649658092772603273242802490, 0.333333333333333333333333333333,
@@ -66,11 +66,11 @@ E5 = [0.1312004499419488073250102996e-1, 0.0, 0.0, 0.0, 0.0, -0.1225156446376204
       0.3341791187130174790297318841, 0.8192320648511571246570742613e-1, -0.2235530786388629525884427845e-1]
 B_EMBEDDED = [b - e for b, e in zip(B, E5)]
 
-B_MID = mid_weights(A, order=4, theta=0.5)
+B_MID = dense_weights(A, order=4, theta=0.5)
 
 
-FAMILY = AdaptiveFamily.constant(
-    "dop853", A, B, C, B_EMBEDDED, order=8, embedded_order=5, b_mid=B_MID,
+FAMILY = SolverFamily.from_tableau(
+    "dop853", ButcherTableau(A, B, C, B_EMBEDDED, B_MID), order=8, embedded_order=5,
     description="DOP853 (Dormand-Prince 8th order) with its order-5 error estimator",
     reference="Hairer, Norsett & Wanner, Solving ODEs I, II.10 (dop853.f)",
 )
