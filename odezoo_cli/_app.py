@@ -93,7 +93,7 @@ _FLAGS: dict[str, dict] = {
     "--verbose": dict(action="store_true", help="also show the progress of every run the command starts"),
     "--logger": dict(type=_logger_list, metavar="NAMES",
                      help=f"also log every epoch to: {', '.join(LOGGERS)} (comma list; metrics.jsonl is always "
-                          f"written); tensorboard needs the tensorboard package"),
+                          f"written); tensorboard needs pip install 'odezoo[tensorboard]'"),
     "--collect": dict(action="store_true", help="run nothing: gather what has finished into the table"),
 }
 

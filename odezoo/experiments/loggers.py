@@ -47,7 +47,8 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ImportError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from None
+            raise ImportError("--logger tensorboard needs the tensorboard package: pip install 'odezoo[tensorboard]'") \
+                from None
         self.writer = SummaryWriter(log_dir=str(Path(out) / "tensorboard"), purge_step=start_epoch)
 
     def log(self, record: Mapping[str, Any]) -> None:

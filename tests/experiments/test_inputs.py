@@ -361,3 +361,16 @@ def test_a_truncated_metrics_log_stops_the_sweep_report_naming_the_file(tmp_path
         sweep.main(args + ["--collect"])
     assert f"{summary} does not match the sha256 digest" in capsys.readouterr().err
     os.remove(summary)
+
+
+def test_the_tensorboard_logger_without_its_package_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from odezoo.experiments.loggers import open_loggers
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(ImportError, match=r"pip install 'odezoo\[tensorboard\]'"):
+        open_loggers(["tensorboard"], tmp_path)
+    assert [type(x).__name__ for x in open_loggers(["csv", "csv"], tmp_path)] == ["CSVLogger"]
+    with pytest.raises(ValueError, match="unknown logger"):
+        open_loggers(["wandb"], tmp_path)
