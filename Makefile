@@ -26,8 +26,11 @@ $(DOCS_STAMP): docs/requirements.txt
 	$(DOCS_VENV)/bin/python -m pip install --quiet -r docs/requirements.txt
 	touch $(DOCS_STAMP)
 
+# `make demo` prints per-phase progress and the time left; `make demo DEMO_FLAGS=--long` is the longer version.
+DEMO_FLAGS ?=
 demo: $(STAMP)
-	$(PY) recipes/demo.py
+	@echo "odezoo demo: setting up .venv took until now; training starts (odezoo demo --help lists the flags)"
+	$(VENV)/bin/odezoo demo $(DEMO_FLAGS)
 
 # tests/test_docs.py builds the site with $(DOCS_VENV), so the docs are checked by every test run.
 test: $(STAMP) $(DOCS_STAMP)

@@ -166,14 +166,17 @@ def test_experiments_declares_its_public_names():
         assert sub.__all__ and all(hasattr(sub, n) for n in sub.__all__), module
 
 
-@pytest.mark.parametrize("script", ["evaluate.py", "demo.py", "train.py", "reproduce.py", "sweep.py"])
-def test_recipes_without_the_extra_stop_with_the_install_line(script):
+@pytest.mark.parametrize("script, argv", [("evaluate.py", ["x.pt"]), ("demo.py", ["--dry-run"]),
+                                          ("train.py", ["--defaults"]), ("reproduce.py", ["fig5"]),
+                                          ("sweep.py", ["--grid", "seed=0"])])
+def test_recipes_without_the_extra_stop_with_the_install_line(script, argv):
+    """A command run without the recipes extra stops with the install line (its --help needs no extra)."""
     code = ("import sys, runpy; sys.modules['mlxtend'] = None; "
             "import importlib.util as u; real = u.find_spec; "
             "u.find_spec = lambda name, *a: None if name == 'mlxtend' else real(name, *a); "
-            f"sys.argv = ['{script}', '--help']; runpy.run_path('recipes/{script}', run_name='__main__')")
+            f"sys.argv = ['{script}', *{argv!r}]; runpy.run_path('recipes/{script}', run_name='__main__')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
         "error: odezoo.experiments needs the 'recipes' extra (missing: mlxtend). "
         "Install it with: pip install 'odezoo[recipes]'"], result.stderr[-2000:]

@@ -53,6 +53,19 @@ def test_docs_build_strict_without_torch(tmp_path):
     assert 'id="odezoo.SolverFamily"' in core and 'id="odezoo.OdezooStepWarning"' in core
     assert 'id="odezoo.experiments.io.save_checkpoint"' in (
         tmp_path / "site" / "api" / "experiments" / "io" / "index.html").read_text()
+    # offline: no script, stylesheet or font from the network; the math engine ships with the site
+    pages = list((tmp_path / "site").rglob("*.html"))
+    remote = sorted({m for page in pages for m in re.findall(r'(?:src|href)="(https?://[^"]+\.(?:js|css)[^"]*)"',
+                                                            page.read_text(encoding="utf-8"))})
+    assert not remote, f"the site loads {remote}"
+    assert not [p for p in pages if "fonts.googleapis" in p.read_text(encoding="utf-8")]
+    families = (tmp_path / "site" / "families" / "index.html").read_text(encoding="utf-8")
+    assert 'class="arithmatex"' in families and "javascripts/mathjax/tex-svg.js" in families
+    assert (tmp_path / "site" / "javascripts" / "mathjax" / "tex-svg.js").stat().st_size > 1_000_000
+    # the experiments' docstrings link instead of showing Sphinx roles
+    api = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "site" / "api" / "experiments").rglob("*.html"))
+    assert ":class:" not in api and ":func:" not in api and ":mod:" not in api
+    assert 'href="../io/#odezoo.experiments.io.IntegrityError"' in api or "#odezoo.experiments.io.IntegrityError" in api
 
 
 def test_docs_venv_has_no_torch():

@@ -354,8 +354,7 @@ def _evaluate():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-    import evaluate
+    from odezoo.experiments.commands import evaluate
     return evaluate
 
 

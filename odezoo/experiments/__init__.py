@@ -2,18 +2,21 @@
 
 The solver core (``import odezoo``) never imports this package.  Its modules:
 
-* :mod:`~odezoo.experiments.models` — the paper's MNIST and CIFAR-10 neural ODE classifiers;
-* :mod:`~odezoo.experiments.data` — embedded MNIST digits, torchvision MNIST / CIFAR-10, loaders;
-* :mod:`~odezoo.experiments.training` — adversarial training batches, divergence checks, seeding;
-* :mod:`~odezoo.experiments.attacks` — FGSM, PGD (advertorch), EOT, AutoAttack components (torchattacks);
-* :mod:`~odezoo.experiments.evaluation` — robust accuracy, the stronger per-example evaluation, tables;
-* :mod:`~odezoo.experiments.masking` — automated gradient-masking checks;
-* :mod:`~odezoo.experiments.protocol` — named attacks and named, versioned evaluation protocols;
-* :mod:`~odezoo.experiments.statistics` — mean ± SE over seeds, seed-paired intervals, detectable effects;
-* :mod:`~odezoo.experiments.io` — atomic files: checkpoints, JSON, CSV, JSON-lines logs;
-* :mod:`~odezoo.experiments.plots` — PNG figures (``matplotlib.figure.Figure``, no global backend);
-* :mod:`~odezoo.experiments.config` — recipe configs and solvers from configs;
-* :mod:`~odezoo.experiments.sweep` — many runs as jobs: in this process, local processes or Slurm (submitit).
+* [`models`][odezoo.experiments.models] — the paper's MNIST and CIFAR-10 neural ODE classifiers;
+* [`data`][odezoo.experiments.data] — embedded MNIST digits, torchvision MNIST / CIFAR-10, loaders;
+* [`training`][odezoo.experiments.training] — adversarial training batches, divergence checks, seeding;
+* [`attacks`][odezoo.experiments.attacks] — FGSM, PGD (advertorch), EOT, AutoAttack components (torchattacks);
+* [`evaluation`][odezoo.experiments.evaluation] — robust accuracy, the stronger per-example evaluation, tables;
+* [`masking`][odezoo.experiments.masking] — automated gradient-masking checks;
+* [`protocol`][odezoo.experiments.protocol] — named attacks and named, versioned evaluation protocols;
+* [`statistics`][odezoo.experiments.statistics] — mean ± SE over seeds, seed-paired intervals, detectable effects;
+* [`io`][odezoo.experiments.io] — atomic files: checkpoints, JSON, CSV, JSON-lines logs;
+* [`plots`][odezoo.experiments.plots] — PNG figures (``matplotlib.figure.Figure``, no global backend);
+* [`config`][odezoo.experiments.config] — recipe configs and solvers from configs;
+* [`sweep`][odezoo.experiments.sweep] — many runs as jobs: in this process, local processes or Slurm (submitit);
+* [`results`][odezoo.experiments.results] — the one results schema every printed or written table uses;
+* [`loggers`][odezoo.experiments.loggers] — CSV and TensorBoard loggers beside ``metrics.jsonl``;
+* `commands` — what ``odezoo train|evaluate|sweep|reproduce|report|demo`` do.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import importlib.util
 #: module name -> pip distribution of every package the ``recipes`` extra brings.
 RECIPES_EXTRA = {"yaml": "PyYAML", "matplotlib": "matplotlib", "torchvision": "torchvision",
                  "advertorch": "advertorch", "mlxtend": "mlxtend", "tqdm": "tqdm",
-                 "pydantic": "pydantic", "scipy": "scipy"}
+                 "pydantic": "pydantic", "scipy": "scipy", "filelock": "filelock"}
 
 
 def _missing(modules) -> list[str]:
@@ -34,8 +37,8 @@ if _absent:
     raise ImportError(f"odezoo.experiments needs the 'recipes' extra (missing: {', '.join(_absent)}). "
                       f"Install it with: pip install 'odezoo[recipes]'")
 
-from . import (attacks, config, data, evaluation, io, masking, models, plots, protocol, statistics,  # noqa: E402
-               sweep, training)
+from . import (attacks, config, data, evaluation, io, loggers, masking, models, plots, protocol,  # noqa: E402
+               results, statistics, sweep, training)
 from .attacks import EOTModel, fgsm, pgd, pgd_step_size  # noqa: E402
 from .config import load_config, meta_solver_from_config, parse_solver_grid  # noqa: E402
 from .data import DatasetNotFoundError, get_datasets, make_loaders  # noqa: E402
@@ -48,8 +51,8 @@ from .protocol import PROTOCOLS, Attack, Protocol, ProtocolResult, evaluate_prot
 from .training import TrainingDiverged, adversarial_batch  # noqa: E402
 
 __all__ = [
-    "attacks", "config", "data", "evaluation", "io", "masking", "models", "plots", "protocol", "statistics", "sweep",
-    "training",
+    "attacks", "config", "data", "evaluation", "io", "loggers", "masking", "models", "plots", "protocol", "results",
+    "statistics", "sweep", "training",
     "RECIPES_EXTRA",
     "EOTModel", "fgsm", "pgd", "pgd_step_size",
     "load_config", "meta_solver_from_config", "parse_solver_grid",

@@ -5,7 +5,8 @@ model), ``eps`` and ``step_size`` are in pixel units (MNIST 0.3, CIFAR-10 8/255)
 always use the **true labels**, the model runs in eval mode with parameter gradients off
 (restored afterwards), and accuracies are fractions in [0, 1].
 
-advertorch 0.2.3 predates torch 1.9; :func:`import_advertorch` makes it importable on
+advertorch 0.2.3 predates torch 1.9; [`import_advertorch`][odezoo.experiments.attacks.import_advertorch] makes it
+importable on
 current torch (see its docstring for what it patches).
 """
 from __future__ import annotations
@@ -48,12 +49,14 @@ def import_advertorch() -> ModuleType:
     """Import advertorch (with ``attacks`` and ``context``) on current torch; idempotent.
 
     ``advertorch/attacks/fast_adaptive_boundary.py`` does ``from torch.autograd.gradcheck
-    import zero_gradients``, removed in torch 1.9; we put :func:`zero_gradients` back on that
+    import zero_gradients``, removed in torch 1.9; we put
+    [`zero_gradients`][odezoo.experiments.attacks.zero_gradients] back on that
     *module* (``importlib.import_module``: ``import torch.autograd.gradcheck as m`` would give
     the function of the same name).  The other pitfalls on current torch — attacks crash
     under ``torch.no_grad()``, reject ``int`` / numpy-float32 / 0-d-tensor eps with a bare
     ``AssertionError`` / ``TypeError``, and fail with an ``AttributeError`` on ``None``
-    gradients — are handled in :func:`fgsm` and :func:`pgd`, which enable grad, coerce eps
+    gradients — are handled in [`fgsm`][odezoo.experiments.attacks.fgsm] and
+    [`pgd`][odezoo.experiments.attacks.pgd], which enable grad, coerce eps
     to float and explain the missing gradient.
     """
     gradcheck = importlib.import_module("torch.autograd.gradcheck")

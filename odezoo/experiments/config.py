@@ -1,12 +1,13 @@
 """Recipe configuration: the defaults, YAML files with ``--set`` overrides, one schema for the
 whole config, solvers from config mappings and compact command-line strings.
 
-Every config a recipe runs is checked completely by :func:`validate_config` before any data
+Every config a recipe runs is checked completely by [`validate_config`][odezoo.experiments.config.validate_config]
+before any data
 is loaded or any epoch trained: unknown keys at any depth (with a did-you-mean), values
 outside a set of choices, wrong types, numbers out of range, settings that do not apply to
 the chosen solver mode, the solver itself (built once) and the evaluation settings.  Each
 problem is reported with its full dotted key (``solver.distribution``, ``eval.eps[1]``), all
-of them at once, as one :class:`ConfigError`.
+of them at once, as one [`ConfigError`][odezoo.experiments.config.ConfigError].
 
 The schema is written with **pydantic v2** models (``extra="forbid"``).  Why pydantic: it is
 the most widely used, actively maintained validation library for Python, its models
@@ -15,8 +16,8 @@ describe a nested config as plain typed classes (so the schema reads as document
 every failure, which is what the dotted-key messages are built from.  OmegaConf structured
 configs would add a second config representation next to the plain dicts the recipes pass
 around, and hand-written dataclass checks would re-implement what pydantic already does.
-Numbers go through :func:`odezoo.parsing.parse_number` and solver values through the same
-checks as :class:`odezoo.SolverSpec`, so a bad value gets the same message from a YAML file,
+Numbers go through `odezoo.parsing.parse_number` and solver values through the same
+checks as `odezoo.SolverSpec`, so a bad value gets the same message from a YAML file,
 a ``--set`` override or the Python API.
 """
 from __future__ import annotations
@@ -94,12 +95,14 @@ def positive_int(value) -> int:
 
 
 def non_negative_int(value) -> int:
-    """A whole number >= 0 (as :func:`positive_int`)."""
+    """A whole number >= 0 (as [`positive_int`][odezoo.experiments.config.positive_int])."""
     return _whole(value, 0, "a non-negative integer")
 
 
 def _whole(value, low: int, what: str) -> int:
     number = _from_text(value) if isinstance(value, str) else value
+    if isinstance(number, int) and not isinstance(number, bool) and number.bit_length() > 62:
+        raise ValueError(f"must be {what} odezoo can use, got one with {len(str(number))} digits")
     if not isinstance(number, bool) and isinstance(number, (int, float)) and math.isfinite(number) \
             and number == int(number) and number >= low:
         return int(number)
@@ -107,7 +110,73 @@ def _whole(value, low: int, what: str) -> int:
                      f"must be {what}, got {_show(value)}")
 
 
+class QuotedNumber(str):
+    """A YAML value written as a quoted number (``epochs: "8"``): YAML reads it as text, and a
+    field that needs a number refuses it (one rule: a number in a config file is written as a
+    number; text is parsed as a number only where YAML cannot type it — ``1e-4``, ``8/255``)."""
+
+
+def _refuse_quoted(value) -> None:
+    if isinstance(value, QuotedNumber):
+        raise ValueError(f"{str(value)!r} is quoted, so YAML reads it as text, not a number; write it without quotes")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys and marking quoted numbers (`QuotedNumber`)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: a key must be plain text, got {key!r}") from None
+        if key in seen:
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: the key {key!r} appears twice in one mapping "
+                              f"(first on line {seen[key]}); keep one of them")
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+def _construct_str(loader, node):
+    value = yaml.SafeLoader.construct_scalar(loader, node)
+    if node.style in ("'", '"'):
+        tag = loader.resolve(yaml.ScalarNode, value, (True, False))
+        if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+            return QuotedNumber(value)
+    return value
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
+
+
+def read_yaml(text: str, where: str):
+    """``text`` read as YAML by the strict rules (duplicate keys refused, quoted numbers marked);
+    [`ConfigError`][odezoo.experiments.config.ConfigError] naming ``where`` otherwise."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 — a SafeLoader subclass
+    except ConfigError as error:
+        raise ConfigError(f"{where}, {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where} is not valid YAML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to be a config") from None
+
+
+def _plain_text(value):
+    """Every `QuotedNumber` left in a validated config (where text was wanted) as a plain str."""
+    if isinstance(value, dict):
+        return {k: _plain_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_text(v) for v in value]
+    return str(value) if isinstance(value, QuotedNumber) else value
+
+
 def _from_text(text: str):
+    _refuse_quoted(text)
     try:
         return parse_number(text)
     except ValueError:
@@ -115,6 +184,7 @@ def _from_text(text: str):
 
 
 def _number(value) -> float:
+    _refuse_quoted(value)
     return parse_number(value)  # "0.3", "1/3", "1e-4", numbers; bools, text and inf/nan refused
 
 
@@ -201,6 +271,10 @@ def _device(value) -> str:
     raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
 
 
+#: the longest run name (a folder name; file systems allow 255 bytes, and a sweep adds to it)
+MAX_RUN_NAME = 100
+
+
 def check_run_name(name) -> str:
     """A run name is one folder name under ``runs/``: no path separators, not ``.`` or ``..``,
     no control characters.  (``--out DIR`` chooses any folder explicitly.)"""
@@ -210,6 +284,9 @@ def check_run_name(name) -> str:
             or Path(name).is_absolute() or name != name.strip():
         raise ValueError(f"a run name is one folder name under runs/ (letters, digits, '.', '_', '-'; no '/', "
                          f"'\\\\' or '..'), got {name!r}; use --out DIR to write somewhere else")
+    if len(name) > MAX_RUN_NAME:
+        raise ValueError(f"a run name is one folder name of at most {MAX_RUN_NAME} characters, got one of {len(name)} "
+                         f"({name[:40]!r}...); choose a shorter name, or --out DIR")
     return name
 
 
@@ -348,7 +425,7 @@ class EvalConfig(_Section):
 
 
 class RecipeConfig(_Section):
-    """The whole recipe config (see :data:`DEFAULTS` and docs/recipes.md)."""
+    """The whole recipe config (see `DEFAULTS` and docs/recipes.md)."""
     name: _type(check_run_name, str) = "run"
     dataset: _type(_choice(*DATASETS), str) = "mnist-embedded"
     data_dir: Optional[Text] = None
@@ -471,11 +548,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     keys = key.strip().split(".")
     if not sep or not key.strip() or not all(keys):
         raise ConfigError(f"--set expects key.sub=value, got {text!r}")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--set {key}: cannot read {value!r} as a YAML value ({error})") from None
-    if isinstance(parsed, str):
+    parsed = read_yaml(value, f"--set {key}")
+    if isinstance(parsed, str) and not isinstance(parsed, QuotedNumber):
         try:  # YAML 1.1 reads "1e-4" as a string
             parsed = float(parsed)
         except ValueError:
@@ -485,18 +559,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def load_config(path: str | None, overrides: Sequence[str] = (), **flags) -> dict:
     """DEFAULTS, updated by the YAML file at ``path``, the ``--set`` ``overrides`` and the
-    command-line ``flags`` (None: not given), then checked by :func:`validate_config`.
-    Raises :class:`ConfigError`."""
+    command-line ``flags`` (None: not given), then checked by
+    [`validate_config`][odezoo.experiments.config.validate_config].
+    Raises [`ConfigError`][odezoo.experiments.config.ConfigError]."""
     cfg = copy.deepcopy(DEFAULTS)
     if path:
         try:
-            with open(path) as handle:
-                loaded = yaml.safe_load(handle)
+            text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path} (configs live in recipes/configs/)") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
-        loaded = {} if loaded is None else loaded
+        except IsADirectoryError:
+            raise ConfigError(f"config {path} is a folder; give a YAML file (e.g. recipes/configs/"
+                              f"mnist_rk2_fixed.yaml)") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+        loaded = read_yaml(text, f"config file {path}")
+        if loaded is None:
+            raise ConfigError(f"config file {path} is empty (or only comments); write the settings into it, or "
+                              f"train the built-in defaults explicitly with --defaults instead of --config")
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys (name: ..., solver: ...), "
                               f"got {type(loaded).__name__}")
@@ -533,9 +615,11 @@ def _parent(cfg: dict, keys: Sequence[str]) -> dict:
 def validate_config(cfg: Mapping, where: str = "") -> dict:
     """Check a whole recipe config and return it normalized (numbers parsed, lists made).
 
-    ``cfg`` is merged over :data:`DEFAULTS` first (a key it leaves out takes the default).
+    ``cfg`` is merged over `DEFAULTS` first (a key it leaves out takes the
+    default).
     Besides the schema, the solver is built once (a singular or unknown solver fails here,
-    not after data loading).  Raises :class:`ConfigError` naming every problem by its
+    not after data loading).  Raises [`ConfigError`][odezoo.experiments.config.ConfigError] naming every problem by
+    its
     dotted key; ``where`` (e.g. "in runs/x/best.pt") is added to the message."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"a config must be a mapping, got {type(cfg).__name__}")
@@ -546,10 +630,14 @@ def validate_config(cfg: Mapping, where: str = "") -> dict:
         model = RecipeConfig.model_validate(merged)
     except ValidationError as error:
         _raise(error, where)
+    except (RecursionError, OverflowError) as error:
+        raise ConfigError(f"invalid config{' ' + where if where else ''}: {type(error).__name__}: it holds a value "
+                          f"too deep or too large to be a setting") from None
     out = model.model_dump(exclude_unset=True)
     for key in DEFAULTS:   # every top-level key stays, even where it equals the default
         out.setdefault(key, getattr(model, key) if not isinstance(getattr(model, key), BaseModel)
                        else getattr(model, key).model_dump(exclude_unset=True))
+    out = _plain_text(out)
     try:
         meta_solver_from_config(out["solver"], seed=out["seed"])
     except ConfigError as error:
@@ -586,7 +674,8 @@ def flag(check):
 
 
 class RecipeExit(SystemExit):
-    """The exit :func:`fail` raises: status ``code``, and the ``message`` it printed, so that
+    """The exit [`fail`][odezoo.experiments.config.fail] raises: status ``code``, and the ``message`` it printed,
+    so that
     whoever ran the recipe as a function (a sweep's job) can report what went wrong."""
 
     def __init__(self, message: str, code: int = 2):
@@ -640,7 +729,8 @@ def meta_solver_from_config(cfg: Mapping[str, Any], seed: int | None = None) -> 
         probs: [0.5, 0.5]        # switching;  weights: [...] for ensemble
 
     The mapping is checked against the solver schema first (unknown keys, keys that do not
-    apply to the mode, bad values): a :class:`ConfigError` (a ``ValueError``) names the key.
+    apply to the mode, bad values): a [`ConfigError`][odezoo.experiments.config.ConfigError] (a ``ValueError``)
+    names the key.
     """
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"solver: must be a mapping with keys mode, method, ..., got {cfg!r}")

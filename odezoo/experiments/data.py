@@ -162,7 +162,8 @@ class SyntheticImages(Dataset):
 
 
 def load_synthetic_cifar10(seed: int = 0) -> Splits:
-    """Random data of CIFAR-10's shape and split sizes (40k/10k/10k): see :class:`SyntheticImages`."""
+    """Random data of CIFAR-10's shape and split sizes (40k/10k/10k): see
+    [`SyntheticImages`][odezoo.experiments.data.SyntheticImages]."""
     return Splits(*(SyntheticImages(n, seed=3 * seed + k) for k, n in enumerate((40_000, 10_000, 10_000))))
 
 
@@ -182,7 +183,7 @@ def _not_found(name: str, root: Path, where: str) -> DatasetNotFoundError:
     hint = " No data at hand? Train on the built-in digits: --set dataset=mnist-embedded." if name == "MNIST" else ""
     return DatasetNotFoundError(
         f"{name} was not found under {root}. Either download it on a machine with internet access: "
-        f"`python recipes/train.py --config CONFIG --data-dir {root} --download` (from Python: download=True), "
+        f"`odezoo train --config CONFIG --data-dir {root} --download` (from Python: download=True), "
         f"or copy the files to {where} and pass --data-dir {root}.{hint}")
 
 
@@ -265,7 +266,8 @@ def load_cifar10(data_dir: str | Path, download: bool = False, augment: bool = T
 
 def get_datasets(name: str = "mnist-embedded", data_dir: str | Path | None = None, download: bool = False,
                  seed: int = 0) -> Splits:
-    """Splits of dataset ``name`` (one of :data:`DATASETS`); ``data_dir`` only for torchvision sets."""
+    """Splits of dataset ``name`` (one of `DATASETS`); ``data_dir`` only for
+    torchvision sets."""
     if name == "mnist-embedded":
         return load_embedded_mnist(seed=seed)
     if name == "mnist-embedded-rgb32":

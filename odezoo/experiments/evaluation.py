@@ -1,11 +1,14 @@
 """Robustness evaluation: accuracy under attack, the stronger per-example evaluation, result tables.
 
-:func:`evaluate_robustness` measures clean accuracy and accuracy under FGSM and PGD at
-several eps (the paper's evaluation); :func:`robustness_rows` turns it into table rows.
-:func:`strong_robustness` runs, on the same examples and at one ``eps`` (pixel units,
+[`evaluate_robustness`][odezoo.experiments.evaluation.evaluate_robustness] measures clean accuracy and accuracy
+under FGSM and PGD at
+several eps (the paper's evaluation); [`robustness_rows`][odezoo.experiments.evaluation.robustness_rows] turns it
+into table rows.
+[`strong_robustness`][odezoo.experiments.evaluation.strong_robustness] runs, on the same examples and at one
+``eps`` (pixel units,
 inputs in [0, 1]):
 
-* ``fgsm``  — advertorch FGSM (:func:`odezoo.experiments.attacks.fgsm`);
+* ``fgsm``  — advertorch FGSM ([`odezoo.experiments.attacks.fgsm`][odezoo.experiments.attacks.fgsm]);
 * ``pgd``   — the configured PGD (advertorch, first entry of ``pgd_steps``/``pgd_restarts``);
 * ``pgd-<steps>x<restarts>`` — each further PGD configuration (more iterations, restarts);
 * ``autoattack`` — a parameter-free ensemble built from torchattacks' components and run as
@@ -19,7 +22,8 @@ inputs in [0, 1]):
 
 Every example keeps a boolean "still correct" per attack; ``result.worst`` is the
 **per-example worst case**: correct on the clean input *and* under every attack.
-Conventions of :mod:`odezoo.experiments.attacks` hold throughout: true labels, model in eval mode
+Conventions of [`odezoo.experiments.attacks`][odezoo.experiments.attacks] hold throughout: true labels, model in
+eval mode
 with parameter gradients off (restored afterwards), accuracies are fractions in [0, 1].
 """
 from __future__ import annotations
@@ -75,13 +79,13 @@ def evaluate_robustness(model: nn.Module, loader: Iterable, attacks: Sequence[st
     """Clean accuracy and accuracy under each attack in ``attacks`` at each ``eps`` (pixels).
 
     ``loader`` yields ``(x in [0, 1], true labels)``; batches are moved to ``device`` (the
-    model must already be there).  ``pgd_kwargs`` go to :func:`pgd` (``step_size``,
+    model must already be there).  ``pgd_kwargs`` go to `pgd` (``step_size``,
     ``n_iter``, ``restarts``, ``rand_init``, ``seed``); with a ``seed``, batch ``i`` uses
     ``seed + i``, so the random starts differ between batches and the whole evaluation is
     reproducible.  ``max_batches`` stops early.
 
     Randomized models: ``before_batch()`` (e.g. ``meta.resample``) is called before every
-    prediction and, through :class:`EOTModel`, before every forward pass of an attack.  With
+    prediction and, through `EOTModel`, before every forward pass of an attack.  With
     ``eot_samples > 1`` each attack forward averages the logits of that many passes, so
     the attack follows the expected gradient (EOT); predictions stay single passes, as the
     randomized model would answer when deployed."""
@@ -300,7 +304,7 @@ def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: st
     (the global RNG is left as it was): batch ``i`` of ``loader`` uses ``seed + batch_ids[i]``
     (default ``seed + i``), so a shard of the batches given with their positions in the whole
     evaluation gets exactly the results it would have there.  Randomized models: as in
-    :func:`evaluate_robustness` (``before_batch``, ``eot_samples``).
+    [`evaluate_robustness`][odezoo.experiments.evaluation.evaluate_robustness] (``before_batch``, ``eot_samples``).
     """
     eps = positive_number(eps, "eps", allow_zero=True)
     if autoattack and autoattack_version not in AUTOATTACK_VERSIONS:
@@ -381,7 +385,8 @@ def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: st
 # --------------------------------------------------------------------------- tables
 
 def to_robustness_result(results: StrongRobustnessResult | Sequence[StrongRobustnessResult]) -> RobustnessResult:
-    """Fold results at several eps (same examples) into a :class:`RobustnessResult`
+    """Fold results at several eps (same examples) into a
+    [`RobustnessResult`][odezoo.experiments.evaluation.RobustnessResult]
     (``accuracy[(attack, eps)]``, ``worst_case[eps]``; clean accuracy from the first)."""
     if isinstance(results, StrongRobustnessResult):
         results = [results]
@@ -396,7 +401,8 @@ def to_robustness_result(results: StrongRobustnessResult | Sequence[StrongRobust
 def strong_results_table(results: StrongRobustnessResult | Sequence[StrongRobustnessResult]
                          | Mapping[str, StrongRobustnessResult | Sequence[StrongRobustnessResult]],
                          label: str = "model") -> list[dict[str, Any]]:
-    """Rows ``{"solver", "attack", "eps", "accuracy"}`` as :func:`results_table`
+    """Rows ``{"solver", "attack", "eps", "accuracy"}`` as
+    [`results_table`][odezoo.experiments.evaluation.results_table]
     writes them: attack ``"clean"`` at eps 0, one row per attack and eps, and attack
     ``"worst"`` (the per-example worst case over the clean input and all attacks).
 

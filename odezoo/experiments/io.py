@@ -1,11 +1,22 @@
 """Files the recipes write: one atomic, fsynced write behind checkpoints, JSON, CSV and logs.
 
-Every file goes through :func:`atomic_write`: a temporary file in the same folder, flushed
+Every file goes through [`atomic_write`][odezoo.experiments.io.atomic_write]: a temporary file in the same folder,
+flushed
 and fsynced, then renamed over the target — an interruption leaves the old file or the new
 one, never half of either.  Checkpoints carry a sha256 digest of their contents, checked by
-:func:`load_checkpoint` (a file damaged after it was written is refused, not loaded with
+[`load_checkpoint`][odezoo.experiments.io.load_checkpoint] (a file damaged after it was written is refused, not
+loaded with
 wrong weights), are loaded with ``weights_only=True``, and are never written with
 non-finite model weights.  JSON-lines logs are append-only and survive a torn last line.
+
+Results files are sealed the same way: every line of a JSON-lines log carries a chained sha256
+(``_chain``) and the log has a seal file beside it (``metrics.jsonl.seal``: line count and last
+digest), and a sealed JSON file (``summary.json``) carries the digest of its contents; reading
+one back checks it, so a truncated or edited file is refused with an
+[`IntegrityError`][odezoo.experiments.io.IntegrityError]
+naming the file instead of being trusted.  [`run_folder_lock`][odezoo.experiments.io.run_folder_lock] holds an
+exclusive lock
+(filelock) on a folder while a command writes it.
 """
 from __future__ import annotations
 
@@ -15,14 +26,20 @@ import io
 import json
 import math
 import os
+import socket
+import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 __all__ = ["CheckpointError", "atomic_write", "save_json", "save_csv", "save_checkpoint", "load_checkpoint",
-           "state_digest", "nonfinite_tensors", "append_jsonl", "read_jsonl", "truncate_jsonl", "INTEGRITY_KEY"]
+           "state_digest", "nonfinite_tensors", "append_jsonl", "read_jsonl", "truncate_jsonl", "INTEGRITY_KEY",
+           "IntegrityError", "save_sealed_json", "load_sealed_json", "run_folder_lock", "RunFolderBusy",
+           "LOCK_NAME"]
 
 #: the checkpoint entry holding the digest of everything else in it
 INTEGRITY_KEY = "integrity"
@@ -30,6 +47,15 @@ INTEGRITY_KEY = "integrity"
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt or not an odezoo checkpoint."""
+
+
+class IntegrityError(ValueError):
+    """A sealed results file (JSON-lines log, sealed JSON, partial evaluation) was truncated,
+    edited or damaged after it was written; the message names the file and what to do."""
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process holds the folder's lock (the message names it)."""
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Any], None]) -> Path:
@@ -117,7 +143,8 @@ def _feed(h, value) -> None:
 
 
 def state_digest(state: Mapping[str, Any]) -> str:
-    """The sha256 of a checkpoint's contents (everything but :data:`INTEGRITY_KEY`), computed
+    """The sha256 of a checkpoint's contents (everything but
+    `INTEGRITY_KEY`), computed
     on the loaded objects (tensor bytes, numbers, text), so it does not depend on how
     ``torch.save`` laid the file out."""
     h = hashlib.sha256()
@@ -137,10 +164,13 @@ def _show_names(names: Sequence[str]) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], allow_nonfinite: bool = False) -> Path:
-    """Write ``state`` with ``torch.save``, atomically (see :func:`atomic_write`), with the
-    sha256 :func:`state_digest` of its contents stored under :data:`INTEGRITY_KEY`.
+    """Write ``state`` with ``torch.save``, atomically (see [`atomic_write`][odezoo.experiments.io.atomic_write]),
+    with the
+    sha256 [`state_digest`][odezoo.experiments.io.state_digest] of its contents stored under
+    `INTEGRITY_KEY`.
 
-    A ``state["model"]`` with NaN or inf weights is refused (:class:`CheckpointError`, nothing
+    A ``state["model"]`` with NaN or inf weights is refused
+    ([`CheckpointError`][odezoo.experiments.io.CheckpointError], nothing
     written) unless ``allow_nonfinite``: a diverged model is never saved as a good one."""
     if not isinstance(state, Mapping):
         raise CheckpointError(f"a checkpoint must be a dict, got {type(state).__name__}")
@@ -160,10 +190,10 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", verify: bool = 
     digest must match the contents (``verify=False`` loads a checkpoint written before
     digests existed, or one you choose to trust) and the model weights must be finite
     (unless ``allow_nonfinite``).  Returns the contents without the digest entry; a clear
-    :class:`CheckpointError` otherwise."""
+    [`CheckpointError`][odezoo.experiments.io.CheckpointError] otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; train first (recipes/train.py) or check the path")
+        raise CheckpointError(f"no checkpoint at {path}; train first (odezoo train) or check the path")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
@@ -190,12 +220,42 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", verify: bool = 
     return state
 
 
+CHAIN_KEY = "_chain"
+SEAL_SUFFIX = ".seal"
+
+
+def _canonical(record: Mapping[str, Any]) -> str:
+    return json.dumps({k: v for k, v in record.items() if k != CHAIN_KEY}, sort_keys=True, default=_plain)
+
+
+def _chain(previous: str, record: Mapping[str, Any]) -> str:
+    return hashlib.sha256((previous + _canonical(record)).encode("utf-8")).hexdigest()
+
+
+def _seal_path(path: Path) -> Path:
+    return path.with_name(path.name + SEAL_SUFFIX)
+
+
+def _write_seal(path: Path, lines: int, last: str) -> None:
+    atomic_write(_seal_path(path), json.dumps({"algorithm": "sha256-chain", "lines": lines, "last": last}) + "\n")
+
+
+def _damaged(path: Path, what: str) -> IntegrityError:
+    return IntegrityError(f"{path} {what}: it was truncated or edited after odezoo wrote it, so its contents "
+                          f"cannot be trusted. Restore it from a copy, or delete the run folder and run again.")
+
+
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
-    """Append one JSON line to ``path`` and fsync it (an append-only log).
+    """Append one JSON line to ``path``, chained to the lines before it and sealed, and fsync it.
 
     A torn last line left by an interrupted append (no final newline) is cut off first, so
-    the new record starts on a line of its own and the log stays readable."""
+    the new record starts on a line of its own and the log stays readable.  The log must read
+    back intact ([`read_jsonl`][odezoo.experiments.io.read_jsonl]), so a damaged log is refused before it grows."""
     path = Path(path)
+    existing = read_jsonl(path, _with_chain=True) if path.exists() else []
+    previous = existing[-1].get(CHAIN_KEY, "") if existing else ""
+    record = {k: v for k, v in record.items() if k != CHAIN_KEY}
+    record[CHAIN_KEY] = _chain(previous, record)
     line = (json.dumps(record, default=_plain) + "\n").encode("utf-8")
     with open(path, "ab+") as handle:
         size = handle.seek(0, os.SEEK_END)
@@ -209,29 +269,161 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+    _write_seal(path, len(existing) + 1, record[CHAIN_KEY])
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The records of a JSON-lines file; a torn last line (an interrupted append) is skipped."""
+def read_jsonl(path: str | os.PathLike, _with_chain: bool = False) -> list[dict]:
+    """The records of a JSON-lines file, checked against their chain and the seal beside the file.
+
+    A torn last line (an interrupted append) is skipped, and so is a whole line appended after
+    the last seal (the process stopped between the two writes).  A line that is not JSON, a
+    record whose chain digest does not match (an edited or reordered line), fewer lines than
+    the seal counts (a truncated log) or a missing seal for a chained log raise
+    [`IntegrityError`][odezoo.experiments.io.IntegrityError] naming the file.  A log written before seals existed
+    (no chain in
+    any line) is read as it is."""
     path = Path(path)
     if not path.exists():
         return []
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.is_dir():
+        raise IntegrityError(f"{path} is a folder, not a JSON-lines log")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _damaged(path, "is not UTF-8 text") from None
+    lines = [line for line in text.splitlines() if line.strip()]
     records = []
     for number, line in enumerate(lines, start=1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            if number == len(lines):
+            if number == len(lines) and not text.endswith("\n"):
                 break  # torn last line of an interrupted append
-            raise ValueError(f"{path}: line {number} is not JSON; the log is damaged") from None
-    return records
+            raise _damaged(path, f"line {number} is not JSON") from None
+        if not isinstance(record, dict):
+            raise _damaged(path, f"line {number} is not a JSON object")
+        records.append(record)
+    chained = [r for r in records if CHAIN_KEY in r]
+    seal_path = _seal_path(path)
+    if chained or seal_path.exists():
+        if len(chained) != len(records):
+            raise _damaged(path, "mixes sealed and unsealed lines")
+        try:
+            seal = json.loads(seal_path.read_text(encoding="utf-8"))
+            sealed_lines, last = int(seal["lines"]), str(seal["last"])
+        except FileNotFoundError:
+            raise _damaged(path, f"has no seal ({seal_path.name} is missing)") from None
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise _damaged(path, f"has a damaged seal ({seal_path.name})") from None
+        previous = ""
+        for number, record in enumerate(records, start=1):
+            if record[CHAIN_KEY] != _chain(previous, record):
+                raise _damaged(path, f"line {number} does not match its digest")
+            previous = record[CHAIN_KEY]
+            if number == sealed_lines and previous != last:
+                raise _damaged(path, f"does not match its seal ({seal_path.name}) at line {number}")
+        if len(records) < sealed_lines:
+            raise _damaged(path, f"holds {len(records)} line(s) where its seal ({seal_path.name}) counts "
+                                 f"{sealed_lines}")
+        if len(records) > sealed_lines + 1:  # one unsealed line is an interrupted append; more are not
+            raise _damaged(path, f"holds {len(records)} line(s) where its seal ({seal_path.name}) counts "
+                                 f"{sealed_lines}")
+    if _with_chain:
+        return records
+    return [{k: v for k, v in r.items() if k != CHAIN_KEY} for r in records]
 
 
 def truncate_jsonl(path: str | os.PathLike, max_epoch: int) -> None:
-    """Keep only records of epochs ``<= max_epoch`` (written before an interruption), atomically."""
+    """Keep only records of epochs ``<= max_epoch`` (written before an interruption), atomically,
+    re-chained and re-sealed."""
     path = Path(path)
     if not path.exists():
+        _seal_path(path).unlink(missing_ok=True)
         return
-    keep = [r for r in read_jsonl(path) if isinstance(r, dict) and r.get("epoch", -1) <= max_epoch]
-    atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep))
+    keep = [r for r in read_jsonl(path) if r.get("epoch", -1) <= max_epoch]
+    previous, lines = "", []
+    for record in keep:
+        record = {**record, CHAIN_KEY: _chain(previous, record)}
+        previous = record[CHAIN_KEY]
+        lines.append(json.dumps(record, default=_plain) + "\n")
+    atomic_write(path, "".join(lines))
+    _write_seal(path, len(lines), previous)
+
+
+# --------------------------------------------------------------------------- sealed JSON
+def _json_digest(data: Mapping[str, Any]) -> str:
+    text = json.dumps({k: v for k, v in data.items() if k != INTEGRITY_KEY}, sort_keys=True, default=_plain)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def save_sealed_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+    """Write the mapping ``data`` as JSON with the sha256 of its contents under
+    `INTEGRITY_KEY` (atomically);
+    [`load_sealed_json`][odezoo.experiments.io.load_sealed_json] checks it."""
+    plain = json.loads(json.dumps({k: v for k, v in data.items() if k != INTEGRITY_KEY}, default=_plain))
+    plain[INTEGRITY_KEY] = {"algorithm": "sha256", "digest": _json_digest(plain)}
+    return save_json(path, plain)
+
+
+def load_sealed_json(path: str | os.PathLike) -> dict:
+    """The mapping a [`save_sealed_json`][odezoo.experiments.io.save_sealed_json] wrote, without its digest;
+    [`IntegrityError`][odezoo.experiments.io.IntegrityError]
+    naming the file when it is not JSON (truncated), has no digest, or does not match it (edited)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IntegrityError(f"{path} is a folder, not a JSON file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _damaged(path, "is not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get(INTEGRITY_KEY), Mapping):
+        raise _damaged(path, "has no integrity digest")
+    seal = data.pop(INTEGRITY_KEY)
+    if seal.get("digest") != _json_digest(data):
+        raise _damaged(path, "does not match the sha256 digest stored in it")
+    return data
+
+
+# --------------------------------------------------------------------------- folder locks
+LOCK_NAME = ".odezoo.lock"
+
+
+def _holder(folder: Path) -> str:
+    try:
+        info = json.loads((folder / (LOCK_NAME + ".holder")).read_text(encoding="utf-8"))
+        return (f"pid {info['pid']} on {info['host']} ({info['command']}, since {info['since']})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (its pid was not recorded yet)"
+
+
+@contextmanager
+def run_folder_lock(folder: str | os.PathLike, command: str):
+    """Hold an exclusive lock on ``folder`` (created when missing) while the block writes it.
+
+    The lock is a ``filelock.FileLock`` on ``folder/.odezoo.lock`` (an OS lock: it is released
+    when its process ends, even by ``kill -9``, so no stale lock is left behind).  When another
+    process holds it, [`RunFolderBusy`][odezoo.experiments.io.RunFolderBusy] says who (pid, host, command, since
+    when) and
+    what to do; nothing is written."""
+    import filelock
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderBusy(f"{folder} is a file, not a folder; give another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(folder / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise RunFolderBusy(f"{folder} is being written by {_holder(folder)}; wait until it finishes, or give "
+                            f"another --out. Nothing was written.") from None
+    try:
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]}
+        atomic_write(folder / (LOCK_NAME + ".holder"), json.dumps(holder) + "\n")
+        yield folder
+    finally:
+        (folder / (LOCK_NAME + ".holder")).unlink(missing_ok=True)
+        lock.release()

@@ -1,8 +1,10 @@
 """Automated gradient-masking checks (Athalye et al. 2018; Carlini et al. 2019).
 
 A robustness number measured with gradient attacks is only trustworthy if the gradients
-are informative.  :func:`gradient_masking_checks` runs the checks that can be automated
-and returns one :class:`Check` per criterion; ``print(format_checks(checks))`` gives lines
+are informative.  [`gradient_masking_checks`][odezoo.experiments.masking.gradient_masking_checks] runs the checks
+that can be automated
+and returns one [`Check`][odezoo.experiments.masking.Check] per criterion; ``print(format_checks(checks))`` gives
+lines
 ``PASS  name: detail`` / ``WARN  name: detail``.  A WARN is a reason to distrust the
 white-box numbers (try AutoAttack, EOT, BPDA, a black-box attack), not a proof of masking;
 a model that passes every check can still be masked.
@@ -223,7 +225,8 @@ def gradient_masking_checks(model: nn.Module, loader: Iterable, eps_list: Sequen
                             eot_samples: int = 1, only: Sequence[str] | None = None) -> list[Check]:
     """Run the gradient-masking checks on the examples of ``loader`` (pixels in [0, 1],
     true labels; at most ``max_batches`` batches, moved to ``device``) and return one
-    :class:`Check` per criterion, in the order of :data:`CHECKS` (``only`` selects some).
+    [`Check`][odezoo.experiments.masking.Check] per criterion, in the order of
+    `CHECKS` (``only`` selects some).
 
     Attack checks use every eps of ``eps_list`` (pixel units): FGSM, PGD with ``pgd_steps``
     steps of 2.5·eps/steps and one random start, PGD with ``2 · pgd_steps`` steps and

@@ -1,4 +1,4 @@
-"""The paper's neural ODE classifiers (appendix A), built on :class:`~odezoo.ODEBlock`.
+"""The paper's neural ODE classifiers (appendix A), built on `ODEBlock`.
 
 Inputs are images in [0, 1]; normalization happens inside the model, so attacks work in
 pixel units.  Every ODE block integrates over t ∈ [0, 1] with the given solver (a

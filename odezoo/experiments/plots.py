@@ -20,7 +20,7 @@ from matplotlib.patches import Rectangle
 from .io import read_jsonl
 
 __all__ = ["new_figure", "save_figure", "solver_label", "plot_accuracy_vs_eps", "plot_solver_grid",
-           "plot_accuracy_vs_param", "plot_training_curves"]
+           "plot_accuracy_vs_param", "plot_training_curves", "MIN_COLOUR_SPAN"]
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, figsize=(6, 4)):
@@ -42,19 +42,30 @@ def save_figure(fig: Figure, path, tight: bool = True) -> Path:
 
 
 
+def _interval(row) -> tuple[float, float]:
+    """(below, above) the accuracy: its 95% interval when the row carries one (the results schema)."""
+    if "ci_low" in row and "ci_high" in row:
+        return max(0.0, row["accuracy"] - row["ci_low"]), max(0.0, row["ci_high"] - row["accuracy"])
+    return 0.0, 0.0
+
+
 def plot_accuracy_vs_eps(rows, path, title="Robust accuracy vs ε"):
-    """One panel per attack; one line per solver; ε = 0 is the clean accuracy."""
-    clean = {r["solver"]: r["accuracy"] for r in rows if r["attack"] == "clean"}
+    """One panel per attack; one line per solver; ε = 0 is the clean accuracy.  Rows of the
+    results schema get their 95% intervals as error bars (a reader compares lines here)."""
+    clean = {r["solver"]: r for r in rows if r["attack"] == "clean"}
     attacks = sorted({r["attack"] for r in rows if r["attack"] != "clean"})
     fig, axes = new_figure(max(1, len(attacks)), figsize=(5 * max(1, len(attacks)), 4))
     for ax, attack in zip(axes[0], attacks or ["clean"]):
         lines = defaultdict(list)
         for r in rows:
             if r["attack"] == attack:
-                lines[r["solver"]].append((r["eps"], r["accuracy"]))
+                lines[r["solver"]].append(r)
         for solver, points in sorted(lines.items()):
-            points = sorted(([(0.0, clean[solver])] if solver in clean else []) + points)
-            ax.plot(*zip(*points), marker="o", label=solver)
+            points = sorted(([clean[solver]] if solver in clean and attack != "clean" else []) + points,
+                            key=lambda r: r["eps"])
+            below, above = zip(*(_interval(r) for r in points))
+            ax.errorbar([r["eps"] for r in points], [r["accuracy"] for r in points], yerr=[below, above],
+                        marker="o", capsize=3, label=solver)
         ax.set_xlabel("ε (pixels)")
         ax.set_ylabel("accuracy")
         ax.set_title(f"{attack.upper()}")
@@ -72,18 +83,32 @@ def solver_label(row) -> str:
     return f"{row.get('method', row['solver'])}({text})" if text else str(row.get("method", row["solver"]))
 
 
+#: the least accuracy range the solver grid's colour scale spans (10 points)
+MIN_COLOUR_SPAN = 0.10
+
+
 def plot_solver_grid(rows, path, attack="pgd", eps=None, train_solver=None,
                      title="Solver overfitting: accuracy across solvers and step counts"):
     """Heat maps (clean | attack at eps) over solver parameters × number of steps.
 
-    Each panel's colour range comes from its own data (a 97–99 % grid still shows which
-    cells are lower), the value is printed in every cell, the colour bar sits beside its
-    panel, and the training solver ``(label, n_steps)`` is outlined: a model that only works
-    with it shows one bright cell in a darker row or column."""
-    attacked = [r for r in rows if r["attack"] == attack and (eps is None or abs(r["eps"] - eps) < 1e-12)]
+    The panels share one colour scale, spanning at least
+    `MIN_COLOUR_SPAN` (so a
+    difference of an image or two never fills the colour range), with one colour bar; the
+    value is printed in every cell, the title gives the images per cell and the half-width of a
+    95% interval at that count, and the training solver ``(label, n_steps)`` is outlined: a
+    model that only works with it shows one bright cell in a darker row or column.  A clean-only
+    grid (``attack="clean"``) is one panel, never the clean panel twice."""
+    attacked = [] if attack == "clean" else \
+        [r for r in rows if r["attack"] == attack and (eps is None or abs(r["eps"] - eps) < 1e-12)]
     panels = [("clean", [r for r in rows if r["attack"] == "clean"])]
     if attacked:
         panels.append((f"{attack} ε={attacked[0]['eps']:.3g}", attacked))
+    values = np.array([r["accuracy"] for _, subset in panels for r in subset], dtype=float)
+    values = values[np.isfinite(values)]
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    if high - low < MIN_COLOUR_SPAN:
+        low = min(max(0.0, (low + high) / 2 - MIN_COLOUR_SPAN / 2), 1.0 - MIN_COLOUR_SPAN)
+        high = low + MIN_COLOUR_SPAN
     solvers = sorted({solver_label(r) for r in panels[0][1]})
     steps = sorted({r.get("n_steps") for r in panels[0][1]}, key=lambda s: (s is None, s or 0))
     fig, axes = new_figure(len(panels), figsize=(1.1 * len(steps) * len(panels) + 4.5 * len(panels),
@@ -92,10 +117,6 @@ def plot_solver_grid(rows, path, attack="pgd", eps=None, train_solver=None,
         grid = np.full((len(solvers), len(steps)), np.nan)
         for r in subset:
             grid[solvers.index(solver_label(r)), steps.index(r.get("n_steps"))] = r["accuracy"]
-        finite = grid[np.isfinite(grid)]
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        if high - low < 1e-3:
-            low, high = low - 0.005, high + 0.005
         image = ax.imshow(grid, vmin=low, vmax=high, cmap="viridis", aspect="auto")
         middle = (low + high) / 2
         for i in range(len(solvers)):
@@ -112,9 +133,15 @@ def plot_solver_grid(rows, path, attack="pgd", eps=None, train_solver=None,
         ax.set_yticks(range(len(solvers)), solvers, fontsize=7)
         ax.set_xlabel("solver steps")
         ax.set_title(f"{name} (accuracy, %)", fontsize=9)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, format=lambda v, _: f"{100 * v:.1f}")
-    fig.suptitle(title + ("  (red box: training solver)" if train_solver else ""), fontsize=9)
-    return save_figure(fig, path)
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.046, pad=0.04, format=lambda v, _: f"{100 * v:.1f}")
+    counts = sorted({int(r["n_images"]) for _, subset in panels for r in subset if r.get("n_images")} |
+                    {int(r["n_examples"]) for _, subset in panels for r in subset if r.get("n_examples")})
+    note = ""
+    if counts:
+        half = 100 * 1.96 * np.sqrt(0.25 / counts[0])
+        note = f"\n{counts[0]:,} images per cell: a 95% interval is up to ±{half:.1f} points; one shared colour scale"
+    fig.suptitle(title + ("  (red box: training solver)" if train_solver else "") + note, fontsize=9)
+    return save_figure(fig, path, tight=False)
 
 
 def plot_accuracy_vs_param(rows, path, param="u", title=None):

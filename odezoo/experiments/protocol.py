@@ -1,6 +1,7 @@
 """Named attacks and named evaluation protocols: one protocol, applied to every model.
 
-An :class:`Attack` is a frozen description of one attack whose :attr:`~Attack.name` states
+An [`Attack`][odezoo.experiments.protocol.Attack] is a frozen description of one attack whose
+`name` states
 everything that changes its strength — the kind, the number of steps, the step size rule,
 the restarts, the AutoAttack version, the EOT samples:
 
@@ -23,17 +24,23 @@ name                      what runs
 Non-default settings extend the name (``autoattack-standard-10it-50q``, ``pgd-7x2/255-eot8``),
 so two attacks with the same name are the same attack.
 
-A :class:`Protocol` is a named, versioned list of attacks with the ε list and the example
+A [`Protocol`][odezoo.experiments.protocol.Protocol] is a named, versioned list of attacks with the ε list and the
+example
 counts (``n_examples`` for every attack but AutoAttack, ``n_autoattack`` for AutoAttack, both
 the *first* test images in loader order, so every model of an experiment sees the same
 images; ``n_checks`` for the gradient-masking checks).  It round-trips through JSON
-(:meth:`Protocol.save` / :meth:`Protocol.load`, ``protocol.json``).  :data:`PROTOCOLS` holds
-the named ones (``paper``, ``strong``, ``strong-fast``); :func:`get_protocol` builds one for an
+(`Protocol.save` /
+`Protocol.load`, ``protocol.json``). 
+`PROTOCOLS` holds
+the named ones (``paper``, ``strong``, ``strong-fast``); [`get_protocol`][odezoo.experiments.protocol.get_protocol]
+builds one for an
 experiment's ε list and counts.
 
-:func:`evaluate_protocol` runs a protocol on one model (through
-:func:`odezoo.experiments.evaluation.strong_robustness`, no attack code of its own) and
-returns a :class:`ProtocolResult`: per-example correctness per attack × ε, the per-example
+[`evaluate_protocol`][odezoo.experiments.protocol.evaluate_protocol] runs a protocol on one model (through
+[`odezoo.experiments.evaluation.strong_robustness`][odezoo.experiments.evaluation.strong_robustness], no attack
+code of its own) and
+returns a [`ProtocolResult`][odezoo.experiments.protocol.ProtocolResult]: per-example correctness per attack × ε,
+the per-example
 worst case, and rows ``{attack, eps, n_examples, accuracy}`` carrying the attacks' full names.
 """
 from __future__ import annotations
@@ -53,7 +60,7 @@ from odezoo.parsing import parse_number
 
 from .attacks import AUTOATTACK_VERSIONS, correct_predictions, positive_number
 from .evaluation import strong_robustness
-from .io import atomic_write, state_digest
+from .io import INTEGRITY_KEY, IntegrityError, atomic_write, state_digest
 
 __all__ = ["ATTACK_KINDS", "Attack", "Protocol", "PROTOCOLS", "get_protocol", "ProtocolResult",
            "evaluate_protocol", "take_examples", "eps_label", "named_attacks", "resolve_attacks"]
@@ -195,7 +202,7 @@ class Attack:
 
     # ------------------------------------------------------------------ running
     def strong_kwargs(self, eps: float) -> dict[str, Any]:
-        """Keyword arguments of :func:`strong_robustness` that run this attack alone."""
+        """Keyword arguments of `strong_robustness` that run this attack alone."""
         kwargs: dict[str, Any] = dict(fgsm_attack=self.kind == "fgsm", pgd_steps=(), pgd_restarts=(1,),
                                       step_size="auto", autoattack=self.kind == "autoattack", noise_samples=0,
                                       eot_samples=self.eot_samples)
@@ -211,7 +218,7 @@ class Attack:
 
     @property
     def result_key(self) -> str:
-        """The attack's key in a :class:`StrongRobustnessResult` run by :meth:`strong_kwargs`."""
+        """The attack's key in a `StrongRobustnessResult` run by `strong_kwargs`."""
         return {"fgsm": "fgsm", "pgd": "pgd", "autoattack": "autoattack", "noise": "noise"}[self.kind]
 
 
@@ -533,21 +540,32 @@ def _partial_identity(protocol: Protocol, fingerprint: str, model: nn.Module, ke
 
 def _load_partial(store: Path, identity: dict) -> dict:
     """The finished attack × ε results kept in ``store`` for ``identity``; {} when there are none,
-    or when they belong to another protocol, other images or other weights (never reused then)."""
+    or when they belong to another protocol, other images or other weights (never reused then).
+    The file carries the sha256 of its contents (written atomically, so never torn): a file that
+    does not load or does not match it was damaged or edited, and is refused with
+    [`IntegrityError`][odezoo.experiments.io.IntegrityError] naming it."""
     if not store.exists():
         return {}
+    advice = (f"; delete {store} to evaluate from scratch (the attacks it kept are then run again)")
     try:
         saved = torch.load(store, map_location="cpu", weights_only=True)
-    except Exception:  # a torn or foreign file: evaluate from scratch (it is rewritten as we go)
-        return {}
-    if not isinstance(saved, dict) or saved.get("identity") != identity:
+    except Exception:
+        raise IntegrityError(f"{store} (a partial evaluation) does not load: it was truncated or edited" + advice) \
+            from None
+    if not isinstance(saved, dict) or not isinstance(saved.get(INTEGRITY_KEY), dict):
+        raise IntegrityError(f"{store} (a partial evaluation) has no integrity digest" + advice)
+    if saved[INTEGRITY_KEY].get("digest") != state_digest(saved):
+        raise IntegrityError(f"{store} (a partial evaluation) does not match the sha256 digest stored in it" + advice)
+    if saved.get("identity") != identity:
         return {}
     return {(attack, float(eps)): entry for attack, eps, entry in saved.get("done", [])}
 
 
 def _save_partial(store: Path, identity: dict, done: dict) -> None:
     entries = [(attack, eps, entry) for (attack, eps), entry in done.items()]
-    atomic_write(store, lambda handle: torch.save({"identity": identity, "done": entries}, handle))
+    payload = {"identity": identity, "done": entries}
+    payload[INTEGRITY_KEY] = {"algorithm": "sha256", "digest": state_digest(payload)}
+    atomic_write(store, lambda handle: torch.save(payload, handle))
 
 
 def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, device: str | torch.device = "cpu",
@@ -557,10 +575,10 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
     """Run every attack of ``protocol`` at every ε on the first ``protocol.n_examples`` test
     images of ``loader`` (AutoAttack on the first ``protocol.n_autoattack`` of them).
 
-    Each attack × ε is one :func:`strong_robustness` call seeded by ``protocol.seed`` (batch
+    Each attack × ε is one `strong_robustness` call seeded by ``protocol.seed`` (batch
     ``i`` uses ``seed + i``), so the evaluation is reproducible and every attack sees the
     same images.  ``before_batch`` (e.g. a randomized MetaSolver's ``resample``) runs before
-    every prediction and attack forward, as in :func:`evaluate_robustness`; each attack's
+    every prediction and attack forward, as in `evaluate_robustness`; each attack's
     ``eot_samples`` applies.  ``progress(message)`` is called after each attack × ε.
 
     ``sharded=True`` under ``torch.distributed`` (every rank calls it with the same loader):

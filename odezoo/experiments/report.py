@@ -2,11 +2,12 @@
 
 An experiment ships ``per_seed.csv`` (one row per model × attack × ε), ``protocol.json``,
 ``setup.json``, ``checks.csv`` and, for training curves, ``per_epoch.csv``.  From those files
-only, :func:`build_report` writes ``summary.md`` (accuracy per ε with mean ± SE over seeds,
+only, [`build_report`][odezoo.experiments.report.build_report] writes ``summary.md`` (accuracy per ε with mean ± SE
+over seeds,
 seed-paired differences with 95 % intervals and minimum detectable effects next to the paper's
 claimed effect, for accuracy against ε the best arm at each ε and its lead over the runner-up,
 measured training cost, masking checks), ``summary.csv`` and the figure;
-:func:`write_report` gathers every experiment's summary into one Markdown page.
+[`write_report`][odezoo.experiments.report.write_report] gathers every experiment's summary into one Markdown page.
 """
 from __future__ import annotations
 
@@ -21,24 +22,106 @@ from .io import atomic_write, save_csv
 from .protocol import Protocol, eps_label
 from .statistics import fmt, mean_se, paired, pts, summarize
 
-__all__ = ["read_csv", "build_report", "write_report", "START", "END", "REPORT_COMMAND"]
+__all__ = ["read_csv", "read_json", "build_report", "write_report", "START", "END", "REPORT_COMMAND", "ReportError",
+           "REQUIRED_COLUMNS"]
 
 #: how the shipped files are turned back into tables and figures (said in every summary)
-REPORT_COMMAND = "python recipes/reproduce.py report"
+REPORT_COMMAND = "odezoo report"
+
+#: the columns each shipped CSV must have, and the key that must be unique in it
+REQUIRED_COLUMNS = {
+    "per_seed.csv": (("arm", "seed", "attack", "eps", "n_examples", "accuracy"), ("arm", "seed", "attack", "eps")),
+    "checks.csv": (("arm", "seed", "check", "status"), ("arm", "seed", "check")),
+    "per_epoch.csv": (("arm", "seed", "epoch", "accuracy"), ("arm", "seed", "epoch")),
+}
+_INTS = ("seed", "n_examples", "epoch", "epochs")
+_FLOATS = ("eps", "accuracy", "train_seconds", "clean_accuracy")
+_RATES = ("accuracy", "clean_accuracy")
+
+
+class ReportError(ValueError):
+    """A shipped results file the report cannot trust; the message names the file and the problem."""
 
 
 def read_csv(path: Path) -> list[dict]:
-    """The rows of a shipped CSV, with seeds, counts and epochs as ints and rates as floats."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for r in rows:
-        for k in ("seed", "n_examples", "epoch", "epochs"):
-            if r.get(k) not in (None, ""):
-                r[k] = int(r[k])
-        for k in ("eps", "accuracy", "train_seconds", "clean_accuracy"):
-            if r.get(k) not in (None, ""):
-                r[k] = float(r[k])
+    """The rows of a shipped CSV, validated, with seeds, counts and epochs as ints and rates as floats.
+
+    Refused with [`ReportError`][odezoo.experiments.report.ReportError] naming the file: a file that is missing,
+    not UTF-8 or not
+    CSV; a missing required column (`REQUIRED_COLUMNS`); an empty or
+    non-numeric value
+    where a number belongs; NaN or infinity; an accuracy outside [0, 1]; a row whose key
+    ((arm, seed, attack, ε) in per_seed.csv) repeats another's — duplicated seeds would narrow
+    every interval."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle, strict=True)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except FileNotFoundError:
+        raise ReportError(f"{path} is missing; run `odezoo reproduce EXPERIMENT --collect` to ship it") from None
+    except IsADirectoryError:
+        raise ReportError(f"{path} is a folder, not a CSV file") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ReportError(f"{path} is not a readable CSV file ({error}); ship it again with "
+                          f"`odezoo reproduce EXPERIMENT --collect`") from None
+    required, key = REQUIRED_COLUMNS.get(path.name, ((), ()))
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise ReportError(f"{path} lacks the column(s) {', '.join(missing)} (it has: {', '.join(columns) or 'none'})")
+    seen = {}
+    for line, r in enumerate(rows, start=2):
+        if None in r or any(v is None for v in r.values()):
+            raise ReportError(f"{path}, line {line}: the row has {'more' if None in r else 'fewer'} fields than "
+                              f"the header")
+        for k in _INTS + _FLOATS:
+            if r.get(k) in (None, ""):
+                if k in required:
+                    raise ReportError(f"{path}, line {line}: {k} is empty")
+                continue
+            try:
+                value = float(r[k])
+            except ValueError:
+                raise ReportError(f"{path}, line {line}: {k} = {r[k]!r} is not a number") from None
+            if not math.isfinite(value):
+                raise ReportError(f"{path}, line {line}: {k} is {r[k]} (a result must be a finite number)")
+            if k in _INTS:
+                if value != int(value):
+                    raise ReportError(f"{path}, line {line}: {k} = {r[k]!r} is not a whole number")
+                value = int(value)
+            if k in _RATES and not 0 <= value <= 1:
+                raise ReportError(f"{path}, line {line}: {k} = {r[k]} is outside [0, 1]")
+            r[k] = value
+        if key:
+            ident = tuple(r[k] for k in key)
+            if ident in seen:
+                raise ReportError(f"{path}, lines {seen[ident]} and {line} repeat the same "
+                                  f"({', '.join(key)}) = {ident}; a duplicated row would count a seed twice. "
+                                  f"Ship the file again with `odezoo reproduce EXPERIMENT --collect`")
+            seen[ident] = line
     return rows
+
+
+def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
+    """A shipped JSON file as a mapping; [`ReportError`][odezoo.experiments.report.ReportError] naming the file
+    when it is missing,
+    malformed or lacks one of the ``required`` keys."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path} is missing; run `odezoo reproduce EXPERIMENT --collect` to ship it") from None
+    except IsADirectoryError:
+        raise ReportError(f"{path} is a folder, not a JSON file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ReportError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ReportError(f"{path} lacks the key(s) {', '.join(missing)}")
+    return data
 
 
 def build_report(results: Path, paper=None, command: str = REPORT_COMMAND) -> str:
@@ -46,9 +129,20 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND) -> st
     ``results`` (per_seed.csv, protocol.json, setup.json, checks.csv, per_epoch.csv); return the
     Markdown.  ``paper``: what the paper reports for it — a sentence, or ``{arm: {attack: (mean,
     SE)}}``, whose differences are set beside ours; ``command`` rebuilds the report."""
-    setup = json.loads((results / "setup.json").read_text())
-    protocol = Protocol.load(results / "protocol.json")
+    setup = read_json(results / "setup.json", ("experiment", "title", "scale", "dry_run", "arms", "stand_in"))
+    try:
+        protocol = Protocol.load(results / "protocol.json")
+    except FileNotFoundError:
+        raise ReportError(f"{results / 'protocol.json'} is missing") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise ReportError(f"{results / 'protocol.json'} is not a valid protocol ({error})") from None
     rows = read_csv(results / "per_seed.csv")
+    if not rows:
+        raise ReportError(f"{results / 'per_seed.csv'} holds no rows")
+    unknown_arms = sorted({r["arm"] for r in rows} - {a["label"] for a in setup["arms"]})
+    if unknown_arms:
+        raise ReportError(f"{results / 'per_seed.csv'} has rows of arm(s) {', '.join(unknown_arms)} that "
+                          f"{results / 'setup.json'} does not list")
     checks = read_csv(results / "checks.csv") if (results / "checks.csv").exists() else []
     epochs = read_csv(results / "per_epoch.csv") if (results / "per_epoch.csv").exists() else []
     name = setup["experiment"]
@@ -404,14 +498,15 @@ START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 
 
 def write_report(results_root: Path, page: Path, experiments, paper=None, command: str = REPORT_COMMAND,
-                 rerun: str = "python recipes/reproduce.py {name} --scale small") -> Path:
+                 rerun: str = "odezoo reproduce {name} --scale small") -> Path:
     """Rebuild every experiment of ``experiments`` found under ``results_root`` (per_seed.csv +
     protocol.json + setup.json) and put their summaries, in that order, into ``page`` between
     the generated markers; experiments without data are listed as not re-run, with ``rerun``.
-    ``paper`` maps an experiment to what the paper reports (see :func:`build_report`)."""
+    ``paper`` maps an experiment to what the paper reports (see
+    [`build_report`][odezoo.experiments.report.build_report])."""
     text = page.read_text() if page.exists() else f"{START}\n{END}\n"
     if START not in text or END not in text:
-        raise SystemExit(f"{page} lacks the markers {START} / {END}")
+        raise ReportError(f"{page} lacks the markers {START} / {END}")
     parts = []
     for name in experiments:
         folder = results_root / name

@@ -1,7 +1,8 @@
 """Statistics for results over seeds: mean ± standard error, seed-paired differences with
 Student-t intervals, and the minimum detectable effect of a paired t-test (``scipy.stats``).
 
-Accuracies are fractions in [0, 1]; :func:`fmt` and :func:`pts` print them as points.
+Accuracies are fractions in [0, 1]; [`fmt`][odezoo.experiments.statistics.fmt] and
+[`pts`][odezoo.experiments.statistics.pts] print them as points.
 """
 from __future__ import annotations
 

@@ -1,22 +1,24 @@
 """Fan independent runs out as jobs: one after another in this process, as parallel local
 processes, or on a Slurm cluster — the last two through `submitit <https://github.com/facebookincubator/submitit>`_.
 
-A job is a plain, picklable :class:`Job`: *call function F of the Python file S with these
-keyword arguments*.  The recipes are files, not modules, so a job names its script by path and
-the worker process loads it there; the same object runs unchanged under every launcher.  Jobs
-must be idempotent (the recipes make them so: a finished run is reused, a half-finished one
-resumes from its checkpoint), because a rerun of a sweep simply submits every job again.
+A job is a plain, picklable [`Job`][odezoo.experiments.sweep.Job]: *call function F of the importable module M with
+these keyword arguments*.  The worker process imports M by name (never a file by path), so the
+same object runs unchanged under every launcher.  Jobs must be idempotent (the commands make
+them so: a finished run is reused, a half-finished one resumes from its checkpoint), because a
+rerun of a sweep simply submits every job again.
 
     >>> launcher = Launcher("local", jobs=2, folder="runs/sweep/logs")
-    >>> outcomes = run_jobs([Job("u=0.5", "recipes/train.py", "run_config", {...}), ...], launcher)
+    >>> outcomes = run_jobs([Job("u=0.5", "odezoo.experiments.commands.sweep", "run_config", {...}), ...],
+    ...                     launcher)
     >>> [o.name for o in outcomes if o.status == "failed"]
 
-A failed job never stops the others: its :class:`Outcome` carries the error and the path of its
-log, and :func:`run_jobs` returns once every job has finished or failed.
+A failed job never stops the others: its [`Outcome`][odezoo.experiments.sweep.Outcome] carries the error and the
+path of its
+log, and [`run_jobs`][odezoo.experiments.sweep.run_jobs] returns once every job has finished or failed.
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import sys
 import time
@@ -43,7 +45,7 @@ class Launcher:
     """Where and how jobs run.
 
     Args:
-        kind: one of :data:`LAUNCHERS`.
+        kind: one of `LAUNCHERS`.
         jobs: at most this many jobs at once (local: processes; slurm: array parallelism).
         folder: submitit's folder (pickled jobs, one ``<job id>_log.out/.err`` pair per job);
             required for ``local`` and ``slurm``.
@@ -118,52 +120,35 @@ def _positive_int(value, key):
 
 @dataclass(frozen=True)
 class Job:
-    """Call ``function`` of the Python file ``script`` with ``kwargs`` (picklable plain data).
+    """Call ``function`` of the importable module ``module`` (a dotted name such as
+    ``odezoo.experiments.commands.sweep``) with ``kwargs`` (picklable plain data).
 
-    In the worker the script is loaded as a module (its folder goes on ``sys.path``, so the
-    recipes can import each other) and, when ``threads`` is set, torch uses that many threads.
-    A ``SystemExit`` with a non-zero code (a recipe's ``error:`` line) becomes :class:`JobFailed`."""
+    In the worker the module is imported by name and, when ``threads`` is set, torch uses that
+    many threads.  A ``SystemExit`` with a non-zero code (a command's ``error:`` line) becomes
+    [`JobFailed`][odezoo.experiments.sweep.JobFailed]."""
     name: str
-    script: str
+    module: str
     function: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     threads: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "script", str(Path(self.script).resolve()))  # workers may start elsewhere
+        if not isinstance(self.module, str) or not self.module or "/" in self.module or \
+                self.module.endswith(".py") or not all(part.isidentifier() for part in self.module.split(".")):
+            raise ValueError(f"Job {self.name!r}: module must be an importable dotted name such as "
+                             f"'odezoo.experiments.commands.sweep', not a file path ({self.module!r})")
 
     def __call__(self) -> Any:
         if self.threads:
             import torch
             torch.set_num_threads(self.threads)
-        function = getattr(_load_script(self.script), self.function)
+        function = getattr(importlib.import_module(self.module), self.function)
         try:
             return function(**self.kwargs)
         except SystemExit as stop:
             if stop.code in (None, 0):
                 return None
             raise JobFailed(f"job {self.name}: {getattr(stop, 'message', None) or stop.code}") from None
-
-
-def _load_script(script: str):
-    path = Path(script).resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"job script {path} does not exist")
-    name = "_odezoo_job_" + "".join(c if c.isalnum() else "_" for c in path.stem)
-    module = sys.modules.get(name)
-    if module is not None and getattr(module, "__file__", None) == str(path):
-        return module
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 @dataclass
@@ -236,7 +221,7 @@ def _error_text(error: BaseException) -> str:
 def submit_jobs(jobs: Sequence[Job], launcher: Launcher) -> list:
     """Submit every job at once (``slurm``: one job array limited to ``launcher.jobs`` running
     tasks); return submitit's job handles, in order.  ``local`` jobs are windowed by
-    :func:`run_jobs` instead, so use this for ``slurm`` only."""
+    [`run_jobs`][odezoo.experiments.sweep.run_jobs] instead, so use this for ``slurm`` only."""
     if launcher.kind != "slurm":
         raise ValueError("submit_jobs is for the slurm launcher; run_jobs handles inprocess and local")
     executor = _executor(launcher)
@@ -249,7 +234,7 @@ def submit_jobs(jobs: Sequence[Job], launcher: Launcher) -> list:
 
 def wait_jobs(jobs: Sequence[Job], handles: Sequence, launcher: Launcher,
               progress: Callable[[str], None] | None = print) -> list[Outcome]:
-    """Wait for submitted jobs; one :class:`Outcome` per job, in order."""
+    """Wait for submitted jobs; one [`Outcome`][odezoo.experiments.sweep.Outcome] per job, in order."""
     since = time.time()
     started = {job.name: since for job in jobs}
     outcomes: dict[int, Outcome] = {}
@@ -298,13 +283,14 @@ def _report(outcome: Outcome, finished: Sequence[Outcome], total: int, progress,
 
 def run_jobs(jobs: Sequence[Job], launcher: Launcher = Launcher(),
              progress: Callable[[str], None] | None = print) -> list[Outcome]:
-    """Run every job with ``launcher`` and wait for all of them; one :class:`Outcome` per job,
+    """Run every job with ``launcher`` and wait for all of them; one [`Outcome`][odezoo.experiments.sweep.Outcome]
+    per job,
     in the order given.  A failing job is reported (with its log) and the others go on."""
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"job names must be unique: {sorted(n for n in set(names) if names.count(n) > 1)}")
     threads = launcher.job_threads
-    jobs = [job if job.threads or not threads else Job(job.name, job.script, job.function, job.kwargs, threads)
+    jobs = [job if job.threads or not threads else Job(job.name, job.module, job.function, job.kwargs, threads)
             for job in jobs]
     if launcher.kind == "inprocess":
         return _run_inprocess(jobs, progress)
@@ -352,7 +338,8 @@ _OPTION_KEYS = {f.name for f in fields(Launcher)} - {"poll_seconds"}
 
 
 def launcher_from_options(options: Mapping[str, Any], folder: str | os.PathLike | None = None) -> Launcher:
-    """A :class:`Launcher` from a mapping (a YAML ``launcher:`` section or flags); unknown keys
+    """A [`Launcher`][odezoo.experiments.sweep.Launcher] from a mapping (a YAML ``launcher:`` section or flags);
+    unknown keys
     are refused with the list of known ones."""
     unknown = sorted(set(options) - _OPTION_KEYS)
     if unknown:
@@ -362,7 +349,7 @@ def launcher_from_options(options: Mapping[str, Any], folder: str | os.PathLike 
     return Launcher(**values)
 
 
-def add_launcher_flags(parser) -> None:
+def add_launcher_flags(parser) -> None:  # the odezoo command line defines the same flags in odezoo_cli
     """``--launcher``, ``--jobs``, ``--launcher-config`` and the Slurm flags, for a recipe's parser."""
     group = parser.add_argument_group("launching jobs (submitit)")
     group.add_argument("--launcher", choices=LAUNCHERS,
@@ -382,7 +369,8 @@ def add_launcher_flags(parser) -> None:
 
 
 def launcher_from_args(args, folder: str | os.PathLike) -> Launcher:
-    """The launcher the flags of :func:`add_launcher_flags` ask for (YAML first, flags over it).
+    """The launcher the flags of [`add_launcher_flags`][odezoo.experiments.sweep.add_launcher_flags] ask for (YAML
+    first, flags over it).
     Raises ``ValueError`` with the offending option named."""
     options: dict[str, Any] = {}
     if getattr(args, "launcher_config", None):

@@ -1,6 +1,6 @@
 """Building blocks for training recipes: adversarial training perturbations, divergence
 checks, accuracy, seeding, devices.  The loops themselves live in ``recipes/`` (readable
-scripts, not a framework); checkpoints and logs are in :mod:`odezoo.experiments.io`."""
+scripts, not a framework); checkpoints and logs are in [`odezoo.experiments.io`][odezoo.experiments.io]."""
 from __future__ import annotations
 
 import math
@@ -60,7 +60,8 @@ def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: 
 
 
 def check_loss(loss: torch.Tensor, where: str, limit: float = 1e4, checkpoint: str | None = None) -> float:
-    """Return ``loss`` as a float, or raise :class:`TrainingDiverged` if it is NaN, infinite
+    """Return ``loss`` as a float, or raise [`TrainingDiverged`][odezoo.experiments.training.TrainingDiverged] if
+    it is NaN, infinite
     or above ``limit``."""
     value = float(loss.detach())
     if math.isfinite(value) and value <= limit:

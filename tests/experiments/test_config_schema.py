@@ -200,22 +200,21 @@ def test_ordinary_run_names_pass(name):
 
 
 def test_train_refuses_a_bad_config_before_writing_anything(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "recipes"))
-    import train
+    from odezoo.experiments.commands import train
 
     for override in ["eval.eps=abc", "eval.attacks=[cw]", "solver.distrbution=normal", "resample=foo"]:
         with pytest.raises(SystemExit) as info:
-            train.main(["--dry-run", "--quiet", "--device", "cpu", "--out", str(tmp_path / "run"), "--set", override])
+            train.main(["--defaults", "--dry-run", "--quiet", "--device", "cpu", "--out", str(tmp_path / "run"), "--set", override])
         assert info.value.code == 2
         assert override.split("=")[0].split("[")[0] in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
     with pytest.raises(SystemExit):
-        train.main(["--dry-run", "--quiet", "--set", "name=../outside"])
+        train.main(["--defaults", "--dry-run", "--quiet", "--set", "name=../outside"])
     assert "run name" in capsys.readouterr().err
     assert not (ROOT / "outside").exists()
     for flag in (["--batch-size", "0"], ["--epochs", "0"], ["--stop-after", "0"]):
         with pytest.raises(SystemExit) as info:
-            train.main(["--dry-run", "--out", str(tmp_path / "run"), *flag])
+            train.main(["--defaults", "--dry-run", "--out", str(tmp_path / "run"), *flag])
         assert info.value.code == 2 and "must be a positive integer" in capsys.readouterr().err
 
 

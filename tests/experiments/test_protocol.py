@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from odezoo.experiments import evaluation as ev
+from odezoo.experiments.io import IntegrityError
 from odezoo.experiments.protocol import (PROTOCOLS, Attack, Protocol, eps_label, evaluate_protocol, get_protocol,
                                          take_examples)
 
@@ -253,8 +254,11 @@ def test_a_stored_evaluation_is_reused_only_for_the_same_model_protocol_images_a
         protocol = protocol.replace(seed=8)
     elif change == "images":
         batches = [(x.flip(0), y.flip(0)) for x, y in batches]
-    elif change == "torn file":
+    elif change == "torn file":  # written atomically, so only damage or an edit can tear it: refused, named
         store.write_bytes(store.read_bytes()[:100])
+        with pytest.raises(IntegrityError, match="partial.pt .a partial evaluation. does not load"):
+            evaluate_protocol(model, batches, protocol, store=store, store_key=key)
+        store.unlink()  # what the message says to do
     calls = counting(monkeypatch)
     again = evaluate_protocol(model, batches, protocol, store=store, store_key=key)
     assert len(calls) == (0 if change == "nothing" else 6)

@@ -13,9 +13,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 CONFIGS = sorted((RECIPES / "configs").glob("*.yaml"))
-sys.path.insert(0, str(RECIPES))
 
-import train  # noqa: E402
+from odezoo.experiments.commands import train  # noqa: E402
 
 
 def write_fake_cifar10(root: Path, n_train=100, n_test=40):
@@ -56,7 +55,8 @@ def test_every_config_runs_with_dry_run(config, tmp_path, fake_cifar):
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     assert 0 <= summary["test_acc"] <= 1
-    assert {r["attack"] for r in summary["robustness"]} >= {"clean", "fgsm", "pgd"}
+    assert {r["attack"].split("-")[0] for r in summary["robustness"]} >= {"clean", "fgsm", "pgd"}
+    assert all(r["n_images"] >= 1 and r["setting"] for r in summary["robustness"])
     assert (run / "robustness.csv").exists() and (run / "config.yaml").exists()
     assert json.loads((run / "solver_history.json").read_text())[0]["solvers"]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
@@ -90,7 +90,8 @@ def test_resume_gives_the_same_final_metrics(tmp_path):
     run_train(tmp_path, "--epochs", "3", "--resume", out="split")
     full = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     split = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]  # noqa: E731
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k not in ("seconds", "_chain")}  # noqa: E731
+                           for x in lines]
     assert strip(full) == strip(split)
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["model"]
@@ -132,7 +133,7 @@ def test_missing_dataset_says_what_to_run(tmp_path, capsys):
 
 
 def test_evaluate_recipe_grid_and_plots(tmp_path):
-    import evaluate
+    from odezoo.experiments.commands import evaluate
 
     run_train(tmp_path, "--epochs", "1")
     rows = evaluate.main([str(tmp_path / "run" / "best.pt"), "--attacks", "fgsm,pgd", "--eps", "0.1,0.3",
@@ -146,18 +147,34 @@ def test_evaluate_recipe_grid_and_plots(tmp_path):
                                                         (pgd, 0.3), ("worst", 0.1), ("worst", 0.3)}
     eot = {r["attack"] for r in rows if r["method"] == "randomized"}
     assert eot == {"clean", "fgsm-eot2", f"{pgd}-eot2", "worst"}  # the randomized solver, attacked with EOT
-    assert all(r["n_examples"] == 16 for r in rows)
+    assert all(r["n_images"] == 16 for r in rows)  # the one results schema: every accuracy with its images
+    assert all(r["ci_low"] <= r["accuracy"] <= r["ci_high"] for r in rows)
     for name in ("results.json", "results.csv", "accuracy_vs_eps.png", "solver_grid.png", "accuracy_vs_u.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
 
 
 def test_demo_dry_run(tmp_path):
-    import demo
+    from odezoo.experiments.commands import demo
 
     assert demo.main(["--dry-run", "--epochs", "1", "--out", str(tmp_path / "demo")]) == 0
     table = (tmp_path / "demo" / "results.md").read_text()
-    assert "fixed" in table and "smoothing" in table and "pgd" in table
+    assert "fixed" in table and "smoothing" in table and "pgd" in table and "(32 images)" in table
     assert (tmp_path / "demo" / "accuracy_vs_eps.png").exists()
+
+
+def test_the_demo_ends_with_one_sentence_on_what_it_shows_and_how_sure_it_is():
+    from odezoo.experiments.commands.demo import conclusion
+    from odezoo.experiments.results import schema_row
+
+    def row(model, eps, acc):
+        return schema_row(model=model, solver="rk2_u", attack="pgd-10x2.5eps/10", eps=eps, n_images=256, accuracy=acc)
+    rows = [row("fixed", 0.1, 0.50), row("smoothing", 0.1, 0.53), row("fixed", 0.3, 0.0), row("smoothing", 0.3, 0.01)]
+    text = conclusion(rows, 3)
+    assert text.count(".") >= 1 and "\n" not in text
+    assert "one training seed" in text and "256 test digits" in text and "ε=0.1" in text  # the informative ε
+    assert "3.0 points higher" in text and "intervals overlap" in text and "cannot tell" in text
+    far = [row("fixed", 0.1, 0.30), row("smoothing", 0.1, 0.70)]
+    assert "do not overlap, but with one training seed this is not yet evidence" in conclusion(far, 3)
 
 
 def test_ddp_two_cpu_processes_agree_on_weights(tmp_path):
@@ -172,7 +189,7 @@ def test_ddp_two_cpu_processes_agree_on_weights(tmp_path):
 
 
 def test_every_recipe_has_a_dry_run(tmp_path):
-    import evaluate
+    from odezoo.experiments.commands import evaluate
 
     run_train(tmp_path, "--epochs", "1")
     rows = evaluate.main([str(tmp_path / "run" / "best.pt"), "--dry-run", "--out", str(tmp_path / "eval")])
@@ -184,7 +201,7 @@ def test_every_recipe_has_a_dry_run(tmp_path):
 
 
 def test_evaluate_runs_every_named_attack_autoattack_included(tmp_path, capsys):
-    import evaluate
+    from odezoo.experiments.commands import evaluate
 
     pytest.importorskip("torchattacks")
     run_train(tmp_path, "--epochs", "1")
@@ -263,7 +280,8 @@ def test_resumed_ddp_run_continues_exactly(tmp_path):
 
     def metrics(name):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "time")} for line in lines]
+        return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "time", "_chain")}
+                for line in lines]
 
     assert len(metrics("straight")) == 2 and metrics("split") == metrics("straight")
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
@@ -286,5 +304,5 @@ def test_sharded_evaluation_over_two_processes_equals_one_process(tmp_path):
         result = run_processes(launch + args + ["--out", str(tmp_path / f"eval{world}")], env)
         results[world] = json.loads((tmp_path / f"eval{world}" / "results.json").read_text())
     assert "sharded over 2 processes" in result.stdout
-    assert len(results[1]) == 1 + 2 * 4 and all(r["n_examples"] == 24 for r in results[1])
+    assert len(results[1]) == 1 + 2 * 4 and all(r["n_images"] == 24 for r in results[1])
     assert results[2] == results[1]

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "recipes"))
 
-import reproduce  # noqa: E402
+from odezoo.experiments.commands import reproduce  # noqa: E402
 
 pytest.importorskip("torchattacks")
 
@@ -129,9 +128,10 @@ def test_a_dry_run_has_its_own_runs_folder():
     def folder(*argv):
         return reproduce.runs_folder(argparse.Namespace(**{"out": None, "scale": "small", "dry_run": False,
                                                            **dict(argv)}))
-    assert folder() == ROOT / "runs" / "reproduce" / "small"
-    assert folder(("dry_run", True)) == ROOT / "runs" / "reproduce" / "small-dry-run"
-    assert folder(("scale", "paper"), ("dry_run", True)) == ROOT / "runs" / "reproduce" / "paper-dry-run"
+    # relative to where the command runs (an installed odezoo has no repository folder to write into)
+    assert folder() == Path("runs") / "reproduce" / "small"
+    assert folder(("dry_run", True)) == Path("runs") / "reproduce" / "small-dry-run"
+    assert folder(("scale", "paper"), ("dry_run", True)) == Path("runs") / "reproduce" / "paper-dry-run"
     assert folder(("out", "/x"), ("dry_run", True)) == Path("/x")
 
 
@@ -342,3 +342,69 @@ def test_best_arm_per_eps_says_whether_the_ranking_is_established():
     text = "\n".join(_ranking_section(protocol, _rows(tie), ["a", "b"]))
     assert "| `fgsm-x` | 0.2 | tie: a, b | 0.00 |" in text
     assert "only ε = 0.1 has a single best arm, `a` (1 ε tied)" in text
+
+
+# ----------------------------------------------------------------------------- experiments as data
+def test_every_experiment_is_one_declarative_file_that_loads():
+    names = reproduce.experiment_names()
+    assert names == reproduce.EXPERIMENTS and len(names) >= 7
+    assert sorted(p.stem for p in reproduce.EXPERIMENTS_DIR.glob("*.yaml")) == list(names)
+    for name in names:
+        experiment = reproduce.load_experiment(name)
+        for scale in ("small", "paper"):
+            for dry_run in (False, True):
+                arms = experiment.arms_for(scale, dry_run, "batch")
+                assert arms and len({a.run_name for a in arms}) == len(arms), (name, scale, dry_run)
+        assert experiment.reference in {a.label for a in experiment.arms_for("small", False, "batch")} | {None}
+
+
+def test_the_tables_smoothing_arm_follows_the_flag_and_a_dry_run_shrinks_tracking():
+    table = reproduce.load_experiment("table1")
+    assert [a.resample for a in table.arms_for("small", False, "epoch")] == ["epoch", "epoch"]
+    assert [a.resample for a in table.arms_for("small", False, "batch")] == ["epoch", "batch"]
+    fig3b = reproduce.load_experiment("fig3b")
+    assert {a.track["max_batches"] for a in fig3b.arms_for("small", False, "batch")} == {8}
+    assert {a.track["max_batches"] for a in fig3b.arms_for("small", True, "batch")} == {1}
+    assert fig3b.arms_for("small", False, "batch")[0].track["max_batches"] == 8  # the dry run changed a copy
+
+
+EXAMPLE = """\
+title: "MNIST: two u"
+data: mnist
+eps: [0.3, 8/255]
+reference: u=1
+x_axis: u
+seeds: 3
+paper: not in the paper.
+arms:
+  - {label: u=0.5, solver: {mode: fixed, method: rk2_u, params: {u: 1/2}}}
+  - {label: u=1, solver: {mode: fixed, method: rk2_u, params: {u: 1}}, adversarial: {kind: fgsm_random, eps: 8/255}}
+dry_run:
+  arms: [u=1]
+"""
+
+
+def test_adding_an_experiment_is_one_file(tmp_path):
+    (tmp_path / "two_u.yaml").write_text(EXAMPLE)
+    assert reproduce.experiment_names(tmp_path) == ("two_u",)
+    experiment = reproduce.load_experiment("two_u", tmp_path)
+    assert experiment.eps == (0.3, 8 / 255)
+    arms = experiment.arms_for("paper", False, "batch")
+    assert arms[0].solver["params"] == {"u": 0.5} and arms[1].adversarial["eps"] == 8 / 255
+    assert [a.label for a in experiment.arms_for("small", True, "batch")] == ["u=1"]
+
+
+@pytest.mark.parametrize("change, expected", [
+    (("reference: u=1", "reference: u=2"), "the reference arm 'u=2' is not among"),
+    (("  arms: [u=1]", "  arms: [u=3]"), "dry_run.arms (small) must name some of the arms"),
+    (("label: u=0.5", "label: u=1"), "arm labels repeat"),
+    (("seeds: 3", "seeds: 1"), "seeds must be a whole number >= 2"),
+    (("title:", "titel:"), "unknown key(s) ['titel']"),
+    (("data: mnist", "data: mnist\ndata: cifar"), "the key 'data' appears twice"),
+    (("eps: [0.3, 8/255]", "eps: [abc]"), "not a number"),
+])
+def test_a_bad_experiment_file_is_refused_naming_it(tmp_path, change, expected):
+    (tmp_path / "bad.yaml").write_text(EXAMPLE.replace(*change))
+    with pytest.raises(ValueError) as error:
+        reproduce.load_experiment("bad", tmp_path)
+    assert expected in str(error.value) and "bad.yaml" in str(error.value)

@@ -10,7 +10,8 @@ import pytest
 
 from odezoo.experiments.sweep import Job, JobFailed, Launcher, launcher_from_options, run_jobs, submit_jobs, wait_jobs
 
-# A job script as a recipe is one: a file.  work() is idempotent (a finished name is reused) and
+# A job's function lives in an importable module (here one written to tmp_path and put on the
+# path of this process and of the launched workers).  work() is idempotent (a finished name is reused) and
 # records every real call; the job named in `kill` SIGKILLs its own process the first time, mid-way.
 SCRIPT = textwrap.dedent('''
     import json, os, signal, time
@@ -39,17 +40,31 @@ SCRIPT = textwrap.dedent('''
 
 
 @pytest.fixture
-def script(tmp_path):
-    path = tmp_path / "job_script.py"
+def script(tmp_path, monkeypatch):
+    import os
+    import sys
+
+    path = tmp_path / "odezoo_test_job_module.py"
     path.write_text(SCRIPT)
+    sys.modules.pop("odezoo_test_job_module", None)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     out = tmp_path / "out"
     out.mkdir()
-    return path, out
+    yield "odezoo_test_job_module", out
+    sys.modules.pop("odezoo_test_job_module", None)
 
 
 def jobs_for(script, names, **kwargs):
-    path, out = script
-    return [Job(n, str(path), "work", {"name": n, "out": str(out), **kwargs}) for n in names]
+    module, out = script
+    return [Job(n, module, "work", {"name": n, "out": str(out), **kwargs}) for n in names]
+
+
+def test_a_job_names_a_module_never_a_file_path():
+    for bad in ("recipes/train.py", "train.py", "", "a..b"):
+        with pytest.raises(ValueError, match="importable dotted name"):
+            Job("x", bad, "main")
+    assert Job("x", "odezoo.experiments.commands.sweep", "run_config").module == "odezoo.experiments.commands.sweep"
 
 
 def calls(out):
@@ -179,8 +194,7 @@ def _sweep_recipe():
     from pathlib import Path
 
     recipes = Path(__file__).resolve().parents[2] / "recipes"
-    sys.path.insert(0, str(recipes))
-    import sweep
+    from odezoo.experiments.commands import sweep
     return sweep, recipes / "configs" / "mnist_rk2_fixed.yaml"
 
 
@@ -258,3 +272,16 @@ def test_time_left_counts_the_jobs_that_run_at_once():
     assert minutes_left([600.0, 600.0], 16) == pytest.approx(140.0)
     assert minutes_left([600.0, 600.0], 3, parallel=2) == pytest.approx(10.0)
     assert minutes_left([600.0, 600.0], 2, parallel=2) == 0.0 and minutes_left([], 4) == 0.0
+
+
+def test_two_sweeps_on_one_folder_the_second_is_refused_naming_the_first(tmp_path, capsys):
+    from odezoo.experiments.io import run_folder_lock
+
+    sweep, config = _sweep_recipe()
+    with run_folder_lock(tmp_path, "odezoo sweep"):  # a first sweep, still running
+        with pytest.raises(SystemExit) as stop:
+            sweep.main(["--config", str(config), "--grid", "seed=0,1", "--dry-run", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "is being written by pid" in err and "odezoo sweep" in err
+    assert not list(tmp_path.glob("seed=*"))  # no run was started, no epoch logged twice

@@ -1,0 +1,6 @@
+"""What the ``odezoo`` commands do: ``train``, ``evaluate``, ``sweep``, ``reproduce`` (and ``report``), ``demo``.
+
+Each module has ``run(args)`` (the parsed command line, see `odezoo_cli`) and
+``main(argv)`` (the same from a list of flags, for scripts and tests).  The parsing lives in
+``odezoo_cli`` so that ``--help`` never imports torch; no command imports a recipe file.
+"""
