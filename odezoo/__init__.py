@@ -8,7 +8,7 @@ torchdiffeq fixed-grid method::
     y = odeint(f, y0, t, method="rk4_uv", options={"u": 0.3, "v": 0.6, "step_size": 0.05})
 
 ``odezoo.odeint`` is the same function with a shorter front end for odezoo's families
-(identical results; see :mod:`odezoo.frontend`).
+(identical results; see `odezoo.frontend`).
 """
 from __future__ import annotations
 

@@ -3,9 +3,9 @@
 An *embedded pair* is one set of stages ``(A, c)`` with two weight rows: ``b`` (the method
 that advances the solution, order p) and ``b̂`` (the embedded method, order p̂ < p).  Their
 difference estimates the local error, and torchdiffeq's step-size controller does the rest.
-A pair is an :class:`odezoo.SolverFamily` with ``embedded_order`` set, whose tableau (an
-:class:`odezoo.ButcherTableau`) carries ``b_embedded`` and optionally ``b_mid``;
-:class:`EmbeddedRKSolver` is torchdiffeq's ``RKAdaptiveStepsizeODESolver`` for it, so
+A pair is an [`odezoo.SolverFamily`][odezoo.SolverFamily] with ``embedded_order`` set, whose tableau (an
+[`odezoo.ButcherTableau`][odezoo.ButcherTableau]) carries ``b_embedded`` and optionally ``b_mid``;
+`EmbeddedRKSolver` is torchdiffeq's ``RKAdaptiveStepsizeODESolver`` for it, so
 ``rtol``/``atol``, ``first_step``, ``step_t``/``jump_t``, events and ``odeint_adjoint``
 behave exactly as for ``dopri5``.
 """
@@ -24,7 +24,7 @@ from .tableau import ButcherTableau
 
 __all__ = ["EmbeddedRKSolver", "ADAPTIVE_OPTIONS", "torchdiffeq_tableau", "mid_weights"]
 
-#: Dense-output weights from the order conditions (see :func:`odezoo.order.dense_weights`).
+#: Dense-output weights from the order conditions (see `odezoo.order.dense_weights`).
 mid_weights = dense_weights
 
 
@@ -65,7 +65,7 @@ def torchdiffeq_tableau(tableau: ButcherTableau):
 
 
 class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
-    """torchdiffeq adaptive solver for one embedded-pair :class:`~odezoo.SolverFamily` (set on subclasses).
+    """torchdiffeq adaptive solver for one embedded-pair [`SolverFamily`][odezoo.SolverFamily] (set on subclasses).
 
     Options: the family's parameters (numbers) and torchdiffeq's adaptive options
     (``first_step``, ``min_step``, ``max_step``, ``step_t``, ``jump_t``, ``safety``,
@@ -133,7 +133,7 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
     # -- per-sample times ------------------------------------------------------------
     def integrate_per_sample(self, t: torch.Tensor) -> torch.Tensor:
         """Each sample over its own times ``t`` of shape ``(T, batch)`` (checked by
-        :func:`odezoo.inputs.sample_times`), with its own error control: the states at ``t[j, b]``,
+        [`odezoo.inputs.sample_times`][odezoo.inputs.sample_times]), with its own error control: the states at ``t[j, b]``,
         shape ``(T, batch, ...)``.
 
         Every sample runs torchdiffeq's adaptive algorithm on its own — the initial step of
@@ -264,7 +264,7 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
         return y, ks[-1], _step(None, dt, ks, tableau.c_error.tolist()), ks
 
     def _batched_dense(self, y0, y1, ks, dt):
-        """The dense output's coefficients of every sample's step (as :meth:`_interp_fit`)."""
+        """The dense output's coefficients of every sample's step (as `_interp_fit`)."""
         f0, f1 = ks[0], ks[-1]
         if self.dense == "mid":
             y_mid = _step(y0, dt, ks, self.mid.tolist())

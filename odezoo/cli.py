@@ -1,5 +1,5 @@
 """``odezoo`` command line (kept for ``from odezoo.cli import main``): the program lives in
-:mod:`odezoo_cli`, which parses without importing torch."""
+`odezoo_cli`, which parses without importing torch."""
 from __future__ import annotations
 
 import sys

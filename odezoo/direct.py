@@ -2,13 +2,13 @@
 
 torchdiffeq's front end (input checks, ``float(t[0])``, ``.item()``, ``.tolist()``,
 ``dtype.to_real``) breaks a compiled graph about twenty times per solve.  For a solver whose
-coefficients are fixed numbers — a :class:`~odezoo.SolverSpec` of a registered fixed-grid
+coefficients are fixed numbers — a [`SolverSpec`][odezoo.SolverSpec] of a registered fixed-grid
 family with scalar parameters — everything that needs the host can be done once, before
-compiling, from the values of ``t``: :class:`DirectSolve` validates ``t`` through the one door
-(:func:`odezoo.inputs.times`), builds the eager path's own grid (the spec's ``n_steps``,
+compiling, from the values of ``t``: `DirectSolve` validates ``t`` through the one door
+([`odezoo.inputs.times`][odezoo.inputs.times]), builds the eager path's own grid (the spec's ``n_steps``,
 ``step_size`` or output grid, decreasing ``t`` handled as torchdiffeq does: negated times and a
 negated function), its plan and each step's coefficients.  A call then runs the *same* step
-code as the eager stepper (:func:`odezoo.stepper.straight_line`) with the same stage times and
+code as the eager stepper (`odezoo.stepper.straight_line`) with the same stage times and
 the same interpolation — plain tensor operations that unroll into one graph — so its numbers
 are the eager path's, and what the eager path refuses it refuses, with the same message.
 """
@@ -32,7 +32,7 @@ _LIMITS = {dtype: coefficient_limit(dtype) for dtype in (torch.float16, torch.bf
 
 
 def direct_solvable(spec: SolverSpec) -> bool:
-    """Whether :class:`DirectSolve` can run ``spec``: a registered fixed-grid family with scalar
+    """Whether `DirectSolve` can run ``spec``: a registered fixed-grid family with scalar
     parameters (so its checked tableau is known).  Anything else — torchdiffeq's own methods,
     embedded pairs, per-sample or differentiable parameters — runs through ``odeint``."""
     return spec.tableau is not None and not spec.tableau.embedded

@@ -132,7 +132,7 @@ class SolverFamily:
     def from_tableau(cls, name: str, tableau: ButcherTableau, order: int, embedded_order: int | None = None, *,
                      description: str = "", reference: str = "") -> "SolverFamily":
         """A family without parameters: one constant tableau (what tsit5, dop853, the example
-        ``bs32`` plugin and :func:`odezoo.register_tableau` are).  An embedded pair needs
+        ``bs32`` plugin and [`odezoo.register_tableau`][odezoo.register_tableau] are).  An embedded pair needs
         ``tableau.b_embedded`` and ``embedded_order``."""
         if not isinstance(tableau, ButcherTableau):
             raise ValueError(f"family {name!r}: expected an odezoo.ButcherTableau, got {type(tableau).__name__}")
@@ -218,7 +218,7 @@ class SolverFamily:
     # ------------------------------------------------------------------ coefficients
     def tableau(self, **params) -> ButcherTableau:
         """The checked Butcher tableau at ``params`` (missing ones take the defaults; any real
-        number, see :func:`odezoo.inputs.real_number`), with the embedded and dense-output
+        number, see [`odezoo.inputs.real_number`][odezoo.inputs.real_number]), with the embedded and dense-output
         rows of an embedded pair.  Cached per point.
 
         Raises ``ValueError`` for unknown names, values that are not real numbers,
@@ -234,10 +234,10 @@ class SolverFamily:
         """The main method's ``(A, b, c)`` for ``n`` parameter points at once.
 
         ``values`` maps each parameter to a float or a float64 array of shape ``(n,)`` (one
-        value per sample).  The checks are those of :meth:`tableau` — singular sets, then every
-        tableau check of :func:`odezoo.tableau.validate` — run on all points together in
+        value per sample).  The checks are those of `tableau` — singular sets, then every
+        tableau check of [`odezoo.tableau.validate`][odezoo.tableau.validate] — run on all points together in
         float64; a failure raises the ``ValueError`` the scalar path would raise at the first
-        failing sample, naming it.  Returns an :class:`odezoo.tableau.CheckedBatch`.
+        failing sample, naming it.  Returns an `odezoo.tableau.CheckedBatch`.
         """
         params = {p: values[p] for p in self.params}
         try:
@@ -281,7 +281,7 @@ def _pick(params: Mapping[str, Any], k: int) -> dict[str, float]:
             else v for p, v in params.items()}
 
 
-#: Points per family at which registration checks the order (see :func:`support_points`).
+#: Points per family at which registration checks the order (see `support_points`).
 SUPPORT_SAMPLES = 64
 SUPPORT_GRID = 81
 _SUPPORT_SEED = 20240601
@@ -293,7 +293,7 @@ def support_points(family: "SolverFamily", samples: int = SUPPORT_SAMPLES,
 
     A regular grid of about ``grid`` points over the support box (with its corners and
     edges) plus ``samples`` seeded uniform draws from the box, keeping the points that
-    :meth:`SolverFamily.support_mask` accepts (inside the box, ``support_margin`` away from
+    `SolverFamily.support_mask` accepts (inside the box, ``support_margin`` away from
     every singular set).  An unbounded side of the box is replaced by the default
     ± 10·(1 + |default|).  Registration checks the declared order and stages at each of
     these points, so a family whose order holds only at its defaults is refused.
@@ -332,11 +332,11 @@ def _tableau(family: SolverFamily, key: tuple[float, ...]) -> ButcherTableau:
 def verify_family(family: SolverFamily) -> str | None:
     """Why ``family`` cannot be registered, or None: the one registration check, for every family.
 
-    At its defaults, at every named member and at every point of :func:`support_points` (its
+    At its defaults, at every named member and at every point of `support_points` (its
     sampling support), the tableau must exist and have the declared stages and order; an
     embedded pair's embedded row and its error estimate ``b − b̂`` must have the declared
     embedded order, and its ``b_mid`` (if any) be at least first order at the half step.  Orders
-    come from :func:`odezoo.order.verified_orders`, batched over the points.  Only the class's
+    come from [`odezoo.order.verified_orders`][odezoo.order.verified_orders], batched over the points.  Only the class's
     own methods are used, so nothing a family object overrides can skip a check.
     """
     if type(family) is not SolverFamily:

@@ -4,7 +4,7 @@ torchdiffeq's ``odeint`` normalizes every input before it solves: tuple states, 
 times, tolerance and norm options, the device of ``t``, a perturbation wrapper around the
 function and its callbacks — about 30 µs of small operations per call, which on a cheap
 function is several percent of the solve.  For the common case none of that changes
-anything, so :func:`odeint` checks that it *is* the common case and hands the inputs straight
+anything, so `odeint` checks that it *is* the common case and hands the inputs straight
 to the family's solver:
 
 * ``method`` is a registered fixed-grid odezoo family, ``event_fn`` is None;
@@ -14,12 +14,12 @@ to the family's solver:
   by odezoo (``SolverSpec(n_steps=...)``), ``interp='linear'`` and ``perturb=False``.
 
 For every odezoo method (fixed-grid or adaptive) ``t`` first goes through the one door
-(:func:`odezoo.inputs.time_values`: finite, strictly monotone), so a NaN, an infinite end time
+([`odezoo.inputs.time_values`][odezoo.inputs.time_values]: finite, strictly monotone), so a NaN, an infinite end time
 or a repeated time is the same ``ValueError`` on every path.  Anything else — torchdiffeq's own
 methods, adaptive families, tuples, decreasing times,
 ``perturb``, cubic interpolation, your own grid constructor — goes to ``torchdiffeq.odeint``
 unchanged.  A ``t`` of shape ``(T, batch)`` — per-sample times, which torchdiffeq does not take —
-goes through :func:`odezoo.inputs.sample_times` to the method's own ``integrate_per_sample``.  Both paths run the same solver on the same grid, so the results are identical,
+goes through [`odezoo.inputs.sample_times`][odezoo.inputs.sample_times] to the method's own ``integrate_per_sample``.  Both paths run the same solver on the same grid, so the results are identical,
 bit for bit (``tests/test_frontend.py``).
 """
 from __future__ import annotations
@@ -95,8 +95,8 @@ def odeint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, even
 
 def _per_sample_times(solver, func, y0, t, method, options, event_fn, rtol, atol):
     """``t`` of shape (T, batch): each sample integrated over its own times, in one batched solve
-    (fixed grid: :meth:`odezoo.stepper.ParameterizedRKSolver.integrate_per_sample`; embedded pairs,
-    each sample with its own error control: :meth:`odezoo.adaptive.EmbeddedRKSolver.integrate_per_sample`)."""
+    (fixed grid: [`odezoo.stepper.ParameterizedRKSolver.integrate_per_sample`][odezoo.stepper.ParameterizedRKSolver.integrate_per_sample]; embedded pairs,
+    each sample with its own error control: `odezoo.adaptive.EmbeddedRKSolver.integrate_per_sample`)."""
     where = f"odeint(method={method!r})"
     kind = _kind(solver)
     if not kind:

@@ -19,7 +19,7 @@ def odezoo_register_families(register: Callable[["SolverFamily"], None]) -> None
     whenever a plugin is registered or unregistered; built-in plugins first, then the others
     in registration order (``tryfirst``/``trylast`` change nothing; ``hookwrapper``/``wrapper``
     implementations are refused).  Call ``register(family)`` once for each
-    :class:`odezoo.SolverFamily` the plugin provides; the return value is ignored.
+    [`odezoo.SolverFamily`][odezoo.SolverFamily] the plugin provides; the return value is ignored.
     ``register`` checks each family — its tableau at the defaults, at each named member and
     across its sampling support must have the declared order and stages, its name must be new
     and must not shadow a torchdiffeq method — and skips a family it refuses (or whose checks

@@ -175,7 +175,7 @@ def time_values(where: str, values: list[float], *, minimum: int = 1) -> list[fl
 
 def times(where: str, t, *, minimum: int = 1) -> torch.Tensor:
     """``t`` as a checked time tensor: a 1-D floating-point tensor (a sequence of numbers becomes
-    a float64 tensor, exactly), whose values pass :func:`time_values`.  Its dtype is kept."""
+    a float64 tensor, exactly), whose values pass `time_values`.  Its dtype is kept."""
     if not isinstance(t, torch.Tensor):
         try:
             t = torch.tensor([real_number(f"{where}: t[{i}]", x, finite=False) for i, x in enumerate(t)],

@@ -3,13 +3,13 @@
 The paper's method (sections 3–4): while a neural ODE trains, the solver is drawn anew —
 from a finite set (*switching*) or from a continuous distribution over a family's
 parameters (*smoothing*) — or several solvers' outputs are averaged (*ensemble*).  When to
-draw is the caller's choice: call :meth:`MetaSolver.resample` once per batch (the paper's
+draw is the caller's choice: call `MetaSolver.resample` once per batch (the paper's
 code) or once per epoch (the paper's text).
 
-Build one with the factories :meth:`MetaSolver.fixed`, :meth:`~MetaSolver.switching`,
-:meth:`~MetaSolver.smoothing` and :meth:`~MetaSolver.ensemble`; each returns the class of
-its mode (:class:`FixedSolver`, :class:`SwitchingSolver`, :class:`SmoothingSolver`,
-:class:`PerSampleSmoothingSolver`, :class:`EnsembleSolver`), all behind one interface.
+Build one with the factories `MetaSolver.fixed`, `switching`,
+`smoothing` and `ensemble`; each returns the class of
+its mode (`FixedSolver`, `SwitchingSolver`, `SmoothingSolver`,
+`PerSampleSmoothingSolver`, `EnsembleSolver`), all behind one interface.
 """
 from __future__ import annotations
 
@@ -77,13 +77,13 @@ def _differences(saved, here, path: str = "") -> list[str]:
 
 
 class MetaSolver:
-    """Chooses the solver an :class:`~odezoo.ODEBlock` integrates with.
+    """Chooses the solver an [`ODEBlock`][odezoo.ODEBlock] integrates with.
 
-    Build one with :meth:`fixed`, :meth:`switching`, :meth:`smoothing` or :meth:`ensemble`.
+    Build one with `fixed`, `switching`, `smoothing` or `ensemble`.
     ``current`` is the active solver (a list for ensembles); ``resample()`` draws the next
     one; ``with meta.evaluating():`` fixes the deterministic evaluation solver;
     ``history`` logs every draw (one dict per round: ``round``, ``mode``, ``solvers`` — a list
-    of :meth:`SolverSpec.to_dict` — and, for per-sample smoothing, ``per_sample_seed``);
+    of `SolverSpec.to_dict` — and, for per-sample smoothing, ``per_sample_seed``);
     ``state_dict()`` / ``load_state_dict()`` let a resumed run continue the same sequence;
     ``identity()`` is the configuration a state belongs to (``load_state_dict`` refuses a
     state of another configuration before changing anything).
@@ -123,7 +123,7 @@ class MetaSolver:
         for the family's registered default), truncated to the family's sampling support.
 
         With ``per_sample=True`` every sample of a batch gets its own draw
-        (:class:`PerSampleSmoothingSolver`); ``resample()`` then starts a new round of
+        (`PerSampleSmoothingSolver`); ``resample()`` then starts a new round of
         per-sample draws.  Evaluation uses the center.  An adaptive family (``rk2_u_adaptive``)
         takes ``rtol``/``atol`` instead of a grid."""
         if not isinstance(per_sample, bool):
@@ -140,7 +140,7 @@ class MetaSolver:
 
     @staticmethod
     def of(solver: "MetaSolver | SolverSpec") -> "MetaSolver":
-        """``solver`` itself if it is a MetaSolver; a :class:`SolverSpec` wrapped in :meth:`fixed`."""
+        """``solver`` itself if it is a MetaSolver; a `SolverSpec` wrapped in `fixed`."""
         if isinstance(solver, SolverSpec):
             return FixedSolver(solver)
         if not isinstance(solver, MetaSolver):
@@ -256,13 +256,13 @@ class MetaSolver:
         return {"mode": self.mode}
 
     def fingerprint(self) -> str:
-        """A short digest of :meth:`identity` (16 hex digits), for logs and file names."""
+        """A short digest of `identity` (16 hex digits), for logs and file names."""
         text = json.dumps(self.identity(), sort_keys=True, default=repr)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def state_dict(self) -> dict:
         """Everything needed to continue the same sequence of solvers (tensors and plain
-        data), with the :meth:`identity` of the configuration it belongs to."""
+        data), with the `identity` of the configuration it belongs to."""
         return {"mode": self.mode, "identity": self.identity(), "round": self.round,
                 "current": [s.to_dict() for s in self._current], "history": list(self.history)}
 
@@ -270,7 +270,7 @@ class MetaSolver:
         """Continue from ``state_dict()``.
 
         The whole state is checked before anything changes, so a refused state leaves this
-        MetaSolver as it was: its mode, its :meth:`identity` (a state of another family,
+        MetaSolver as it was: its mode, its `identity` (a state of another family,
         center, distribution, set of specs, probabilities, weights or grid is refused with
         the differences listed), its structure (round, current solvers, history, generator)
         and that its current solvers belong to this configuration.  A state without an

@@ -41,8 +41,8 @@ class ODEBlock(nn.Module):
 
     Args:
         func: an ``nn.Module`` (or callable) ``func(t, y)``.
-        solver: a :class:`MetaSolver` (may be shared by several blocks) or a
-            :class:`SolverSpec` (wrapped in ``MetaSolver.fixed``).
+        solver: a `MetaSolver` (may be shared by several blocks) or a
+            `SolverSpec` (wrapped in ``MetaSolver.fixed``).
         t: integration times; the default (0, 1) integrates over the unit interval.
         adjoint: use ``odeint_adjoint`` (memory O(1) in the number of steps).
         return_trajectory: return the states at every time in ``t`` instead of the last.
@@ -50,16 +50,16 @@ class ODEBlock(nn.Module):
     ``nfe`` counts function evaluations since the last reset (``block.nfe = 0``); it does
     not count inside ``torch.compile``d code.
 
-    ``t`` goes through the one door (:func:`odezoo.inputs.times`): finite, strictly increasing
+    ``t`` goes through the one door ([`odezoo.inputs.times`][odezoo.inputs.times]): finite, strictly increasing
     or decreasing, at least two times; a tensor keeps its dtype (a sequence of numbers becomes
     float64, exactly), and the solve runs on it as given.
 
     Under ``torch.compile`` a fixed-grid family solver with scalar parameters runs through
-    :class:`odezoo.direct.DirectSolve`, prepared on the host from ``t``'s values when the block
+    [`odezoo.direct.DirectSolve`][odezoo.direct.DirectSolve], prepared on the host from ``t``'s values when the block
     is built: the eager stepper's own step code, grid and interpolation as plain tensor
     operations that compile into one graph (torchdiffeq's front end breaks the graph about
     twenty times per solve), with the eager path's numbers for every ``t``.  Any other solver
-    runs eagerly through ``odeint`` and says so once (:class:`OdezooCompileWarning`).
+    runs eagerly through ``odeint`` and says so once (`OdezooCompileWarning`).
     ``direct=True`` takes the direct path in eager mode too (and refuses other solvers),
     ``direct=False`` never.
     """
@@ -87,7 +87,7 @@ class ODEBlock(nn.Module):
 
     @property
     def solver(self) -> MetaSolver:
-        """The :class:`MetaSolver` (a :class:`SolverSpec` assigned here is wrapped in ``MetaSolver.fixed``)."""
+        """The `MetaSolver` (a `SolverSpec` assigned here is wrapped in ``MetaSolver.fixed``)."""
         return self._solver
 
     @solver.setter
@@ -115,7 +115,7 @@ class ODEBlock(nn.Module):
         """The final state (or, with ``return_trajectory``, the states at every time) from ``x``.
 
         ``t`` of shape ``(T, batch)`` integrates each sample over its own times instead of the
-        block's ``t`` (:func:`odezoo.odeint` with per-sample times; fixed-grid families, eagerly);
+        block's ``t`` ([`odezoo.odeint`][odezoo.odeint] with per-sample times; fixed-grid families, eagerly);
         the states come back with shape ``(T, batch, ...)``, the last of each sample at ``[-1]``."""
         if t is not None:
             if self.adjoint:
@@ -140,7 +140,7 @@ class ODEBlock(nn.Module):
     def _direct_program(self) -> DirectSolve | None:
         """The prepared solve of the direct path, or None for the ``odeint`` path.  Under
         ``torch.compile`` a solver the direct path cannot run is said once
-        (:class:`OdezooCompileWarning`) and runs eagerly through ``odeint``, with the same numbers."""
+        (`OdezooCompileWarning`) and runs eagerly through ``odeint``, with the same numbers."""
         compiling = torch.compiler.is_compiling()
         if self.adjoint or self.direct is False or not (self.direct or compiling):
             return None
@@ -172,7 +172,7 @@ class ODEBlock(nn.Module):
 
 
 def solver_blocks(model: nn.Module) -> list[ODEBlock]:
-    """Every :class:`ODEBlock` inside ``model``, in module order."""
+    """Every `ODEBlock` inside ``model``, in module order."""
     return [m for m in model.modules() if isinstance(m, ODEBlock)]
 
 

@@ -1,8 +1,8 @@
 """Step plans: a tableau's validated nonzero coefficients, ready for stepping.
 
-:func:`make_plan` turns a family and its parameters into a :class:`StepPlan` for one state:
+`make_plan` turns a family and its parameters into a `StepPlan` for one state:
 Python floats when the parameters are plain numbers (cached per parameter values by
-:func:`float_plan`), tensors when a parameter needs a gradient or differs per sample.  Every
+`float_plan`), tensors when a parameter needs a gradient or differs per sample.  Every
 coefficient is computed in float64, checked (singular sets, tableau checks, overflow in the
 state's dtype) and only then cast.
 """
@@ -80,7 +80,7 @@ PRECISION_LOSS_LIMIT = 0.05
 @functools.lru_cache(maxsize=None)
 def coefficient_limit(dtype: torch.dtype) -> float:
     """The largest coefficient magnitude a tableau may have for a state of real dtype ``dtype``:
-    below :func:`cast_limit` (finite after the cast) and below ``PRECISION_LOSS_LIMIT / eps``
+    below `cast_limit` (finite after the cast) and below ``PRECISION_LOSS_LIMIT / eps``
     (stage sums keep their digits) — about 51 in float16, 6.4 in bfloat16, 4.2e5 in float32
     and 2.3e14 in float64."""
     return min(cast_limit(dtype), PRECISION_LOSS_LIMIT / float(torch.finfo(dtype).eps))
@@ -89,7 +89,7 @@ def coefficient_limit(dtype: torch.dtype) -> float:
 def check_coefficient_size(method: str, largest: float, dtype: torch.dtype, params) -> None:
     """ValueError when a coefficient (largest magnitude ``largest``, computed in float64) could
     become inf in the coefficient dtype ``dtype``, or is so large that the stage sums would lose
-    their digits there (:func:`coefficient_limit`)."""
+    their digits there (`coefficient_limit`)."""
     if largest <= coefficient_limit(dtype):
         return
     shown = ", ".join(f"{p}={v:.10g}" if isinstance(v, float) else f"{p}=<tensor>" for p, v in params.items())
@@ -112,9 +112,9 @@ def make_plan(family: SolverFamily, params: dict[str, Any], y0: torch.Tensor) ->
 
     Guarantees: every coefficient is computed in float64 and passes the same checks for
     every kind of parameter — the singular sets and the tableau checks of
-    :func:`odezoo.tableau.validate` (for per-sample tensors, at every sample); it is then
+    [`odezoo.tableau.validate`][odezoo.tableau.validate] (for per-sample tensors, at every sample); it is then
     cast to the real dtype of ``y0`` and refused with a ``ValueError`` if it would become
-    inf there or is too large for that dtype's precision (:func:`coefficient_limit`: the stage
+    inf there or is too large for that dtype's precision (`coefficient_limit`: the stage
     sums would cancel away the step's digits).  Integer and bool states are refused with a
     ``ValueError``.
     """

@@ -17,7 +17,7 @@ Guarantees (whatever a plugin does, ``import odezoo`` works):
   check of it raises anything at all.
 * Two distributions that declare the same entry-point name: the first found keeps it, the other
   is refused.
-* Every refusal is an :class:`OdezooPluginWarning` (also listed by ``odezoo.plugin_problems()``)
+* Every refusal is an `OdezooPluginWarning` (also listed by ``odezoo.plugin_problems()``)
   naming the distribution (or plugin name) and the reason.
 """
 from __future__ import annotations
@@ -203,7 +203,7 @@ class Registry:
     def register_plugin(self, plugin: Any, name: str | None = None) -> str:
         """Register ``plugin``; ``ValueError`` naming the reason if it is defective (the checks
         of plugin loading).  Its families are then checked one by one: a refused family is an
-        :class:`OdezooPluginWarning`."""
+        `OdezooPluginWarning`."""
         if name is None:
             name = self.pm.get_canonical_name(plugin)
         problem = self._admit(plugin, name, name)
@@ -340,7 +340,7 @@ _verified: "weakref.WeakKeyDictionary[SolverFamily, str | None]" = weakref.WeakK
 
 def _verification(family: SolverFamily) -> str | None:
     """Why ``family`` fails its numeric checks (without the "family ... is refused" prefix),
-    or None (:func:`odezoo.family.verify_family`)."""
+    or None ([`odezoo.family.verify_family`][odezoo.family.verify_family])."""
     try:
         return _verified[family]
     except (KeyError, TypeError):

@@ -6,7 +6,7 @@ on the support.  Nothing is clamped and nothing is reset to the center — the o
 meta-solver code did both, which puts a point mass on the boundary or on the center.
 
 Every draw goes through a ``torch.Generator``, so a seed reproduces the sequence.
-Custom distributions implement :class:`ParameterDistribution` (just ``sample_raw``).
+Custom distributions implement `ParameterDistribution` (just ``sample_raw``).
 """
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def distribution_label(distribution, center: Mapping[str, float]) -> str:
 
 def make_distribution(distribution=None, scale=None, family: SolverFamily | None = None):
     """A distribution object from a name (``normal``/``uniform``/``cauchy``), a
-    :class:`DistributionSpec`, an object implementing ``sample_raw``, or None (the family's
+    `DistributionSpec`, an object implementing ``sample_raw``, or None (the family's
     registered default, with ``scale`` overriding its scale)."""
     if distribution is None:
         if family is None:
@@ -251,7 +251,7 @@ _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint
 
 def distribution_identity(distribution) -> dict:
     """A distribution as plain data, for MetaSolver identities: kind and scale for the named
-    ones, points and probabilities for :class:`Choice`, the class (and its own ``repr``, if
+    ones, points and probabilities for `Choice`, the class (and its own ``repr``, if
     it defines one) for custom objects."""
     if isinstance(distribution, _Located):
         scale = distribution.scale

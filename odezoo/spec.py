@@ -24,7 +24,7 @@ def _describe(value) -> str:
 
 
 def check_parameter(name: str, value, *, per_sample: bool = True):
-    """A solver parameter as it will be used (:func:`odezoo.inputs.parameter`): a real scalar
+    """A solver parameter as it will be used ([`odezoo.inputs.parameter`][odezoo.inputs.parameter]): a real scalar
     becomes a Python ``float``; a real tensor is kept (0-dim, or ``(batch,)`` per-sample values
     when ``per_sample``); a 1-D NumPy array becomes a float64 tensor.  Strings, bools, complex
     values, non-finite numbers, other shapes and other types raise a ``ValueError`` naming ``name``."""
@@ -72,7 +72,7 @@ class SolverSpec:
     from output time to output time.  An adaptive method (torchdiffeq's ``dopri5``, ...; an
     adaptive family such as ``rk2_u_adaptive`` or ``tsit5``) takes ``rtol`` and ``atol``
     instead (torchdiffeq's defaults when omitted) and no grid.  Everything is validated on
-    construction (see :func:`check_parameter`, :func:`check_n_steps`, :func:`check_step_size`):
+    construction (see `check_parameter`, `check_n_steps`, `check_step_size`):
     real scalars become floats, text and complex values are refused; scalar parameters go
     through the family's checked coefficients (the same path a solve takes), per-sample
     tensors (all of one length) through the family's singular-set check.
@@ -140,12 +140,12 @@ class SolverSpec:
 
     @property
     def family(self):
-        """The registered :class:`~odezoo.SolverFamily` of ``method``, or None for torchdiffeq's own methods."""
+        """The registered [`SolverFamily`][odezoo.SolverFamily] of ``method``, or None for torchdiffeq's own methods."""
         return registry.families().get(self.method)
 
     @property
     def tableau(self):
-        """The checked :class:`~odezoo.ButcherTableau` of a family with scalar parameters;
+        """The checked [`ButcherTableau`][odezoo.ButcherTableau] of a family with scalar parameters;
         None for torchdiffeq's methods and tensor parameters."""
         return self._tableau
 
@@ -204,7 +204,7 @@ class SolverSpec:
         return is_adaptive(self.method) or self.rtol is not None or self.atol is not None
 
     def to_dict(self) -> dict:
-        """Plain data (tensors become lists), the inverse of :meth:`from_dict`."""
+        """Plain data (tensors become lists), the inverse of `from_dict`."""
         data = {"method": self.method, "params": {k: _plain(v) for k, v in self.params.items()},
                 "step_size": self.step_size, "n_steps": self.n_steps}
         if self.rtol is not None or self.atol is not None:
@@ -213,7 +213,7 @@ class SolverSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "SolverSpec":
-        """The spec that :meth:`to_dict` wrote (validated again)."""
+        """The spec that `to_dict` wrote (validated again)."""
         return cls(data["method"], dict(data.get("params") or {}), data.get("step_size"), data.get("n_steps"),
                    data.get("rtol"), data.get("atol"))
 

@@ -46,7 +46,7 @@ def _user_stacklevel() -> int:
 
 def output_grid(method: str, per_sample: bool = False):
     """torchdiffeq's default grid (the output times ``t`` themselves) as a ``grid_constructor``
-    that warns with :class:`OdezooStepWarning`, naming the largest step it takes (over every
+    that warns with `OdezooStepWarning`, naming the largest step it takes (over every
     sample's times with ``per_sample``, where ``t`` has shape (T, batch))."""
     fix = ("pass a grid_constructor of n equal steps per sample (SolverSpec(n_steps=...))" if per_sample else
            "pass options={'step_size': h} or a grid_constructor (SolverSpec: n_steps or step_size)")

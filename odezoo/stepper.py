@@ -1,13 +1,13 @@
 """One generic explicit Runge–Kutta stepper for every registered family.
 
-torchdiffeq gets one subclass of :class:`ParameterizedRKSolver` per family (see
+torchdiffeq gets one subclass of `ParameterizedRKSolver` per family (see
 ``registry.py``).  The tableau is turned into a *plan* once per solve (``plan.py``): Python
 floats when the parameters are plain numbers (so every stage is a single fused ``torch.add(..,
 alpha=..)``), tensors when a parameter needs a gradient or differs per sample; the grid and
 its stage times are prepared once per grid (``timegrid.py``).  With float
 coefficients and nothing to intercept (no ``perturb``, callback or differentiable time) each
-step runs as straight-line code generated once per tableau shape (:func:`_straight_line_step`);
-everything else takes the general loop (:meth:`ParameterizedRKSolver._stages`), with the same
+step runs as straight-line code generated once per tableau shape (`_straight_line_step`);
+everything else takes the general loop (`ParameterizedRKSolver._stages`), with the same
 operations in the same order.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def scaled_terms(plan: StepPlan, dt):
 
 
 def _combine(base, terms, ks):
-    """``base + Σ value·coef·k_j`` over ``terms`` from :func:`scaled_terms` (just the sum when
+    """``base + Σ value·coef·k_j`` over ``terms`` from `scaled_terms` (just the sum when
     ``base`` is None): one fused tensor operation per term, ``add(alpha=float)`` for float
     coefficients, ``addcmul(value=float)`` for tensor ones."""
     out = None
@@ -71,7 +71,7 @@ def _straight_line_step(rows: tuple, weights: tuple):
     """One explicit Runge–Kutta step as straight-line Python for the *structure* of a float plan
     (``rows[i]`` / ``weights``: the stage indices j of the nonzero coefficients), so a step makes
     no Python loops, no per-term type checks and no wrapper calls — the same tensor operations,
-    in the same order, as :func:`_stages` and :func:`_combine` with float coefficients (bit for
+    in the same order, as `_stages` and `_combine` with float coefficients (bit for
     bit the same result).  The step takes ``(f, y0, t, c, dtype)``: the stage times ``t``, the
     coefficients times the step ``c`` in row-major order, then the weights; ``t[i]`` is cast to
     the real dtype of a stage's input where that is not ``dtype`` (as torchdiffeq's wrapper
@@ -107,7 +107,7 @@ def _cast_time(t, y):
 
 
 def straight_line(rows, weights):
-    """``(step, coefficients)`` for scaled float terms from :func:`scaled_terms`, or None when a
+    """``(step, coefficients)`` for scaled float terms from `scaled_terms`, or None when a
     coefficient is a tensor or there is no weight (those take the general path)."""
     terms = [term for row in rows for term in row] + list(weights)
     if not weights or not all(isinstance(coef, float) for _, coef, _ in terms):
@@ -148,7 +148,7 @@ def _direct(base):
 
 
 class ParameterizedRKSolver(FixedGridODESolver):
-    """torchdiffeq fixed-grid solver for one :class:`SolverFamily` (set on subclasses).
+    """torchdiffeq fixed-grid solver for one `SolverFamily` (set on subclasses).
 
     Options: the family's parameters (floats, 0-dim tensors — differentiable — or tensors
     of shape ``(batch,)`` applied along dim 0 of ``y0``) plus torchdiffeq's fixed-grid
@@ -289,7 +289,7 @@ class ParameterizedRKSolver(FixedGridODESolver):
 
     def integrate_per_sample(self, t: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
         """Each sample over its own times: ``t`` of shape ``(T, batch)`` (checked by
-        :func:`odezoo.inputs.sample_times`), the states at ``t[j, b]`` returned with shape
+        [`odezoo.inputs.sample_times`][odezoo.inputs.sample_times]), the states at ``t[j, b]`` returned with shape
         ``(T, batch, ...)``.
 
         Every sample takes the same number of steps over its own grid — one step per interval
@@ -328,7 +328,7 @@ class ParameterizedRKSolver(FixedGridODESolver):
     def _timeline(self, t, t_values) -> Timeline:
         """The grid's bookkeeping and every step's stage times.  The grid part depends only on
         the grid kind and t's values, so when those are all it depends on it is kept
-        (:func:`odezoo.timegrid.prepared`) and each float node's column of stage times is kept
+        (`odezoo.timegrid.prepared`) and each float node's column of stage times is kept
         with it; tensor nodes (per-sample or differentiable parameters) and nodes that change
         every solve (smoothing) only cost their own column."""
         stage_dtype = self.y0.dtype.to_real()

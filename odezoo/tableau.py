@@ -83,7 +83,7 @@ def _sum(values: list[float], what: str) -> tuple[float, float]:
 
 
 class CheckedBatch:
-    """``n`` tableaux that passed the checks of :func:`validate`, entry by entry.
+    """``n`` tableaux that passed the checks of `validate`, entry by entry.
 
     Entries are numbered A row by row, then b, then c.  ``varying`` lists the entries given
     per tableau, ``rows`` holds them (a float64 array of shape (len(varying), n), not to be modified);
@@ -99,13 +99,13 @@ class CheckedBatch:
 
 
 def validate_batch(A, b, c, n: int) -> CheckedBatch:
-    """:func:`validate` for a batch of ``n`` tableaux given entry by entry.
+    """`validate` for a batch of ``n`` tableaux given entry by entry.
 
     Each entry of ``A``, ``b``, ``c`` is a number (the same in every tableau; any real type:
     int, float, NumPy scalar, ``Fraction``) or an array of shape ``(n,)`` (one value per
-    tableau).  The checks are those of :func:`validate` with the same tolerances, run on all
+    tableau).  The checks are those of `validate` with the same tolerances, run on all
     tableaux at once in float64; on a failure the first failing tableau is run through
-    :func:`validate` itself, so the ``ValueError`` is the one the scalar path raises; its
+    `validate` itself, so the ``ValueError`` is the one the scalar path raises; its
     ``sample`` attribute is the index of that tableau.
     """
     try:
@@ -157,8 +157,8 @@ def validate_batch(A, b, c, n: int) -> CheckedBatch:
 
 
 def _fast_pass(constants: list[float], rows: np.ndarray, varying: list[int], s: int) -> float | None:
-    """The largest |entry| when every tableau passes the checks of :func:`validate` and the
-    numbers are tame (finite, below 1e300); None sends :func:`validate_batch` to the full
+    """The largest |entry| when every tableau passes the checks of `validate` and the
+    numbers are tame (finite, below 1e300); None sends `validate_batch` to the full
     per-tableau check, which also explains a failure.  Constant entries are summed in
     Python, the varying ones in two small matrix products, so a batch costs about a dozen
     NumPy calls whatever the number of stages."""
@@ -188,7 +188,7 @@ def _fast_pass(constants: list[float], rows: np.ndarray, varying: list[int], s: 
 
 @lru_cache(maxsize=256)
 def _split_matrices(s: int, varying: tuple[int, ...]):
-    """For the consistency residuals of :func:`validate` (rows of A: Σ_j a_ij − c_i; then
+    """For the consistency residuals of `validate` (rows of A: Σ_j a_ij − c_i; then
     Σ b − 1): the coefficients of the varying entries (``M_var``, ``M_tol_var`` with the
     tolerance factor RTOL), per residual the constant entries with their signs, the constant
     entries of its tolerance and its constant offset; and A's diagonal and upper triangle."""
@@ -211,7 +211,7 @@ def _batch_failures(stack: np.ndarray, s: int, varying: list[int]):
 
     The consistency checks are linear in the entries: residual = M·stack − (0, …, 0, 1) and
     tolerance = RTOL·(1 + |M_A|·|stack|), with one row per row of A (Σ_j a_ij − c_i) and one
-    for b (Σ b_i − 1), the quantities of :func:`validate`.  The fast path reduces everything
+    for b (Σ b_i − 1), the quantities of `validate`.  The fast path reduces everything
     to a few numbers; the per-tableau mask is computed only when something fails.
     """
     M, M_tol, upper = _consistency_matrices(s)
@@ -236,7 +236,7 @@ def _consistency_matrices(s: int):
     """``(M, M_tol, upper)`` for stacks of s² + 2s entries plus a last row of ones.
 
     ``M @ stack`` gives Σ_j a_ij − c_i for each row i of A, then Σ b_i − 1; ``M_tol @ |stack|``
-    gives their tolerances RTOL·(1 + Σ_j |a_ij|) and RTOL·(1 + Σ |b_i|), as in :func:`validate`;
+    gives their tolerances RTOL·(1 + Σ_j |a_ij|) and RTOL·(1 + Σ |b_i|), as in `validate`;
     ``upper`` holds the flat indices of A's diagonal and upper triangle.
     """
     m = s * s + 2 * s
@@ -292,9 +292,9 @@ class ButcherTableau:
     ``b`` and ``c`` of matching length; ``c_i = Σ_j a_ij``; ``Σ b = 1``; ``b_embedded`` one
     weight per stage, summing to 1 and differing from ``b``; ``b_mid`` summing to 1/2.  Each
     failure raises ``ValueError`` naming the check.  Instances are immutable (read-only float64
-    arrays) and hashable.  Orders come from one engine, :func:`odezoo.order.verified_orders`:
-    :meth:`order` (the main row), :meth:`embedded_order`, :meth:`error_order` (of the estimate
-    ``b − b̂``) and :meth:`mid_order` (at θ = 1/2).
+    arrays) and hashable.  Orders come from one engine, [`odezoo.order.verified_orders`][odezoo.order.verified_orders]:
+    `order` (the main row), `embedded_order`, `error_order` (of the estimate
+    ``b − b̂``) and `mid_order` (at θ = 1/2).
     """
 
     __slots__ = ("A", "b", "c", "b_embedded", "b_mid", "__dict__")

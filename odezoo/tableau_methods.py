@@ -1,6 +1,6 @@
 """``register_tableau``: one constant tableau as a torchdiffeq method, in one call.
 
-The method is an ordinary :class:`~odezoo.SolverFamily` without parameters, offered through
+The method is an ordinary [`SolverFamily`][odezoo.SolverFamily] without parameters, offered through
 the same plugin hook as every other family, so it gets every registration check.
 """
 from __future__ import annotations
@@ -16,12 +16,12 @@ from .tableau import ButcherTableau
 
 __all__ = ["register_tableau", "unregister_tableau", "TABLEAU_PLUGIN_PREFIX"]
 
-#: Plugin name under which :func:`register_tableau` registers a tableau.
+#: Plugin name under which `register_tableau` registers a tableau.
 TABLEAU_PLUGIN_PREFIX = "register_tableau:"
 
 
 class _TableauPlugin:
-    """The plugin behind :func:`register_tableau`: offers one family through the usual hook."""
+    """The plugin behind `register_tableau`: offers one family through the usual hook."""
 
     def __init__(self, family: SolverFamily):
         self.family = family
@@ -40,7 +40,7 @@ def register_tableau(name: str, A, b, c, order: int, b_embedded=None, embedded_o
     gives dense-output weights at the half step (adaptive only).  The checks are those of any
     plugin's family (the tableau's own checks, orders from rooted trees, the name not taken
     and not one of torchdiffeq's methods); a refusal raises ``ValueError`` with the reason and
-    registers nothing.  Remove it with :func:`unregister_tableau`.
+    registers nothing.  Remove it with `unregister_tableau`.
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"register_tableau: the name must be an identifier such as 'my_rk4', got {name!r}")
@@ -85,7 +85,7 @@ def register_tableau(name: str, A, b, c, order: int, b_embedded=None, embedded_o
 
 
 def unregister_tableau(name: str) -> None:
-    """Remove a method added by :func:`register_tableau` (it leaves torchdiffeq too)."""
+    """Remove a method added by `register_tableau` (it leaves torchdiffeq too)."""
     plugin_name = TABLEAU_PLUGIN_PREFIX + name
     if registry.pm.get_plugin(plugin_name) is None:
         raise ValueError(f"unregister_tableau({name!r}): no tableau of that name was registered with "

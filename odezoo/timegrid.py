@@ -2,7 +2,7 @@
 
 A fixed-grid solve walks the same grid for every batch when the grid is a pure function of
 the grid kind and ``t``'s values (torchdiffeq's ``step_size`` grid, odezoo's ``n_steps`` grid).
-:func:`prepared` keeps those preparations — keyed by the values, never by tensor identity —
+`prepared` keeps those preparations — keyed by the values, never by tensor identity —
 bounded and least recently used first, and reuses one only while none of its tensors has been
 modified in place (their version counters are checked on every reuse).
 """
@@ -36,7 +36,7 @@ def node_times(node, t0s, t1s, dts, t0_list, stage_dtype):
 
 def stage_time(node, t0, t1, dt, stage_dtype=None):
     """The time of one stage of one step: ``t0`` at node 0, ``t1`` at node 1, else ``t0 + node·dt``
-    — the rule of :func:`node_times` for a single step (``t0``, ``t1``, ``dt`` tensors or numbers of
+    — the rule of `node_times` for a single step (``t0``, ``t1``, ``dt`` tensors or numbers of
     one shape; a tensor node is computed in its own dtype).  Float nodes' times are cast to
     ``stage_dtype`` when it is given."""
     if isinstance(node, float):

@@ -11,7 +11,7 @@ The 13th stage of DOP853 is f(t1, y1) (its row of A equals b), so the pair is no
 its 12-stage form and torchdiffeq's step appends exactly that stage: 12 evaluations a step.
 DOP853's 7th-order dense output needs three more stages that torchdiffeq's step does not
 take; ``b_mid`` here is the order-4 solution of the continuous order conditions at θ = 1/2
-(:func:`odezoo.order.dense_weights`), which is all torchdiffeq's quartic interpolant can
+(`odezoo.order.dense_weights`), which is all torchdiffeq's quartic interpolant can
 use.  For output times at full accuracy pass them as ``step_t`` (steps then end on them).
 """
 from odezoo import ButcherTableau, SolverFamily, hookimpl

@@ -9,7 +9,7 @@ the tests).
 
 Dense output: torchdiffeq interpolates output times with a quartic through y0, y1, f0, f1
 and y(t0 + dt/2); the half-step weights ``b_mid`` are the order-4 solution of the
-continuous order conditions at θ = 1/2 (:func:`odezoo.order.dense_weights`), which is the
+continuous order conditions at θ = 1/2 (`odezoo.order.dense_weights`), which is the
 value of Tsitouras' own order-4 interpolant at θ = 1/2.
 """
 from odezoo import ButcherTableau, SolverFamily, hookimpl
