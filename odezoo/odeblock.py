@@ -96,10 +96,14 @@ class ODEBlock(nn.Module):
         if hasattr(self, "_t_values"):
             self._prepare()
 
+    def _direct_allowed(self) -> bool:
+        """Whether this block may take the direct path at all (not with adjoint, not with direct=False)."""
+        return self.direct is not False and not self.adjoint
+
     def _prepare(self) -> None:
         """Prepare the direct solve of every solver the MetaSolver can make active without a new
         draw, now, outside any compiled graph (a smoothing draw is prepared on first use)."""
-        if self.direct is False or self.adjoint or self._solver.per_sample:
+        if not self._direct_allowed() or self._solver.per_sample:
             return
         for spec in self._solver.known_specs():
             if direct_solvable(spec):
@@ -142,7 +146,7 @@ class ODEBlock(nn.Module):
         ``torch.compile`` a solver the direct path cannot run is said once
         (`OdezooCompileWarning`) and runs eagerly through ``odeint``, with the same numbers."""
         compiling = torch.compiler.is_compiling()
-        if self.adjoint or self.direct is False or not (self.direct or compiling):
+        if not self._direct_allowed() or not (self.direct or compiling):
             return None
         specs = self.solver.active_specs()
         if len(specs) != 1 or not direct_solvable(specs[0]) or self.solver.per_sample:

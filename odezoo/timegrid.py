@@ -26,7 +26,7 @@ def node_times(node, t0s, t1s, dts, t0_list, stage_dtype):
     if isinstance(node, float):
         if node == 0.0 and t0s.dtype == stage_dtype:
             return t0_list
-        column = t0s if node == 0.0 else t1s if node == 1.0 else t0s + node * dts
+        column = stage_time(node, t0s, t1s, dts)  # the one rule: t0 at node 0, t1 at node 1
         return column.to(stage_dtype).unbind(0)
     shape = (-1,) + (1,) * node.ndim
     if dts.dtype != node.dtype:
