@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml plugins/odezoo-rk3w/pyproject.toml plugins/odezoo-bs32/
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PACKAGES)
-	$(PY) -m pip install --quiet -e ".[recipes,attacks,dev]" -e plugins/odezoo-rk3w -e plugins/odezoo-bs32
+	$(PY) -m pip install --quiet -e ".[recipes,attacks,crosscheck,dev]" -e plugins/odezoo-rk3w -e plugins/odezoo-bs32
 	touch $(STAMP)
 
 $(DOCS_STAMP): docs/requirements.txt

@@ -37,8 +37,9 @@ if _absent:
     raise ImportError(f"odezoo.experiments needs the 'recipes' extra (missing: {', '.join(_absent)}). "
                       f"Install it with: pip install 'odezoo[recipes]'")
 
-from . import (attacks, config, data, evaluation, io, loggers, masking, models, plots, protocol,  # noqa: E402
+from . import (attack_registry, attacks, config, data, evaluation, io, loggers, masking, models, plots, protocol,  # noqa: E402
                results, statistics, sweep, training)
+from .attack_registry import ATTACK_KINDS, register_attack_kind  # noqa: E402
 from .attacks import EOTModel, fgsm, pgd, pgd_step_size  # noqa: E402
 from .config import load_config, meta_solver_from_config, parse_solver_grid  # noqa: E402
 from .data import DatasetNotFoundError, get_datasets, make_loaders  # noqa: E402
@@ -51,9 +52,10 @@ from .protocol import PROTOCOLS, Attack, Protocol, ProtocolResult, evaluate_prot
 from .training import TrainingDiverged, adversarial_batch  # noqa: E402
 
 __all__ = [
-    "attacks", "config", "data", "evaluation", "io", "loggers", "masking", "models", "plots", "protocol", "results",
+    "attack_registry", "attacks", "config", "data", "evaluation", "io", "loggers", "masking", "models", "plots", "protocol", "results",
     "statistics", "sweep", "training",
     "RECIPES_EXTRA",
+    "ATTACK_KINDS", "register_attack_kind",
     "EOTModel", "fgsm", "pgd", "pgd_step_size",
     "load_config", "meta_solver_from_config", "parse_solver_grid",
     "DatasetNotFoundError", "get_datasets", "make_loaders",

@@ -4,21 +4,10 @@
 under FGSM and PGD at
 several eps (the paper's evaluation); [`robustness_rows`][odezoo.experiments.evaluation.robustness_rows] turns it
 into table rows.
-[`strong_robustness`][odezoo.experiments.evaluation.strong_robustness] runs, on the same examples and at one
-``eps`` (pixel units,
-inputs in [0, 1]):
-
-* ``fgsm``  — advertorch FGSM ([`odezoo.experiments.attacks.fgsm`][odezoo.experiments.attacks.fgsm]);
-* ``pgd``   — the configured PGD (advertorch, first entry of ``pgd_steps``/``pgd_restarts``);
-* ``pgd-<steps>x<restarts>`` — each further PGD configuration (more iterations, restarts);
-* ``autoattack`` — a parameter-free ensemble built from torchattacks' components and run as
-  a cascade, as in Croce & Hein (2020): each component attacks only the examples that are
-  still correctly classified.  ``autoattack_version="standard"``: APGD-CE, APGD-T (targeted
-  DLR, 9 target classes), FAB-T (9 target classes), Square (5,000 queries), 100 iterations
-  each — the original AutoAttack "standard" Linf configuration.  ``"fast"``: APGD-CE then
-  APGD-DLR (untargeted), 100 iterations each — the cheap CPU variant.  The exact list that
-  ran is in ``result.descriptions["autoattack"]``;
-* ``noise`` — uniform random noise in the eps ball (a sanity baseline, not an attack).
+[`strong_robustness`][odezoo.experiments.evaluation.strong_robustness] runs any attacks of the registry
+([`odezoo.experiments.attack_registry`][odezoo.experiments.attack_registry]: FGSM, PGD budgets, AutoAttack's
+cascade, Square, a noise baseline) on the same examples at one ``eps`` (pixel units, inputs in [0, 1]), each
+under its registry name.
 
 Every example keeps a boolean "still correct" per attack; ``result.worst`` is the
 **per-example worst case**: correct on the clean input *and* under every attack.
@@ -37,12 +26,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .attacks import (ATTACKS, AUTOATTACK_VERSIONS, EOTModel, autoattack_components, check_attack_inputs,
-                      correct_predictions, fgsm, import_advertorch, import_torchattacks, pgd, pgd_step_size,
-                      positive_number, run_torchattack, uniform_noise)
+from .attack_registry import Attack, Batch
+from .attacks import (ATTACKS, EOTModel, check_attack_inputs, correct_predictions, fgsm, import_advertorch, pgd,
+                      pgd_step_size, positive_number)
 
 __all__ = ["RobustnessResult", "evaluate_robustness", "results_table", "robustness_rows",
-           "StrongRobustnessResult", "strong_robustness", "pgd_name", "to_robustness_result",
+           "StrongRobustnessResult", "strong_robustness", "STRONG_DEFAULT", "as_attacks", "to_robustness_result",
            "strong_results_table"]
 
 # --------------------------------------------------------------------------- the paper's evaluation
@@ -177,10 +166,10 @@ def _step_size(eps: float, steps: int, step_size) -> float:
 
 # --------------------------------------------------------------------------- the stronger evaluation
 
-def pgd_name(index: int, steps: int, restarts: int) -> str:
-    """Attack name of the ``index``-th PGD configuration: ``"pgd"`` for the first (the
-    configured one), ``"pgd-<steps>x<restarts>"`` for the others."""
-    return "pgd" if index == 0 else f"pgd-{int(steps)}x{int(restarts)}"
+#: what `strong_robustness` runs by default: the paper's FGSM, two PGD budgets (the second with
+#: restarts), standard AutoAttack, Square (gradient-free) and a noise baseline
+STRONG_DEFAULT = ("fgsm", "pgd-7x2.5eps/7", "pgd-20x2.5eps/20-5r", "autoattack-standard", "square-5000q",
+                  "noise-uniform")
 
 
 @dataclass
@@ -237,99 +226,47 @@ def _mean(mask: torch.Tensor) -> float:
     return int(mask.sum()) / mask.numel() if mask.numel() else float("nan")
 
 
-# --------------------------------------------------------------------------- attacks
-
-def _as_tuple(value: Any) -> tuple:
-    return tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,)
-
-
-def _pgd_configs(pgd_steps, pgd_restarts, step_size, eps: float) -> list[tuple[str, int, int, float]]:
-    steps, restarts = _as_tuple(pgd_steps), _as_tuple(pgd_restarts)
-    if len(restarts) == 1:
-        restarts = restarts * len(steps)
-    if len(steps) != len(restarts):
-        raise ValueError(f"pgd_steps and pgd_restarts must have the same length, got {steps} and {restarts}")
-    for s, r in zip(steps, restarts):
-        if int(s) != s or s < 1 or int(r) != r or r < 1:
-            raise ValueError(f"PGD steps and restarts must be integers >= 1, got steps={s}, restarts={r}")
-    sizes = _as_tuple(step_size)
-    if len(sizes) == 1:
-        sizes = sizes * len(steps)
-    if len(sizes) != len(steps):
-        raise ValueError(f"step_size must be 'auto', one number or one per PGD configuration, got {step_size!r}")
-    configs = []
-    for i, (s, r, a) in enumerate(zip(steps, restarts, sizes)):
-        a = pgd_step_size(eps, s, a)
-        configs.append((pgd_name(i, s, r), int(s), int(r), a))
-    names = [c[0] for c in configs]
+def as_attacks(attacks: Sequence[Attack | str]) -> list[Attack]:
+    """`Attack` objects from attacks or their names (`Attack.from_name`); a name listed twice is an error."""
+    if isinstance(attacks, (str, Attack)):
+        attacks = [attacks]
+    out = [a if isinstance(a, Attack) else Attack.from_name(a) for a in attacks]
+    names = [a.name for a in out]
     if len(set(names)) != len(names):
-        raise ValueError(f"duplicate PGD configurations {names}")
-    return configs
-
-
-def _describe(configs, fgsm_on: bool, noise_samples: int, aa_components, version: str) -> dict[str, str]:
-    out = {}
-    if fgsm_on:
-        out["fgsm"] = "advertorch GradientSignAttack, CE on true labels"
-    for name, s, r, a in configs:
-        out[name] = f"advertorch LinfPGDAttack, {s} steps of {a:.4g}, {r} restart(s), random start"
-    if aa_components is not None:
-        out["autoattack"] = (f"AutoAttack {version} via torchattacks, cascade: "
-                             + " -> ".join(desc for _, desc, _ in aa_components))
-    if noise_samples:
-        out["noise"] = f"uniform noise in the eps ball, worst of {noise_samples} draw(s)"
+        raise ValueError(f"an attack is listed twice: {names}")
+    if not out:
+        raise ValueError("no attacks to run")
     return out
 
 
-def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: str | torch.device = "cpu",
-                      max_batches: int | None = None, pgd_steps: int | Sequence[int] = (7, 20),
-                      pgd_restarts: int | Sequence[int] = (1, 5), step_size: float | str | Sequence = "auto",
-                      fgsm_attack: bool = True, autoattack: bool = True, autoattack_version: str = "standard",
-                      autoattack_steps: int = 100, square_queries: int = 5000, noise_samples: int = 1,
-                      seed: int = 0, eot_samples: int = 1,
+def strong_robustness(model: nn.Module, loader: Iterable, eps: float, attacks: Sequence[Attack | str] = STRONG_DEFAULT,
+                      device: str | torch.device = "cpu", max_batches: int | None = None, seed: int = 0,
                       before_batch: Callable[[], Any] | None = None,
                       batch_ids: Sequence[int] | None = None) -> StrongRobustnessResult:
-    """Per-example correctness under FGSM, every PGD configuration, AutoAttack and noise at ``eps``.
+    """Per-example correctness under each of ``attacks`` at ``eps``, on the same examples.
 
-    ``loader`` yields ``(x in [0, 1], true int64 labels)``; batches go to ``device`` (the
-    model must already be there); ``max_batches`` stops early.  PGD configuration ``i`` is
-    ``pgd_steps[i]`` iterations with ``pgd_restarts[i]`` random restarts (a single restart
-    count applies to all); the first is named ``"pgd"``, the others ``"pgd-<steps>x<restarts>"``.
-    ``step_size="auto"`` is ``2.5 · eps / steps`` per configuration; a number (or one per
-    configuration) fixes it.  ``autoattack_version``: ``"standard"`` (APGD-CE, APGD-T, FAB-T,
-    Square) or ``"fast"`` (APGD-CE, APGD-DLR); ``autoattack_steps`` iterations per component
-    (100 as in the original; torchattacks' own ``AutoAttack`` uses 10), ``square_queries``
-    for Square.  ``noise_samples`` uniform draws per example (0 disables; an example
-    survives noise only if it survives every draw).  ``seed`` fixes every random start
-    (the global RNG is left as it was): batch ``i`` of ``loader`` uses ``seed + batch_ids[i]``
-    (default ``seed + i``), so a shard of the batches given with their positions in the whole
-    evaluation gets exactly the results it would have there.  Randomized models: as in
-    [`evaluate_robustness`][odezoo.experiments.evaluation.evaluate_robustness] (``before_batch``, ``eot_samples``).
+    ``attacks``: `Attack` objects or their names from the registry
+    ([`odezoo.experiments.attack_registry`][odezoo.experiments.attack_registry]: ``fgsm``,
+    ``pgd-20x2.5eps/20-5r``, ``autoattack-standard``, ``square-1000q``, ``noise-uniform-8draws``, ...);
+    the result is keyed by those names.  ``loader`` yields ``(x in [0, 1], true int64 labels)``;
+    batches go to ``device`` (the model must already be there); ``max_batches`` stops early.
+    ``seed`` fixes every random choice (the global RNG is left as it was): batch ``i`` of
+    ``loader`` uses ``seed + batch_ids[i]`` (default ``seed + i``), so a shard of the batches
+    given with their positions in the whole evaluation gets exactly the results it would have
+    there.  Randomized models: ``before_batch()`` (e.g. ``meta.resample``) runs before every
+    prediction and, through `EOTModel`, before every forward pass of an attack, which averages
+    its own ``eot_samples`` passes.
     """
     eps = positive_number(eps, "eps", allow_zero=True)
-    if autoattack and autoattack_version not in AUTOATTACK_VERSIONS:
-        raise ValueError(f"unknown autoattack_version {autoattack_version!r}; choose from {AUTOATTACK_VERSIONS}")
-    if int(autoattack_steps) != autoattack_steps or autoattack_steps < 1 or int(square_queries) != square_queries \
-            or square_queries < 1:
-        raise ValueError(f"autoattack_steps and square_queries must be integers >= 1, got {autoattack_steps}, "
-                         f"{square_queries}")
-    if int(noise_samples) != noise_samples or noise_samples < 0:
-        raise ValueError(f"noise_samples must be an integer >= 0, got {noise_samples!r}")
-    configs = _pgd_configs(pgd_steps, pgd_restarts, step_size, eps)
-    ta = import_torchattacks() if autoattack else None
-    attacked = model if eot_samples == 1 and before_batch is None else EOTModel(model, eot_samples, before_batch)
+    attacks = as_attacks(attacks)
+    attacked = {a.name: model if a.eot_samples == 1 and before_batch is None
+                else EOTModel(model, a.eot_samples, before_batch) for a in attacks}
     adv = import_advertorch()
 
     clean, labels = [], []
     correct: dict[str, list[torch.Tensor]] = {}
     stages: dict[str, list[torch.Tensor]] = {}
     seconds: dict[str, float] = {}
-    aa_components = None
-    devices = list(range(torch.cuda.device_count())) if torch.device(device).type == "cuda" else []
-
-    def record(name: str, ok: torch.Tensor, start: float) -> None:
-        correct.setdefault(name, []).append(ok.cpu())
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
     with adv.context.ctx_noparamgrad_and_eval(model):
         for i, (x, y) in enumerate(loader):
@@ -345,40 +282,21 @@ def strong_robustness(model: nn.Module, loader: Iterable, eps: float, device: st
             clean.append(ok_clean.cpu())
             labels.append(y.cpu())
             batch_seed = int(seed) + (i if batch_ids is None else int(batch_ids[i]))
-
-            if fgsm_attack:
+            for attack in attacks:
                 start = time.perf_counter()
-                record("fgsm", correct_predictions(model, fgsm(attacked, x, y, eps), y, before_batch), start)
-            for name, s, r, a in configs:
-                start = time.perf_counter()
-                x_adv = pgd(attacked, x, y, eps, step_size=a, n_iter=s, restarts=r, seed=batch_seed)
-                record(name, correct_predictions(model, x_adv, y, before_batch), start)
-            if ta is not None:
-                start = time.perf_counter()
-                aa_components = autoattack_components(ta, attacked, eps, autoattack_version, int(autoattack_steps),
-                                                       int(square_queries), logits.shape[-1], batch_seed)
-                robust = ok_clean.clone()
-                for stage, _, attack in aa_components:
-                    index = robust.nonzero().flatten()
-                    if index.numel():
-                        x_adv = run_torchattack(attack, x[index], y[index])
-                        robust[index] = correct_predictions(model, x_adv, y[index], before_batch)
-                    stages.setdefault(stage, []).append(robust.cpu().clone())
-                record("autoattack", robust, start)
-            if noise_samples:
-                start = time.perf_counter()
-                ok = torch.ones_like(ok_clean)
-                with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(batch_seed)
-                    for _ in range(int(noise_samples)):
-                        ok &= correct_predictions(model, uniform_noise(x, eps), y, before_batch)
-                record("noise", ok, start)
+                ok, batch_stages = attack.run(Batch(model=model, attacked=attacked[attack.name], x=x, y=y, eps=eps,
+                                                    clean=ok_clean, seed=batch_seed, n_classes=logits.shape[-1],
+                                                    before_batch=before_batch))
+                correct.setdefault(attack.name, []).append(ok.cpu())
+                for stage, mask in batch_stages.items():
+                    stages.setdefault(stage, []).append(mask.cpu())
+                seconds[attack.name] = seconds.get(attack.name, 0.0) + time.perf_counter() - start
     if not clean:
         raise ValueError("the loader yielded no examples (empty dataset or max_batches=0)")
     return StrongRobustnessResult(
         eps=eps, clean=torch.cat(clean), labels=torch.cat(labels),
         correct={k: torch.cat(v) for k, v in correct.items()},
-        descriptions=_describe(configs, fgsm_attack, int(noise_samples), aa_components, autoattack_version),
+        descriptions={a.name: a.describe() for a in attacks},
         stages={k: torch.cat(v) for k, v in stages.items()}, seconds=seconds)
 
 

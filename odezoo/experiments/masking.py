@@ -36,6 +36,11 @@ Checks (names as printed; what each can and cannot detect is in docs/recipes.md)
   (chance = 1 / classes).  ``large_eps`` defaults to twice the largest eps of ``eps_list``
   (at most 0.5): at 0.5 every [0, 1] image can be made grey, so a check there only catches
   a gradient that is entirely broken.
+
+One more check reads a protocol's own results, since every named protocol carries a
+gradient-free attack: [`gradient_free_check`][odezoo.experiments.masking.gradient_free_check]
+(``gradient-free-weaker``) warns when Square fools examples that every gradient-based attack of
+the protocol left correct.
 """
 from __future__ import annotations
 
@@ -47,9 +52,10 @@ import torch
 from torch import nn
 
 from .attacks import import_advertorch, positive_number
-from .evaluation import StrongRobustnessResult, pgd_name, strong_robustness
+from .attack_registry import Attack
+from .evaluation import StrongRobustnessResult, strong_robustness
 
-__all__ = ["CHECKS", "Check", "format_checks", "gradient_masking_checks", "monotonic_check"]
+__all__ = ["gradient_free_check", "CHECKS", "Check", "format_checks", "gradient_masking_checks", "monotonic_check"]
 
 CHECKS = ("deterministic-forward", "input-gradients", "iterative-beats-single-step", "more-iterations-and-restarts",
           "noise-weaker-than-attacks", "monotonic-in-eps", "reaches-chance")
@@ -89,6 +95,38 @@ def _pct(value: float) -> str:
 
 def _status(ok: bool) -> str:
     return "pass" if ok else "warn"
+
+
+# --------------------------------------------------------------------------- from a protocol's results
+
+def gradient_free_check(correct: Mapping[tuple[str, float], torch.Tensor], attacks: Sequence[Attack],
+                        tolerance: float = 0.02) -> Check:
+    """``gradient-free-weaker``: on the examples a gradient-free attack (Square) ran on, the
+    fraction it fooled that *every* gradient-based attack of the same ε left correct.  On a model
+    whose gradients are informative that fraction is about zero (gradient attacks are stronger);
+    above ``tolerance`` the gradient attacks are being misled — gradient masking — and the
+    gradient-based numbers overstate robustness.  ``correct[(attack, eps)]``: per-example masks
+    as in [`ProtocolResult`][odezoo.experiments.protocol.ProtocolResult]."""
+    free = [a.name for a in attacks if not a.gradient_based and a.kind != "noise"]
+    guided = [a.name for a in attacks if a.gradient_based]
+    if not free or not guided:
+        return Check("gradient-free-weaker", "warn", "not run: the protocol needs a gradient-free attack (Square) and "
+                     "a gradient-based one")
+    fractions, parts = {}, []
+    for (name, eps), ok in correct.items():
+        if name not in free:
+            continue
+        n = ok.numel()
+        survived_gradients = torch.ones(n, dtype=torch.bool)
+        for other in guided:
+            survived_gradients &= correct[(other, eps)][:n]
+        only_free = int((~ok & survived_gradients).sum())
+        fractions[(name, eps)] = only_free / n if n else 0.0
+        parts.append(f"{name} at eps {eps:g}: {only_free} of {n} ({_pct(fractions[(name, eps)])})")
+    worst = max(fractions.values(), default=0.0)
+    return Check("gradient-free-weaker", _status(worst <= tolerance),
+                 "examples fooled by the gradient-free attack but by no gradient-based one: " + "; ".join(parts)
+                 + f" (warn above {_pct(tolerance)}: gradient masking)", {"fractions": fractions})
 
 
 # --------------------------------------------------------------------------- model-only checks
@@ -157,8 +195,9 @@ def _gradients(model: nn.Module, batches, threshold: float, zero_tolerance: floa
 
 # --------------------------------------------------------------------------- attack-based checks
 
-def _iterative(results: Sequence[StrongRobustnessResult], pgd: str, show: Mapping[str, str], tol: float) -> Check:
-    fractions = {r.eps: int((~r.correct["fgsm"] & r.correct[pgd]).sum()) / r.n_examples for r in results}
+def _iterative(results: Sequence[StrongRobustnessResult], fgsm: str, pgd: str, show: Mapping[str, str],
+               tol: float) -> Check:
+    fractions = {r.eps: int((~r.correct[fgsm] & r.correct[pgd]).sum()) / r.n_examples for r in results}
     detail = ", ".join(f"eps {e:g}: {_pct(f)}" for e, f in fractions.items())
     return Check("iterative-beats-single-step", _status(max(fractions.values()) <= tol),
                  f"examples fooled by FGSM but not by {show[pgd]}: {detail} (warn above {_pct(tol)})",
@@ -175,18 +214,18 @@ def _restarts(results: Sequence[StrongRobustnessResult], pgd: str, strong: str, 
                  {"accuracy": pairs, "max_drop": drop})
 
 
-def _noise(results: Sequence[StrongRobustnessResult], attacks: Sequence[str], show: Mapping[str, str],
+def _noise(results: Sequence[StrongRobustnessResult], attacks: Sequence[str], noise: str, show: Mapping[str, str],
            tol: float, draws: int = 1) -> Check:
     rows, ok = [], True
     for r in results:
         strongest = max(r.accuracy[a] for a in attacks)
-        ok &= r.accuracy["noise"] + tol >= strongest
-        rows.append(f"eps {r.eps:g}: noise {_pct(r.accuracy['noise'])} vs "
+        ok &= r.accuracy[noise] + tol >= strongest
+        rows.append(f"eps {r.eps:g}: noise {_pct(r.accuracy[noise])} vs "
                     + " / ".join(f"{show[a]} {_pct(r.accuracy[a])}" for a in attacks))
     return Check("noise-weaker-than-attacks", _status(ok),
                  "; ".join(rows) + f" (noise: worst of {draws} draw(s) per example; warn if noise beats an attack "
                  f"by more than {100 * tol:.1f} pp)",
-                 {"accuracy": {r.eps: {a: r.accuracy[a] for a in (*attacks, "noise")} for r in results}})
+                 {"accuracy": {r.eps: {show.get(a, a): r.accuracy[a] for a in (*attacks, noise)} for r in results}})
 
 
 def monotonic_check(curves: Mapping[str, Sequence[tuple[float, float]]], tol: float) -> Check:
@@ -281,17 +320,21 @@ def gradient_masking_checks(model: nn.Module, loader: Iterable, eps_list: Sequen
 def _attack_checks(model, batches, wanted, eps_values, large_eps, num_classes, steps, restarts, noise_samples, seed,
                    single_tol, restart_tol, noise_tol, monotonic_tol, chance_factor, before_forward=None,
                    eot_samples=1) -> dict[str, Check]:
-    pgd, strong = pgd_name(0, steps, 1), pgd_name(1, 2 * steps, restarts)
-    show = {"fgsm": "FGSM", pgd: f"PGD-{steps}", strong: f"PGD-{2 * steps}x{restarts}"}
+    fgsm_attack = Attack("fgsm", eot_samples=eot_samples)
+    pgd_attack = Attack("pgd", steps=steps, step_size="2.5*eps/steps", eot_samples=eot_samples)
+    strong_attack = Attack("pgd", steps=2 * steps, step_size="2.5*eps/steps", restarts=restarts,
+                           eot_samples=eot_samples)
+    noise_attack = Attack("noise", samples=max(noise_samples, 1))
+    fgsm, pgd, strong = fgsm_attack.name, pgd_attack.name, strong_attack.name
+    show = {fgsm: "FGSM", pgd: f"PGD-{steps}", strong: f"PGD-{2 * steps}x{restarts}", noise_attack.name: "noise"}
     need_eps_runs = any(name in wanted for name in _ATTACK_CHECKS[:4])
     need_strong = "more-iterations-and-restarts" in wanted
     need_noise = "noise-weaker-than-attacks" in wanted
 
     def run(eps: float, full: bool) -> StrongRobustnessResult:
-        configs = ((steps, 2 * steps), (1, restarts)) if full and need_strong else ((steps,), (1,))
-        return strong_robustness(model, batches, eps, pgd_steps=configs[0], pgd_restarts=configs[1],
-                                 autoattack=False, noise_samples=noise_samples if full and need_noise else 0,
-                                 seed=seed, before_batch=before_forward, eot_samples=eot_samples)
+        attacks = [fgsm_attack, pgd_attack] + ([strong_attack] if full and need_strong else []) \
+            + ([noise_attack] if full and need_noise and noise_samples else [])
+        return strong_robustness(model, batches, eps, attacks=attacks, seed=seed, before_batch=before_forward)
 
     results = [run(e, True) for e in eps_values] if need_eps_runs else []
     large = next((r for r in results if r.eps == large_eps), None)
@@ -299,16 +342,16 @@ def _attack_checks(model, batches, wanted, eps_values, large_eps, num_classes, s
         large = run(large_eps, False)
     out = {}
     if "iterative-beats-single-step" in wanted:
-        out["iterative-beats-single-step"] = _iterative(results, pgd, show, single_tol)
+        out["iterative-beats-single-step"] = _iterative(results, fgsm, pgd, show, single_tol)
     if "more-iterations-and-restarts" in wanted:
         out["more-iterations-and-restarts"] = _restarts(results, pgd, strong, show, restart_tol)
     if "noise-weaker-than-attacks" in wanted:
-        attacks = ("fgsm", pgd, strong) if need_strong else ("fgsm", pgd)
-        out["noise-weaker-than-attacks"] = _noise(results, attacks, show, noise_tol, noise_samples)
+        attacks = (fgsm, pgd, strong) if need_strong else (fgsm, pgd)
+        out["noise-weaker-than-attacks"] = _noise(results, attacks, noise_attack.name, show, noise_tol, noise_samples)
     if "monotonic-in-eps" in wanted:
         clean = (results[0] if results else large).clean_accuracy
         curves = {}
-        for attack in ("fgsm", pgd):  # the PGD curve last: values["curve"] is PGD's
+        for attack in (fgsm, pgd):  # the PGD curve last: values["curve"] is PGD's
             curve = [(0.0, clean)] + [(r.eps, r.accuracy[attack]) for r in results]
             if large.eps not in eps_values:
                 curve.append((large.eps, large.accuracy[attack]))

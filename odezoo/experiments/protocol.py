@@ -1,53 +1,28 @@
-"""Named attacks and named evaluation protocols: one protocol, applied to every model.
+"""Named evaluation protocols: one protocol, applied to every model.
 
-An [`Attack`][odezoo.experiments.protocol.Attack] is a frozen description of one attack whose
-`name` states
-everything that changes its strength — the kind, the number of steps, the step size rule,
-the restarts, the AutoAttack version, the EOT samples:
+Attacks come from one registry ([`odezoo.experiments.attack_registry`][odezoo.experiments.attack_registry]):
+an [`Attack`][odezoo.experiments.attack_registry.Attack]'s name (``fgsm``, ``pgd-7x2/255``,
+``pgd-50x2.5eps/50-5r``, ``autoattack-standard``, ``square-5000q``, ``noise-uniform-8draws``) states
+everything that changes its strength, and is the same in protocols, CSVs, the console and the docs.
 
-========================  ====================================================================
-name                      what runs
-========================  ====================================================================
-``fgsm``                  FGSM (advertorch ``GradientSignAttack``), CE on true labels
-``pgd-7x2/255``           L∞ PGD, 7 steps of 2/255 pixels, one random start (the paper's PGD)
-``pgd-7xeps/4``           7 steps of ε/4
-``pgd-20x2.5eps/20``      20 steps of 2.5·ε/20 (Madry et al.: the iterates can cross the ball)
-``pgd-50x2.5eps/50-5r``   50 steps of 2.5·ε/50, 5 random restarts (a restart attacks only
-                          the examples the earlier ones did not fool)
-``autoattack-standard``   the standard AutoAttack cascade (Croce & Hein 2020) from torchattacks:
-                          APGD-CE → APGD-T → FAB-T → Square (5,000 queries), 100 iterations each
-``autoattack-fast``       APGD-CE → APGD-DLR: a CPU-cheap stand-in, *not* AutoAttack
-``noise-uniform-8draws``  uniform noise in the ε ball, an example survives only if it
-                          survives all 8 draws (a sanity baseline, not an attack)
-========================  ====================================================================
-
-Non-default settings extend the name (``autoattack-standard-10it-50q``, ``pgd-7x2/255-eot8``),
-so two attacks with the same name are the same attack.
-
-A [`Protocol`][odezoo.experiments.protocol.Protocol] is a named, versioned list of attacks with the ε list and the
-example
-counts (``n_examples`` for every attack but AutoAttack, ``n_autoattack`` for AutoAttack, both
-the *first* test images in loader order, so every model of an experiment sees the same
-images; ``n_checks`` for the gradient-masking checks).  It round-trips through JSON
-(`Protocol.save` /
-`Protocol.load`, ``protocol.json``). 
-`PROTOCOLS` holds
-the named ones (``paper``, ``strong``, ``strong-fast``); [`get_protocol`][odezoo.experiments.protocol.get_protocol]
-builds one for an
-experiment's ε list and counts.
+A [`Protocol`][odezoo.experiments.protocol.Protocol] is a named, versioned list of attacks with the ε list
+and the example counts: ``n_examples`` for the cheap attacks, ``n_autoattack`` for the query-heavy ones
+(AutoAttack and Square), both the *first* test images in loader order, so every model of an experiment
+sees the same images; ``n_checks`` for the gradient-masking checks.  It round-trips through JSON
+(`Protocol.save` / `Protocol.load`, ``protocol.json``).  `PROTOCOLS` holds the named ones (``paper``,
+``strong``, ``strong-fast``), each with a gradient-free attack (Square) so that gradient masking shows;
+[`get_protocol`][odezoo.experiments.protocol.get_protocol] builds one for an experiment's ε list and counts.
 
 [`evaluate_protocol`][odezoo.experiments.protocol.evaluate_protocol] runs a protocol on one model (through
 [`odezoo.experiments.evaluation.strong_robustness`][odezoo.experiments.evaluation.strong_robustness], no attack
-code of its own) and
-returns a [`ProtocolResult`][odezoo.experiments.protocol.ProtocolResult]: per-example correctness per attack × ε,
-the per-example
-worst case, and rows ``{attack, eps, n_examples, accuracy}`` carrying the attacks' full names.
+code of its own) and returns a [`ProtocolResult`][odezoo.experiments.protocol.ProtocolResult]: per-example
+correctness per attack × ε, the per-example worst case, and rows ``{attack, eps, n_examples, accuracy}``
+carrying the attacks' names.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,179 +31,22 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from odezoo.parsing import parse_number
-
-from .attacks import AUTOATTACK_VERSIONS, correct_predictions, positive_number
+from .attack_registry import ATTACK_KINDS, Attack, eps_label
+from .attacks import correct_predictions, positive_number
 from .evaluation import strong_robustness
 from .io import INTEGRITY_KEY, IntegrityError, atomic_write, state_digest
 
 __all__ = ["ATTACK_KINDS", "Attack", "Protocol", "PROTOCOLS", "get_protocol", "ProtocolResult",
            "evaluate_protocol", "take_examples", "eps_label", "named_attacks", "resolve_attacks"]
 
-ATTACK_KINDS = ("fgsm", "pgd", "autoattack", "noise")
-_RULE = re.compile(r"^\s*(?:(?P<k>\d*\.?\d+)\s*\*?\s*)?eps\s*(?:/\s*(?P<d>steps|\d*\.?\d+))?\s*$")
-
-
-def _number_name(value: float) -> str:
-    """``0.3`` when short, ``2/255`` for other multiples of 1/255, else ``%g``."""
-    short = f"{value:g}"
-    k = value * 255
-    if len(short) <= 5 or abs(k - round(k)) > 1e-6 or round(k) < 1:
-        return short
-    return f"{round(k)}/255"
-
-
-def eps_label(eps: float) -> str:
-    """ε as people write it: ``8/255`` or ``0.3``."""
-    return "0" if eps == 0 else _number_name(float(eps))
-
-
-@dataclass(frozen=True)
-class Attack:
-    """One attack, fully specified.
-
-    ``kind``: ``fgsm`` | ``pgd`` | ``autoattack`` | ``noise``.  PGD: ``steps`` (required), ``step_size``
-    (a number in pixels such as ``2/255``, or a rule in ε: ``"eps/4"``, ``"2.5*eps/steps"``)
-    and ``restarts``.  AutoAttack: ``version`` (``standard`` | ``fast``), ``steps`` per
-    component (default 100, as in the original), ``square_queries``.  Noise: ``samples`` draws.
-    ``eot_samples`` > 1 averages that many forward passes per attack gradient (randomized
-    models)."""
-    kind: str
-    steps: int | None = None
-    step_size: float | str | None = None
-    restarts: int = 1
-    version: str = "standard"
-    square_queries: int = 5000
-    samples: int = 1
-    eot_samples: int = 1
-
-    def __post_init__(self):
-        if self.kind not in ATTACK_KINDS:
-            raise ValueError(f"unknown attack kind {self.kind!r}; choose from {ATTACK_KINDS}")
-        if self.steps is None:
-            if self.kind == "pgd":
-                raise ValueError("a PGD attack needs steps (e.g. Attack('pgd', steps=7, step_size=2/255))")
-            object.__setattr__(self, "steps", 100 if self.kind == "autoattack" else 1)
-        for name in ("steps", "restarts", "square_queries", "samples", "eot_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"Attack.{name} must be an integer >= 1, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        if self.kind == "pgd":
-            if self.step_size is None:
-                raise ValueError("a PGD attack needs a step_size: pixels (2/255) or a rule (eps/4, 2.5*eps/steps)")
-            if isinstance(self.step_size, str) and _RULE.match(self.step_size) is None:
-                object.__setattr__(self, "step_size", positive_number(parse_number(self.step_size), "step_size"))
-            elif not isinstance(self.step_size, str):
-                object.__setattr__(self, "step_size", positive_number(self.step_size, "step_size"))
-        if self.kind == "autoattack" and self.version not in AUTOATTACK_VERSIONS:
-            raise ValueError(f"unknown AutoAttack version {self.version!r}; choose from {AUTOATTACK_VERSIONS}")
-
-    # ------------------------------------------------------------------ names
-    def _rule(self) -> tuple[float, float | None] | None:
-        """(k, d) of a rule ``k·eps/d`` (d None: divide by ``steps``); None for a fixed size."""
-        if not isinstance(self.step_size, str):
-            return None
-        m = _RULE.match(self.step_size)
-        k = float(m["k"]) if m["k"] else 1.0
-        d = None if m["d"] == "steps" else (float(m["d"]) if m["d"] else 1.0)
-        return k, d
-
-    def step_size_name(self) -> str:
-        rule = self._rule()
-        if rule is None:
-            return _number_name(float(self.step_size))
-        k, d = rule
-        head = "eps" if k == 1 else f"{k:g}eps"
-        divisor = self.steps if d is None else d
-        return head if divisor == 1 else f"{head}/{divisor:g}"
-
-    def step_size_for(self, eps: float) -> float:
-        """The PGD step in pixels at ``eps``."""
-        rule = self._rule()
-        if rule is None:
-            return float(self.step_size)
-        k, d = rule
-        return k * float(eps) / (self.steps if d is None else d)
-
-    @property
-    def name(self) -> str:
-        if self.kind == "fgsm":
-            base = "fgsm"
-        elif self.kind == "pgd":
-            base = f"pgd-{self.steps}x{self.step_size_name()}" + (f"-{self.restarts}r" if self.restarts > 1 else "")
-        elif self.kind == "autoattack":
-            base = f"autoattack-{self.version}" + (f"-{self.steps}it" if self.steps != 100 else "")
-            if self.version == "standard" and self.square_queries != 5000:
-                base += f"-{self.square_queries}q"
-        else:
-            base = "noise-uniform" + (f"-{self.samples}draws" if self.samples > 1 else "")
-        return base + (f"-eot{self.eot_samples}" if self.eot_samples > 1 else "")
-
-    @property
-    def gradient_based(self) -> bool:
-        return self.kind in ("fgsm", "pgd", "autoattack")
-
-    def describe(self) -> str:
-        eot = f"; EOT over {self.eot_samples} forward passes" if self.eot_samples > 1 else ""
-        if self.kind == "fgsm":
-            return "FGSM: one signed-gradient step of ε (advertorch), CE on the true labels" + eot
-        if self.kind == "pgd":
-            size = self.step_size_name().replace("eps", "ε")
-            restarts = f"{self.restarts} random restarts (later restarts attack only the survivors)" \
-                if self.restarts > 1 else "one random start"
-            return f"L∞ PGD: {self.steps} steps of {size}, {restarts}, CE on the true labels (advertorch)" + eot
-        if self.kind == "autoattack":
-            it = f"{self.steps} iterations each"
-            if self.version == "standard":
-                return (f"AutoAttack, standard cascade (torchattacks): APGD-CE → APGD-T (9 target classes) → "
-                        f"FAB-T (9 target classes) → Square ({self.square_queries:,} queries), {it}; each component "
-                        f"attacks only the survivors of the previous ones" + eot)
-            return f"APGD-CE → APGD-DLR (untargeted), {it}: a CPU-cheap subset of AutoAttack, not AutoAttack" + eot
-        return (f"uniform noise in the ε ball, {self.samples} draw(s); an example survives only if it survives "
-                f"every draw (a sanity baseline, not an attack)")
-
-    # ------------------------------------------------------------------ JSON
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Attack":
-        known = {f.name for f in dataclasses.fields(cls)}
-        attack = cls(**{k: v for k, v in data.items() if k in known})
-        if "name" in data and data["name"] != attack.name:
-            raise ValueError(f"attack {data['name']!r} does not match its settings (they name {attack.name!r})")
-        return attack
-
-    # ------------------------------------------------------------------ running
-    def strong_kwargs(self, eps: float) -> dict[str, Any]:
-        """Keyword arguments of `strong_robustness` that run this attack alone."""
-        kwargs: dict[str, Any] = dict(fgsm_attack=self.kind == "fgsm", pgd_steps=(), pgd_restarts=(1,),
-                                      step_size="auto", autoattack=self.kind == "autoattack", noise_samples=0,
-                                      eot_samples=self.eot_samples)
-        if self.kind == "pgd":
-            kwargs.update(pgd_steps=(self.steps,), pgd_restarts=(self.restarts,),
-                          step_size=(self.step_size_for(eps),))
-        elif self.kind == "autoattack":
-            kwargs.update(autoattack_version=self.version, autoattack_steps=self.steps,
-                          square_queries=self.square_queries)
-        elif self.kind == "noise":
-            kwargs.update(noise_samples=self.samples)
-        return kwargs
-
-    @property
-    def result_key(self) -> str:
-        """The attack's key in a `StrongRobustnessResult` run by `strong_kwargs`."""
-        return {"fgsm": "fgsm", "pgd": "pgd", "autoattack": "autoattack", "noise": "noise"}[self.kind]
-
-
 # ============================================================================ protocols
 
 @dataclass(frozen=True)
 class Protocol:
     """A named, versioned evaluation: ``attacks`` at every ``eps`` (pixels) on the first
-    ``n_examples`` test images (``n_autoattack`` for AutoAttack, ``n_checks`` for the
-    gradient-masking checks; None = every test image), seeded by ``seed``."""
+    ``n_examples`` test images (``n_autoattack`` for the query-heavy attacks — AutoAttack and
+    Square —, ``n_checks`` for the gradient-masking checks; None = every test image), seeded by
+    ``seed``."""
     name: str
     version: int
     attacks: tuple[Attack, ...]
@@ -276,9 +94,11 @@ class Protocol:
             return n_available if n is None else (n if n_available is None else min(n, n_available))
         main, aa = clip(self.n_examples), clip(self.n_autoattack)
         main_text = "every test image" if main is None else f"the first {main:,} test images"
-        has_aa = any(a.kind == "autoattack" for a in self.attacks)
-        aa_text = "" if not has_aa or aa == main else \
-            f" (AutoAttack: {'every test image' if aa is None else f'the first {min(aa, main or aa):,}'})"
+        heavy = [a for a in self.attacks if a.query_heavy]
+        which = " and ".join(dict.fromkeys("AutoAttack" if a.kind == "autoattack" else a.kind.capitalize()
+                                           for a in heavy))
+        aa_text = "" if not heavy or aa == main else \
+            f" ({which}: {'every test image' if aa is None else f'the first {min(aa, main or aa):,}'})"
         return main_text + aa_text
 
     def describe(self, n_available: int | None = None) -> str:
@@ -325,23 +145,29 @@ class Protocol:
 
 #: the paper's evaluation: FGSM and PGD with 7 steps of 2/255 (REFERENCE.md, Fig. 3a / Tables 1-2)
 PAPER_ATTACKS = (Attack("fgsm"), Attack("pgd", steps=7, step_size=2 / 255))
+#: the gradient-free attack every protocol carries, so that gradient masking shows (Square beating the
+#: gradient attacks on an example is the sign); 1,000 queries where the protocol is meant to be cheap
+SQUARE_CHEAP, SQUARE_FULL = Attack("square", square_queries=1000), Attack("square", square_queries=5000)
 #: the stronger evaluation the paper's claims must survive
 STRONG_ATTACKS = PAPER_ATTACKS + (Attack("pgd", steps=50, step_size="2.5*eps/steps", restarts=5),
-                                  Attack("autoattack", version="standard"), Attack("noise", samples=8))
-#: a CPU-cheap variant, labelled as such: PGD-20 and the APGD-CE → APGD-DLR subset of AutoAttack
+                                  Attack("autoattack", version="standard"), SQUARE_FULL, Attack("noise", samples=8))
+#: a CPU-cheap variant, labelled as such: PGD-20, the APGD-CE → APGD-DLR subset of AutoAttack, Square with 1,000 queries
 STRONG_FAST_ATTACKS = PAPER_ATTACKS + (Attack("pgd", steps=20, step_size="2.5*eps/steps"),
-                                       Attack("autoattack", version="fast"), Attack("noise", samples=8))
+                                       Attack("autoattack", version="fast"), SQUARE_CHEAP, Attack("noise", samples=8))
 
+#: the named protocols at their current versions (version 1 of each lacked Square; its protocol.json files still
+#: load, and their results are labelled with their full name)
 PROTOCOLS: dict[str, Protocol] = {
-    "paper": Protocol("paper", 1, PAPER_ATTACKS,
-                      note="The paper's attacks only: not evidence of robustness on their own (7 steps of 2/255 "
-                           "cannot cross an ε = 0.3 ball from a random start)."),
-    "strong": Protocol("strong", 1, STRONG_ATTACKS, n_autoattack=None,
-                       note="The paper's attacks, PGD-50 with 5 restarts, the standard AutoAttack cascade and a noise "
-                            "baseline, per example; `worst` is the number to read."),
-    "strong-fast": Protocol("strong-fast", 1, STRONG_FAST_ATTACKS,
-                            note="CPU-cheap variant (PGD-20, APGD-CE → APGD-DLR): weaker than `strong`; "
-                                 "a number measured with it is an upper bound on `strong`'s."),
+    "paper": Protocol("paper", 2, PAPER_ATTACKS + (SQUARE_CHEAP,),
+                      note="The paper's attacks, plus Square (gradient-free) as a masking check: not evidence of "
+                           "robustness on their own (7 steps of 2/255 cannot cross an ε = 0.3 ball from a random "
+                           "start)."),
+    "strong": Protocol("strong", 2, STRONG_ATTACKS, n_autoattack=None,
+                       note="The paper's attacks, PGD-50 with 5 restarts, the standard AutoAttack cascade, Square "
+                            "(gradient-free) and a noise baseline, per example; `worst` is the number to read."),
+    "strong-fast": Protocol("strong-fast", 2, STRONG_FAST_ATTACKS,
+                            note="CPU-cheap variant (PGD-20, APGD-CE → APGD-DLR, Square with 1,000 queries): a weaker "
+                                 "attack set than `strong`'s."),
 }
 
 
@@ -354,11 +180,11 @@ def named_attacks() -> dict[str, Attack]:
 
 def resolve_attacks(names: Sequence[str], pgd_steps: int = 7, pgd_step_size: float | str = 2 / 255,
                     pgd_restarts: int = 1) -> list[Attack]:
-    """Attacks from names as the results print them (``fgsm``, ``pgd-50x2.5eps/50-5r``,
-    ``autoattack-standard``, ``autoattack-fast``, ``noise-uniform-8draws``, ...).  A bare
-    ``pgd`` is PGD with ``pgd_steps`` steps of ``pgd_step_size`` (pixels, or ``"auto"`` =
-    2.5·ε/steps) and ``pgd_restarts`` restarts; ``autoattack`` is the standard cascade.
-    An unknown name is a ``ValueError`` with a did-you-mean."""
+    """Attacks from their registry names (``fgsm``, ``pgd-50x2.5eps/50-5r``, ``autoattack-standard``,
+    ``square-1000q``, ``noise-uniform-8draws``, any name `Attack.from_name` reads).  Two
+    shorthands: a bare ``pgd`` is PGD with ``pgd_steps`` steps of ``pgd_step_size`` (pixels, or
+    ``"auto"`` = 2.5·ε/steps) and ``pgd_restarts`` restarts; ``autoattack`` is the standard
+    cascade.  An unknown name is a ``ValueError`` with a did-you-mean."""
     import difflib
 
     known = named_attacks()
@@ -370,10 +196,14 @@ def resolve_attacks(names: Sequence[str], pgd_steps: int = 7, pgd_step_size: flo
         elif name in known:
             attack = known[name]
         else:
-            choices = ["fgsm", "pgd", "autoattack", *sorted(known)]
-            close = difflib.get_close_matches(name, choices, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown attack {name!r}{hint}; choose from {', '.join(dict.fromkeys(choices))}")
+            try:
+                attack = Attack.from_name(name)
+            except (ValueError, TypeError):
+                choices = ["fgsm", "pgd", "autoattack", *sorted(known)]
+                close = difflib.get_close_matches(str(name), choices, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown attack {name!r}{hint}; choose from {', '.join(dict.fromkeys(choices))} "
+                                 f"or any name of the attack registry (odezoo.experiments.attack_registry)") from None
         if attack.name in {a.name for a in out}:
             raise ValueError(f"attack {attack.name!r} is listed twice")
         out.append(attack)
@@ -573,7 +403,8 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
                       progress: Callable[[str], Any] | None = None, sharded: bool = False,
                       store: str | Path | None = None, store_key: Any = None) -> ProtocolResult:
     """Run every attack of ``protocol`` at every ε on the first ``protocol.n_examples`` test
-    images of ``loader`` (AutoAttack on the first ``protocol.n_autoattack`` of them).
+    images of ``loader`` (the query-heavy attacks, AutoAttack and Square, on the first
+    ``protocol.n_autoattack`` of them).
 
     Each attack × ε is one `strong_robustness` call seeded by ``protocol.seed`` (batch
     ``i`` uses ``seed + i``), so the evaluation is reproducible and every attack sees the
@@ -620,12 +451,12 @@ def evaluate_protocol(model: nn.Module, loader: Iterable, protocol: Protocol, de
                     progress(f"{attack.name} ε={eps_label(eps)}: {100 * _mean(correct[key]):.1f}% of "
                              f"{correct[key].numel()} (kept from an interrupted evaluation)")
                 continue
-            subset = aa_batches if attack.kind == "autoattack" else batches
+            subset = aa_batches if attack.query_heavy else batches
             ids = list(range(rank, len(subset), world))
-            result = strong_robustness(model, [subset[i] for i in ids], eps, device=device, seed=protocol.seed,
-                                       before_batch=before_batch, batch_ids=ids, **attack.strong_kwargs(eps)) \
+            result = strong_robustness(model, [subset[i] for i in ids], eps, attacks=[attack], device=device,
+                                       seed=protocol.seed, before_batch=before_batch, batch_ids=ids) \
                 if ids else None
-            mine = _per_batch(result, attack.result_key, [len(subset[i][1]) for i in ids], ids)
+            mine = _per_batch(result, attack.name, [len(subset[i][1]) for i in ids], ids)
             merged = mine if world == 1 else _gather(mine)
             correct[key] = torch.cat([ok for _, ok, _ in merged["batches"]])
             seconds[key] = merged["seconds"]

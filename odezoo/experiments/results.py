@@ -26,7 +26,6 @@ Every accuracy is a row with the same columns (`SCHEMA`):
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Iterable, Mapping
 
 __all__ = ["SCHEMA", "schema_row", "attack_setting", "wilson_interval", "format_table", "from_protocol_rows"]
@@ -45,7 +44,8 @@ def wilson_interval(accuracy: float, n: int, z: float = 1.959963984540054) -> tu
 
 
 def attack_setting(name: str) -> str:
-    """The full setting of the attack called ``name`` in words (its protocol name stays the key)."""
+    """The full setting of the attack called ``name`` in words (its registry name stays the key);
+    ``clean`` and ``worst`` are the two rows that are not attacks."""
     if name == "clean":
         return "no attack"
     if name == "worst":
@@ -55,22 +55,8 @@ def attack_setting(name: str) -> str:
     try:
         (attack,) = resolve_attacks([name])
     except (ValueError, TypeError):
-        pgd = re.fullmatch(r"pgd-(\d+)x([^-]+)(?:-(\d+)r)?", name)  # any PGD by its name, e.g. pgd-3x2/255
-        if pgd is None:
-            return name
-        restarts = int(pgd[3] or 1)
-        return f"PGD, {pgd[1]} steps of {pgd[2]}, {restarts} random start{'s' if restarts > 1 else ''}"
-    if attack.kind == "fgsm":
-        return "FGSM, one step of ε"
-    if attack.kind == "pgd":
-        starts = f"{attack.restarts} random start{'s' if attack.restarts > 1 else ''}"
-        return f"PGD, {attack.steps} steps of {attack.step_size_name()}, {starts}" + \
-            (f", EOT over {attack.eot_samples} draws" if attack.eot_samples > 1 else "")
-    if attack.kind == "autoattack":
-        return f"AutoAttack ({attack.version}), {attack.steps} steps per component"
-    if attack.kind == "noise":
-        return f"uniform noise in the ε-ball, {attack.samples} draw{'s' if attack.samples > 1 else ''}"
-    return name
+        return name
+    return attack.setting()
 
 
 def schema_row(*, model: str, solver: str, attack: str, eps: float, n_images: int, accuracy: float,

@@ -54,18 +54,21 @@ def test_attack_validation():
 
 
 def test_named_protocols_and_json_round_trip(tmp_path):
-    assert PROTOCOLS["paper"].attack_names == ("fgsm", "pgd-7x2/255")
+    assert PROTOCOLS["paper"].attack_names == ("fgsm", "pgd-7x2/255", "square-1000q")
     strong = PROTOCOLS["strong"].attack_names
-    assert strong == ("fgsm", "pgd-7x2/255", "pgd-50x2.5eps/50-5r", "autoattack-standard", "noise-uniform-8draws")
+    assert strong == ("fgsm", "pgd-7x2/255", "pgd-50x2.5eps/50-5r", "autoattack-standard", "square-5000q",
+                      "noise-uniform-8draws")
     assert "autoattack-fast" in PROTOCOLS["strong-fast"].attack_names and "CPU-cheap" in PROTOCOLS["strong-fast"].note
+    for protocol in PROTOCOLS.values():  # every protocol carries a gradient-free attack, so masking shows
+        assert any(a.kind != "noise" and not a.gradient_based for a in protocol.attacks), protocol.full_name
     p = get_protocol("strong", eps=[2 / 255, 8 / 255], n_examples=1000, n_autoattack=500)
-    assert p.full_name == "strong-v1" and p.eps == (2 / 255, 8 / 255)
+    assert p.full_name == "strong-v2" and p.eps == (2 / 255, 8 / 255)
     path = p.save(tmp_path / "protocol.json")
     data = json.loads(path.read_text())
     assert [a["name"] for a in data["attacks"]] == list(strong) and data["n_autoattack"] == 500
     assert Protocol.load(path) == p
     text = p.describe(1000)
-    assert "strong-v1" in text and "the first 1,000 test images (AutoAttack: the first 500)" in text
+    assert "strong-v2" in text and "the first 1,000 test images (AutoAttack and Square: the first 500)" in text
     assert "`pgd-50x2.5eps/50-5r`" in text
     data["attacks"][1]["steps"] = 8  # settings that no longer match the name are refused
     with pytest.raises(ValueError, match="does not match"):
@@ -83,7 +86,8 @@ def test_take_examples_cuts_exactly(loader):
 
 
 TINY = Protocol("tiny", 1, (Attack("fgsm"), Attack("pgd", steps=3, step_size="2.5*eps/steps"),
-                            Attack("autoattack", steps=5, square_queries=20), Attack("noise", samples=2)),
+                            Attack("autoattack", steps=5, square_queries=20), Attack("square", square_queries=30),
+                            Attack("noise", samples=2)),
                 eps=(0.05, 0.1), n_examples=100, n_autoattack=40)
 
 
@@ -100,7 +104,9 @@ def test_evaluate_protocol_counts_names_and_worst_case(tiny_result):
     assert rows[0] == {"arm": "mlp", "seed": 0, "protocol": "tiny-v1", "attack": "clean", "eps": 0.0,
                        "n_examples": 100, "accuracy": r.accuracy("clean")}
     names = [row["attack"] for row in rows if row["eps"] == 0.1]
-    assert names == ["fgsm", "pgd-3x2.5eps/3", "autoattack-standard-5it-20q", "noise-uniform-2draws", "worst"]
+    assert names == ["fgsm", "pgd-3x2.5eps/3", "autoattack-standard-5it-20q", "square-30q", "noise-uniform-2draws",
+                     "worst"]
+    assert r.n_of("square-30q", 0.1) == 40  # query-heavy: on the smaller count, like AutoAttack
     for eps in TINY.eps:
         worst = r.worst(eps)
         assert worst.numel() == 40  # over the examples every attack ran on
@@ -114,9 +120,9 @@ def test_evaluate_protocol_counts_names_and_worst_case(tiny_result):
 
 def test_evaluate_protocol_reuses_strong_robustness(tiny_result, trained, loader):
     """Same seed, same images: the protocol's PGD equals strong_robustness' own."""
-    direct = ev.strong_robustness(trained, take_examples(loader, 100), 0.1, pgd_steps=(3,), pgd_restarts=(1,),
-                                  fgsm_attack=True, autoattack=False, noise_samples=0, seed=0)
-    assert torch.equal(direct.correct["pgd"], tiny_result.correct[("pgd-3x2.5eps/3", 0.1)])
+    direct = ev.strong_robustness(trained, take_examples(loader, 100), 0.1, attacks=["fgsm", "pgd-3x2.5eps/3"],
+                                  seed=0)
+    assert torch.equal(direct.correct["pgd-3x2.5eps/3"], tiny_result.correct[("pgd-3x2.5eps/3", 0.1)])
     assert torch.equal(direct.correct["fgsm"], tiny_result.correct[("fgsm", 0.1)])
     assert torch.equal(direct.clean, tiny_result.clean)
 

@@ -45,21 +45,29 @@ def test_every_model_of_every_arm_gets_the_same_protocol(dry_run_all, name):
         assert all(0 <= float(r["accuracy"]) <= 1 and float(r["train_seconds"]) > 0 for r in mine)
     for seed in ("0", "1"):  # arms sharing a seed are attacked on the same test images
         assert len({r["test_images"] for r in rows if r["seed"] == seed}) == 1
-    aa = [r for r in rows if r["attack"].startswith("autoattack-standard")]
-    assert aa and all(int(r["n_examples"]) == 8 for r in aa)
+    aa = [r for r in rows if r["attack"].startswith(("autoattack-standard", "square-"))]
+    assert aa and all(int(r["n_examples"]) == 8 for r in aa)  # the query-heavy attacks on the smaller count
     assert all(int(r["n_examples"]) == 16 for r in rows if r["attack"] == "clean")
     summary = (folder / "summary.md").read_text()
-    assert "dry run: not a result" in summary and protocol["full_name"] == "strong-v1"
+    assert "dry run: not a result" in summary and protocol["full_name"] == "strong-v2"
     for attack in names:
         assert f"`{attack}`" in summary
     assert (folder / f"{name}.png").stat().st_size > 1000
-    assert read(folder / "checks.csv")
+    checks = read(folder / "checks.csv")
+    assert {r["check"] for r in checks} >= {"gradient-free-weaker", "input-gradients"}
+    cross = read(folder / "crosscheck.csv")  # one model per experiment: the reference arm (if run), first seed
+    setup = json.loads((folder / "setup.json").read_text())
+    labels = [a["label"] for a in setup["arms"]]
+    assert {(r["arm"], r["seed"]) for r in cross} == {(setup["reference"] if setup["reference"] in labels
+                                                       else labels[0], "0")}
+    assert {r["library"] for r in cross} == {"advertorch", "torchattacks", "odezoo", "pyautoattack"}
+    assert all(float(r["max_pixel_difference_to_advertorch"]) <= 1e-6 for r in cross if r["check"].startswith("pgd"))
 
 
 def test_protocol_printed_before_training(tmp_path, capsys):
     reproduce.main(["fig5", "--dry-run", "--out", str(tmp_path), "--device", "cpu"])
     out = capsys.readouterr().out
-    assert out.index("Protocol `strong-v1`") < out.index("epoch 1/1")
+    assert out.index("Protocol `strong-v2`") < out.index("epoch 1/1")
     assert "autoattack-standard-3it-10q" in out
     assert "= 4 models (in-process: one job at a time)" in out
     done = [line for line in out.splitlines() if line.startswith("[")]

@@ -137,11 +137,11 @@ def _evaluate(args):
             resolve_attacks(names, pgd_steps, step, args.pgd_restarts)
     except ValueError as error:
         fail(f"--attacks: {error}")
-    if args.dry_run:  # every attack, cut to a couple of iterations
-        attacks = [dataclasses.replace(a, steps=min(a.steps, 2), square_queries=min(a.square_queries, 10),
-                                       samples=min(a.samples, 2)) for a in attacks]
-    if any(a.kind == "autoattack" for a in attacks) and importlib.util.find_spec("torchattacks") is None:
-        fail("AutoAttack needs torchattacks, which is not installed: pip install 'odezoo[attacks]'")
+    if args.dry_run:  # every attack with a tiny budget (Attack.shrunk: the registry's one rule)
+        attacks = [a.shrunk() for a in attacks]
+    needs = sorted({a.name for a in attacks if a.package == "torchattacks"})
+    if needs and importlib.util.find_spec("torchattacks") is None:
+        fail(f"{', '.join(needs)} need torchattacks, which is not installed: pip install 'odezoo[attacks]'")
 
     model = build_model(cfg["model"], meta, **cfg.get("model_kwargs", {})).to(device)
     model.load_state_dict(state["model"])

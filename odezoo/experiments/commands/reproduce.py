@@ -55,12 +55,15 @@ CONFIGS = Path(__file__).resolve().parents[3] / "recipes" / "configs"
 OPTIONAL = {"torchattacks": "pip install 'odezoo[attacks]'", "advertorch": "pip install 'odezoo[recipes]'",
             "torchvision": "pip install 'odezoo[recipes]'", "matplotlib": "pip install 'odezoo[recipes]'",
             "scipy": "pip install 'odezoo[recipes]'", "yaml": "pip install 'odezoo[recipes]'",
-            "mlxtend": "pip install 'odezoo[recipes]'"}
+            "mlxtend": "pip install 'odezoo[recipes]'", "pyautoattack": "pip install 'odezoo[crosscheck]'"}
 
 
-def check_dependencies(needs_autoattack: bool) -> None:
-    """Exit with the install line before any training when an optional dependency is missing."""
-    missing = [m for m in OPTIONAL if (m != "torchattacks" or needs_autoattack) and importlib.util.find_spec(m) is None]
+def check_dependencies(needs_autoattack: bool, needs_crosscheck: bool = False) -> None:
+    """Exit with the install line before any training when an optional dependency is missing
+    (torchattacks when an attack needs it, pyautoattack when the masking checks run: they include
+    the AutoAttack cross-check; --no-checks skips both)."""
+    needed = {"torchattacks": needs_autoattack or needs_crosscheck, "pyautoattack": needs_crosscheck}
+    missing = [m for m in OPTIONAL if needed.get(m, True) and importlib.util.find_spec(m) is None]
     if missing:
         lines = sorted({OPTIONAL[m] for m in missing})
         raise SystemExit(f"odezoo reproduce needs {', '.join(missing)} (nothing was trained). Install with: "
@@ -261,6 +264,9 @@ class Context:
         self.seeds_flag = args.seeds
         self.quiet = not args.verbose
         self.checks = not args.no_checks
+        #: the cross-check of the attack libraries on one model per experiment: (images, AutoAttack
+        #: iterations per component, Square queries) — the standard budget, a tiny one in a dry run
+        self.crosscheck = (8, 3, 10) if args.dry_run else (1000 if args.scale == "paper" else 100, 100, 5000)
         self.protocol_name = args.protocol
         self.smoothing_resample = args.smoothing_resample
         self.collect = args.collect
@@ -313,7 +319,7 @@ class Context:
 
     def protocol(self, name: str):
         """The experiment's protocol: the named one at the experiment's ε, with this scale's counts."""
-        from odezoo.experiments.protocol import Attack, get_protocol
+        from odezoo.experiments.protocol import get_protocol
 
         spec = experiment(name)
         if self.scale == "paper":
@@ -322,15 +328,7 @@ class Context:
             counts = dict(n_examples=1000, n_autoattack=500, n_checks=256)
         protocol = get_protocol(self.protocol_name, eps=spec.eps, **counts)
         if self.dry_run:  # the same kinds of attack with tiny budgets (their names say so): not a result
-            def shrink(a):
-                if a.kind == "pgd":
-                    return Attack("pgd", steps=min(a.steps, 3), step_size=a.step_size, restarts=min(a.restarts, 2))
-                if a.kind == "autoattack":
-                    return Attack("autoattack", version=a.version, steps=3, square_queries=10)
-                if a.kind == "noise":
-                    return Attack("noise", samples=2)
-                return a
-            protocol = protocol.replace(attacks=tuple(shrink(a) for a in protocol.attacks), eps=spec.eps[-1:],
+            protocol = protocol.replace(attacks=tuple(a.shrunk() for a in protocol.attacks), eps=spec.eps[-1:],
                                         n_examples=16, n_autoattack=8, n_checks=8)
         return protocol
 
@@ -424,6 +422,58 @@ def masking_rows(protocol, model, meta, loader, name, arm, seed, device, dry_run
     return rows
 
 
+def crosscheck_rows(model, loader, protocol, budget, name, arm, seed, device) -> list[dict]:
+    """The attack libraries on one model's first test images at the protocol's largest ε: PGD (the
+    paper's 7 steps of 2/255, from the clean image) by advertorch, torchattacks and odezoo's own
+    loop, and standard AutoAttack by torchattacks' components and by the authors' pyautoattack.
+    ``budget``: (images, AutoAttack iterations per component, Square queries)."""
+    n_images, steps, queries = budget
+    from odezoo.experiments.crosscheck import autoattack_agreement, pgd_agreement
+    from odezoo.experiments.protocol import take_examples
+
+    batches = take_examples(loader, n_images, device)
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    eps = max(protocol.eps)
+    base = {"experiment": name, "arm": arm.label, "seed": seed, "eps": eps, "n_images": len(y)}
+    pgd = pgd_agreement(model, x, y, eps, step_size=2 / 255, steps=7)
+    rows = [{**base, "check": "pgd-7x2/255 from the clean image", "library": lib, "accuracy": pgd[f"accuracy_{lib}"],
+             "max_pixel_difference_to_advertorch": 0.0 if lib == "advertorch" else pgd[f"max_diff_advertorch_{lib}"]}
+            for lib in ("advertorch", "torchattacks", "odezoo")]
+    aa = autoattack_agreement(model, x, y, eps, steps=steps, square_queries=queries, seed=protocol.seed)
+    for lib, only in (("torchattacks", "only_torchattacks_fooled"), ("pyautoattack", "only_reference_fooled")):
+        rows.append({**base, "check": aa["attack"], "library": lib,
+                     "accuracy": aa["accuracy_torchattacks" if lib == "torchattacks" else "accuracy_reference"],
+                     "images_only_this_library_fooled": aa[only],
+                     "difference_torchattacks_minus_pyautoattack": aa["difference"],
+                     "difference_ci95": aa["difference_ci95"]})
+    return rows
+
+
+def tracked_attack(track: dict) -> str:
+    """The registry name of the attack an arm tracks on validation images each epoch."""
+    from odezoo.experiments.protocol import resolve_attacks
+    from odezoo.parsing import parse_number
+
+    size = track.get("pgd_step_size", "auto")
+    (attack,) = resolve_attacks([track.get("attack", "pgd")], pgd_steps=int(track.get("pgd_steps", 7)),
+                                pgd_step_size=size if size in ("auto", None) else parse_number(str(size)))
+    return attack.name
+
+
+def protocol_check_rows(result, name, arm, seed) -> list[dict]:
+    """The masking check a protocol's own results allow: a gradient-free attack (Square) fooling
+    examples every gradient-based attack missed."""
+    from odezoo.experiments.masking import gradient_free_check
+
+    if not any(not a.gradient_based and a.kind != "noise" for a in result.protocol.attacks):
+        return []  # an older protocol without a gradient-free attack (its setup says so)
+    check = gradient_free_check(result.correct, result.protocol.attacks)
+    n = min(result.n_of(a.name, e) for a in result.protocol.attacks if not a.gradient_based and a.kind != "noise"
+            for e in result.protocol.eps)
+    return [{"experiment": name, "arm": arm.label, "seed": seed, "check": check.name, "status": check.status,
+             "detail": check.detail, "n_examples": n}]
+
+
 def result_path(run_dir: Path, protocol: dict, kind: str = "result", suffix: str = ".json") -> Path:
     """Where a run keeps its outcome under one protocol: one file per protocol (its name and a
     digest of its settings), so evaluating a model with another protocol overwrites nothing.
@@ -451,7 +501,7 @@ def saved_result(run_dir: Path, cfg: dict, protocol: dict, checks: bool) -> dict
 
 
 def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, protocol: dict, checks: bool = True,
-              quiet: bool = True, dry_run: bool = False, device: str = "cpu") -> dict:
+              quiet: bool = True, dry_run: bool = False, device: str = "cpu", crosscheck=None) -> dict:
     """One job: train (or reuse, or resume) one seed of one arm, evaluate it with the protocol
     and the masking checks, and keep the outcome in the run folder (`result_path`).  Idempotent:
     a finished run with a result under the same protocol (and the checks), trained with ``cfg``'s
@@ -464,11 +514,16 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
     protocol_obj = Protocol.from_dict(protocol)
     run = f"{arm.run_name}_seed{seed}"
     saved = saved_result(Path(folder) / "runs" / run, cfg, protocol_obj.to_dict(), checks)
-    if saved is not None:
+    if saved is not None and (not crosscheck or saved.get("crosscheck")):
         return saved
     print(f"--- {experiment}: {arm.label}, seed {seed}", flush=True)
     device = torch.device(device)
     model, meta, loader, run_dir = trained_model(Path(folder), run, cfg, device, quiet)
+    if saved is not None:  # evaluated before; only the cross-check is new
+        with meta.evaluating():
+            saved["crosscheck"] = crosscheck_rows(model, loader, protocol_obj, crosscheck, experiment, arm, seed, device)
+        save_sealed_json(result_path(run_dir, protocol_obj.to_dict()), saved)
+        return saved
     seconds = train_seconds(run_dir)
     started = time.time()
     # An interrupted evaluation (a killed job, the end of a session) resumes from the attacks it finished.
@@ -480,18 +535,25 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
                        epochs=cfg["epochs"], test_images=result.fingerprint)
     check_rows = masking_rows(protocol_obj, model, meta, loader, experiment, arm, seed, device, dry_run) \
         if checks else []
+    check_rows += protocol_check_rows(result, experiment, arm, seed)
     epoch_rows = []
     if arm.track:
+        tracked = tracked_attack(arm.track)
         for record in read_jsonl(run_dir / "metrics.jsonl"):
             epoch_rows.append({"experiment": experiment, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
-                               "split": "validation", "attack": "pgd-7x2/255", "eps": arm.track["eps"],
+                               "split": "validation", "attack": tracked, "eps": arm.track["eps"],
                                "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
     print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f} on {result.n_examples:,} images, worst "
           + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g} on {int(result.worst(e).numel()):,}"
                       for e in protocol_obj.eps)
           + f" (trained {seconds:.0f}s)", flush=True)
     # A resumed evaluation's cost includes the attacks an interrupted one finished and kept.
+    cross_rows = []
+    if crosscheck:
+        with meta.evaluating():
+            cross_rows = crosscheck_rows(model, loader, protocol_obj, crosscheck, experiment, arm, seed, device)
     out = {"protocol": protocol_obj.to_dict(), "checks_run": checks, "rows": rows, "checks": check_rows,
+           "crosscheck": cross_rows,
            "epochs": epoch_rows, "train_seconds": seconds,
            "eval_seconds": time.time() - started + result.kept_seconds, "eval_seconds_kept": result.kept_seconds,
            "dataset": cfg["dataset"], "subset": cfg.get("subset")}
@@ -508,12 +570,16 @@ def experiment_jobs(ctx: "Context", name: str, protocol) -> list:
     # Seed-major: a seed's arms are queued next to each other, so with parallel jobs they run at
     # the same time under the same load and the per-seed cost ratios compare like with like.
     arms = arms_of(name, ctx)
+    labels = [a.label for a in arms]
+    checked = spec.reference if spec.reference in labels else labels[0]  # the model whose attacks are cross-checked
     for seed in ctx.seeds_for(name):
         for arm in arms:
             kwargs = {"experiment": name, "arm": dataclasses.asdict(arm), "seed": seed,
                       "cfg": ctx.config(spec.data, arm, seed), "folder": str(ctx.out / name),
                       "protocol": protocol.to_dict(), "checks": ctx.checks, "quiet": ctx.quiet,
                       "dry_run": ctx.dry_run, "device": str(ctx.device)}
+            if ctx.checks and arm.label == checked and seed == ctx.seeds_for(name)[0]:
+                kwargs["crosscheck"] = list(ctx.crosscheck)  # one model per experiment: do the attack libraries agree?
             jobs.append(Job(f"{name}/{arm.run_name}_seed{seed}", __name__, "run_model", kwargs))
     return jobs
 
@@ -545,7 +611,7 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
     jobs = experiment_jobs(ctx, name, protocol)
     started = time.time()
     if not ctx.collect:
-        check_dependencies(any(a.kind == "autoattack" for a in protocol.attacks))
+        check_dependencies(any(a.package == "torchattacks" for a in protocol.attacks), needs_crosscheck=ctx.checks)
         folder.mkdir(parents=True, exist_ok=True)
         print(f"=== {name} ({ctx.scale}{', dry run' if ctx.dry_run else ''}) -> {folder}; data -> {results}",
               flush=True)
@@ -580,7 +646,8 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
     results.mkdir(parents=True, exist_ok=True)
     save_csv(results / "per_seed.csv", rows)
     protocol.save(results / "protocol.json")
-    for file, data in (("checks.csv", checks), ("per_epoch.csv", epochs_rows)):
+    cross = [r for f in found for r in f.get("crosscheck") or []]
+    for file, data in (("checks.csv", checks), ("per_epoch.csv", epochs_rows), ("crosscheck.csv", cross)):
         if data:
             save_csv(results / file, data)
         else:
