@@ -231,3 +231,13 @@ def test_a_claim_is_judged_on_hand_built_results(tmp_path):
     assert row["verdict"] == "reproduced" and row["beyond_zero"] == "above" and row["excludes_paper"] == "yes"
     assert float(row["mean"]) == pytest.approx(10.2) and row["per_seed"].startswith("seed 0: +10.00; seed 1: +10.40")
     assert "**reproduced**: 1 of 1 corrected interval beyond zero" in report.verdict_sentence([row])
+
+
+def test_the_console_prints_each_model_in_the_results_schema():
+    arm = reproduce.Arm("u=1", {"mode": "fixed", "method": "rk2_u", "params": {"u": 1.0}, "n_steps": 4})
+    rows = [{"attack": "clean", "eps": 0.0, "n_examples": 1000, "accuracy": 0.97, "arm": "u=1", "seed": 0},
+            {"attack": "pgd-7x2/255", "eps": 0.3, "n_examples": 1000, "accuracy": 0.6, "arm": "u=1", "seed": 0}]
+    text = reproduce.per_model_table(rows, arm, 0, 61.0)
+    assert "| model | solver | attack (setting) | ε | accuracy (images) | 95% interval |" in text
+    assert "| u=1 seed 0 | rk2_u(u=1, 4 steps) | pgd-7x2/255 (PGD, 7 steps of 2/255, 1 random start) | 0.3 | " \
+           "0.600 (1,000 images) |" in text

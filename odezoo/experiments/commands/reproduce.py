@@ -517,10 +517,7 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
             epoch_rows.append({"experiment": experiment, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
                                "split": "validation", "attack": "pgd-7x2/255", "eps": arm.track["eps"],
                                "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
-    print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f} on {result.n_examples:,} images, worst "
-          + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g} on {int(result.worst(e).numel()):,}"
-                      for e in protocol_obj.eps)
-          + f" (trained {seconds:.0f}s)", flush=True)
+    print(per_model_table(rows, arm, seed, seconds), flush=True)
     # A resumed evaluation's cost includes the attacks an interrupted one finished and kept.
     out = {"protocol": protocol_obj.to_dict(), "checks_run": checks, "rows": rows, "checks": check_rows,
            "epochs": epoch_rows, "train_seconds": seconds,
@@ -529,6 +526,16 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
     save_sealed_json(result_path(run_dir, protocol_obj.to_dict()), out)
     partial.unlink(missing_ok=True)
     return out
+
+
+def per_model_table(rows, arm: "Arm", seed: int, seconds: float) -> str:
+    """One model's results as the results schema prints them (odezoo.experiments.results): model,
+    solver, attack by protocol name and full setting, ε, accuracy with its image count and 95 %
+    interval — the same columns as `odezoo train` and `odezoo evaluate` print."""
+    from odezoo.experiments.results import format_table, from_protocol_rows
+
+    table = from_protocol_rows(rows, model=f"{arm.label} seed {seed}", solver=arm.solver_text())
+    return f"  {arm.label} seed {seed} (trained {seconds:.0f}s):\n" + format_table(table)
 
 
 # --------------------------------------------------------------------------- an experiment: jobs, then files
