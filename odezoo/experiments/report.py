@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .io import atomic_write, save_csv, save_json
 from .protocol import Protocol, eps_label
-from .statistics import (NOT_RUN, fmt, mde, mde_approx, mean_se, paired, pts, summarize, correct_cells,
+from .statistics import (NOT_RUN, REPRODUCED, fmt, mde, mde_approx, mean_se, paired, pts, summarize, correct_cells,
                          verdict)
 
 __all__ = ["read_csv", "read_json", "build_report", "write_report", "START", "END", "CLAIMS_START", "CLAIMS_END",
@@ -595,7 +595,8 @@ def parse_differences(items, where: str, groups: dict) -> tuple:
                 fields = {f for _, f, _, _ in string.Formatter().parse(str(entry[key])) if f}
                 if fields - set(DIFFERENCE_FIELDS):
                     raise ValueError(f"{where}: setup difference {entry['aspect']!r} uses unknown placeholder(s) "
-                                     f"{sorted(fields - set(DIFFERENCE_FIELDS))} (known: {', '.join(DIFFERENCE_FIELDS)})")
+                                     f"{sorted(fields - set(DIFFERENCE_FIELDS))} "
+                                     f"(known: {', '.join(DIFFERENCE_FIELDS)})")
             out.append({k: str(entry[k]) for k in DIFFERENCE_KEYS})
     return tuple(out)
 
@@ -605,12 +606,13 @@ def resolve_differences(differences, setup, rows) -> list[dict]:
     clean = [s["mean"] for s in summarize(rows) if s["attack"] == "clean"]
     seeds = sorted({r["seed"] for r in rows})
     aa = [r["n_examples"] for r in rows if str(r["attack"]).startswith("autoattack")]
+    spread = len(clean) > 1 and min(clean) != max(clean)
     values = {"n_seeds": _seeds(len(seeds)), "epochs": setup["epochs"], "batch_size": setup["batch_size"],
               "n_test": f"{max(r['n_examples'] for r in rows if r['attack'] == 'clean'):,}",
               "n_autoattack": f"{max(aa):,}" if aa else "none",
               "data": setup["data"], "arms": ", ".join(a["label"] for a in setup["arms"]),
-              "clean": (f"{100 * min(clean):.1f}–{100 * max(clean):.1f} %" if len(clean) > 1 and min(clean) != max(clean)
-                        else f"{100 * clean[0]:.1f} %") if clean else "—"}
+              "clean": (f"{100 * min(clean):.1f}–{100 * max(clean):.1f} %" if spread else f"{100 * clean[0]:.1f} %")
+              if clean else "—"}
     return [{k: v.format_map(values) for k, v in d.items()} for d in differences]
 
 
@@ -875,7 +877,8 @@ def verdict_sentence(rows) -> str:
         found = (f"training-time ratio {float(c['mean']):.3f} (mean of the per-seed ratios over all {c['n']} seeds "
                  f"that ran), 95 % interval {float(c['ci_low']):.3f}–{float(c['ci_high']):.3f}, which "
                  + ("holds" if c["excludes_paper"] == "no" else "excludes") + f" the paper's "
-                 f"{float(c['paper_effect']):g}; detectable difference {float(c['mde']):.3f} (80 % power)")
+                 f"{float(c['paper_effect']):g}; detectable difference {float(c['mde']):.3f} (80 % power); no "
+                 "number of seeds can show a ratio of exactly 1, only narrow the interval around it")
         return f"**{first['verdict']}**: {found}."
     papers = [_f(r["paper_effect"]) for r in rows]
     known = not all(math.isnan(p) for p in papers)
@@ -895,6 +898,10 @@ def verdict_sentence(rows) -> str:
     if first["claim_seeds_needed"]:
         found += (f"; 80 % power against the paper's effect from about {int(first['claim_seeds_needed']):,} seeds "
                   f"(now {rows[0]['n']})")
+    elif first["verdict"] != REPRODUCED:
+        found += ("; the seeds it would need cannot be said without the paper's effect size" if not known else
+                  "; the seeds it would need cannot be said: no cell with a direction has a paper effect and a "
+                  "spread")
     return f"**{first['verdict']}**: {found}."
 
 
@@ -923,7 +930,8 @@ def claims_section(grouped: dict) -> list[str]:
                     else "0 (no direction)"
                 lines.append(f"| {r['cell']} | {paper} | {show(r['mean'])} (n = {r['n']}) | "
                              f"{r['holm_step']}: {r['holm_level']} | {interval} | {r['beyond_zero']} | "
-                             f"{r['excludes_paper'] or '—'} | {show(r['mde'], False)} | {r['seeds_needed'] or '—'} |")
+                             f"{r['excludes_paper'] or '—'} | {show(r['mde'], False)} | "
+                             f"{r['seeds_needed'] or '—'} |")
             lines.append("")
         lines.append(verdict_sentence(rows))
         if first["warnings"]:

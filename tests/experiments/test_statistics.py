@@ -198,7 +198,8 @@ def test_a_difference_every_seed_shares_is_not_called_significant(ref, arm):
 def test_formatting_in_points():
     assert statistics.fmt(0.61234, 0.0123) == "61.23 ± 1.23"
     assert statistics.fmt(0.5, float("nan")) == "50.00"
-    assert statistics.pts(-0.0125) == "-1.25" and statistics.pts(None) == "—" and statistics.pts(float("nan")) == "—"
+    assert statistics.pts(-0.0125) == "-1.25" and statistics.pts(None) == "—"
+    assert statistics.pts(float("nan")) == "—"
 
 
 def test_summarize_groups_seeds_of_an_arm():
