@@ -120,6 +120,13 @@ def test_every_verdict_follows_from_its_rows(name):
                 assert r["excludes_paper"] == ("no" if inside else "yes")
 
 
+@pytest.mark.parametrize("name", SHIPPED_EXPERIMENTS)
+def test_every_claim_finds_its_cells_in_the_shipped_data(name):
+    """A renamed attack or arm would leave a claim without cells ("not run"): say so here."""
+    for cid, rows in report.read_claims(RESULTS / name / "claims.csv").items():
+        assert rows[0]["verdict"] != "not run" and int(rows[0]["K"]) >= 1, (name, cid, rows[0]["context"])
+
+
 def test_cost_claims_use_every_seed_that_ran():
     for name in ("table1", "table2"):
         rows = [r for r in read(RESULTS / name / "claims.csv") if r["measure"] == "train_seconds_ratio"]
