@@ -280,11 +280,16 @@ def _report(sub) -> None:
     p = _command(sub, "report", "rebuild every results table, figure and page from the shipped result files",
                  epilog="Reads --results/<experiment>/ (per_seed.csv, protocol.json, setup.json, checks.csv), "
                         "validates them (a missing column, a NaN, a duplicated (arm, seed, attack, eps) row or a "
-                        "malformed file is refused, naming the file) and writes each experiment's summary.md, "
-                        "summary.csv and figure, and the results page.")
+                        "malformed file is refused, naming the file) and writes each experiment's claims.csv (the "
+                        "paper's claims in recipes/experiments/*.yaml judged by the verdict rule), summary.md, "
+                        "summary.csv and figure, the results page and the README's claims table.")
     p.add_argument("--results", metavar="DIR", help="the shipped data (default docs/results)")
     p.add_argument("--page", metavar="FILE",
                    help="the Markdown page to fill (default docs/results.md; with --results: <results>/results.md)")
+    p.add_argument("--readme", metavar="FILE",
+                   help="the README whose claims table (between <!-- claims:start --> and <!-- claims:end -->) to "
+                        "regenerate from the claims.csv files (default README.md unless --results or --page is "
+                        "given)")
 
 
 def _demo(sub) -> None:

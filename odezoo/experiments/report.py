@@ -12,18 +12,21 @@ measured training cost, masking checks), ``summary.csv`` and the figure;
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
 from collections import defaultdict
 from pathlib import Path
 
-from .io import atomic_write, save_csv
+from .io import atomic_write, save_csv, save_json
 from .protocol import Protocol, eps_label
-from .statistics import fmt, mean_se, paired, pts, summarize
+from .statistics import (NOT_RUN, REPRODUCED, fmt, mde, mde_approx, mean_se, paired, pts, summarize, correct_cells,
+                         verdict)
 
-__all__ = ["read_csv", "read_json", "build_report", "write_report", "START", "END", "REPORT_COMMAND", "ReportError",
-           "REQUIRED_COLUMNS"]
+__all__ = ["read_csv", "read_json", "build_report", "write_report", "START", "END", "CLAIMS_START", "CLAIMS_END",
+           "REPORT_COMMAND", "ReportError", "REQUIRED_COLUMNS", "parse_claims", "parse_differences",
+           "evaluate_claim", "claim_rows", "read_claims", "claims_table", "verdict_sentence", "rule_text"]
 
 #: how the shipped files are turned back into tables and figures (said in every summary)
 REPORT_COMMAND = "odezoo report"
@@ -124,11 +127,15 @@ def read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
     return data
 
 
-def build_report(results: Path, paper=None, command: str = REPORT_COMMAND) -> str:
-    """Rebuild summary.md, summary.csv and the figure of one experiment from the files in
-    ``results`` (per_seed.csv, protocol.json, setup.json, checks.csv, per_epoch.csv); return the
+def build_report(results: Path, paper=None, command: str = REPORT_COMMAND, claims=(), differences=(),
+                 figure: bool = True) -> str:
+    """Rebuild summary.md, summary.csv, claims.csv and the figure of one experiment from the files
+    in ``results`` (per_seed.csv, protocol.json, setup.json, checks.csv, per_epoch.csv); return the
     Markdown.  ``paper``: what the paper reports for it — a sentence, or ``{arm: {attack: (mean,
-    SE)}}``, whose differences are set beside ours; ``command`` rebuilds the report."""
+    SE)}}``, whose differences are set beside ours; ``claims``: the paper's claims the experiment
+    file lists (`parse_claims`), judged by the verdict rule into claims.csv; ``differences``: how
+    the run differs from the paper (`parse_differences`), resolved into setup.json's
+    ``differences``; ``command`` rebuilds the report; ``figure=False`` skips the PNG."""
     setup = read_json(results / "setup.json", ("experiment", "title", "scale", "dry_run", "arms", "stand_in"))
     try:
         protocol = Protocol.load(results / "protocol.json")
@@ -149,6 +156,12 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND) -> st
     arms = [a["label"] for a in setup["arms"]]
     summary = summarize(rows)
     save_csv(results / "summary.csv", summary)
+    if differences:
+        setup["differences"] = resolve_differences(differences, setup, rows)
+        save_json(results / "setup.json", setup)
+    evaluated = [evaluate_claim(c, setup, protocol, rows, epochs, checks) for c in claims]
+    write_claims_csv(results / "claims.csv", [row for e in evaluated for row in claim_rows(name, e)])
+    grouped = read_claims(results / "claims.csv")
     seeds = sorted({r["seed"] for r in rows})
     n_test = max(r["n_examples"] for r in rows if r["attack"] == "clean")
     lines = [f"### {name} — {setup['scale']} scale{' (dry run: not a result)' if setup['dry_run'] else ''}", "",
@@ -186,6 +199,8 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND) -> st
         lines += ["", "Test images per model: clean " + f"{n_test:,}; "
                   + ", ".join(f"`{a}` {n:,}" for a, n in counts.items() if n is not None)
                   + ". `worst`: correct under every attack, per example, on the images every attack ran on.", ""]
+    lines += claims_section(grouped)
+    lines += differences_section(setup.get("differences"))
     lines += _paired_section(setup, protocol, rows, paper)
     if setup.get("x_axis") == "eps":
         lines += _ranking_section(protocol, rows, arms)
@@ -203,7 +218,8 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND) -> st
                 f"files alone: `{command}`.", ""]
     text = "\n".join(lines)
     atomic_write(results / "summary.md", text)
-    _figure(name, setup, protocol, summary, epochs, results / f"{name}.png")
+    if figure:
+        _figure(name, setup, protocol, summary, epochs, results / f"{name}.png")
     return text
 
 
@@ -240,9 +256,7 @@ def _paper_text(paper) -> str:
     if isinstance(paper, str):
         return paper
     return "; ".join(f"{arm}: " + ", ".join(f"{a} {m:.2f} ± {s:.2f}" for a, (m, s) in v.items())
-                     for arm, v in paper.items()) + (" (CIFAR-10, mean ± SE over 3 seeds; the paper does not state "
-                                                     "its CIFAR-10 PGD settings — its PGD column is set beside our "
-                                                     "`pgd-7x2/255`, the paper's MNIST PGD)")
+                     for arm, v in paper.items()) + " (CIFAR-10, mean ± SE over 3 seeds)"
 
 
 def _paired_section(setup, protocol, rows, paper) -> list[str]:
@@ -250,15 +264,15 @@ def _paired_section(setup, protocol, rows, paper) -> list[str]:
     arms = [a["label"] for a in setup["arms"] if a["label"] != ref]
     if not ref or not arms or ref not in {r["arm"] for r in rows}:
         return []
-    lines = [f"#### Seed-paired differences against `{ref}` (points)", "",
+    lines = [f"#### Every seed-paired difference against `{ref}` (points, uncorrected)", "",
              "Each cell: mean difference ± SE over seeds; `*` when it lies beyond the two-sided 95% Student-t "
-             "interval; MDE: the smallest true difference a two-sided paired t-test at 5% would detect with 80% power "
-             "given the observed spread, (t₀.₉₇₅,ₙ₋₁ + t₀.₈₀,ₙ₋₁)·sd/√n. With many cells, expect about one `*` in 20 "
-             "by chance.", "",
-             "| arm | attack | ε | difference | 95% interval | MDE (80% power) | paper's claimed effect |",
+             "interval of that cell alone, with no correction for the number of cells (expect about one `*` in 20 "
+             "by chance: the claims above are judged with Holm's correction over their own cells); MDE: the "
+             "smallest true difference a two-sided paired t-test at 5% detects with 80% power given the observed "
+             "spread (noncentral t).", "",
+             "| arm | attack | ε | difference | 95% interval | MDE (80% power) | the paper's arm − reference |",
              "|---|---|---|---|---|---|---|"]
     paper = paper if isinstance(paper, dict) else None
-    verdicts = []
     for arm in arms:
         for eps in protocol.eps:
             for attack in ["clean"] + list(protocol.attack_names) + ["worst"]:
@@ -269,28 +283,12 @@ def _paired_section(setup, protocol, rows, paper) -> list[str]:
                 if not d["n"]:
                     continue
                 claim = "—"
-                if paper and attack in paper.get(arm, {}):
+                if paper and attack in paper.get(arm, {}) and attack in paper.get(ref, {}):
                     (m1, s1), (m0, s0) = paper[arm][attack], paper[ref][attack]
                     claim = f"{m1 - m0:+.2f} ({m0:.2f} ± {s0:.2f} → {m1:.2f} ± {s1:.2f})"
-                    verdicts.append((attack, d, m1 - m0, s0, s1))
                 lines.append(f"| {arm} | `{attack}` | {eps_label(e)} | {pts(d['mean'])} ± {100 * d['se']:.2f}"
                              f"{' *' if d['beyond'] else ''} (n = {d['n']}) | {_half(d)} | "
                              f"{'—' if math.isnan(d['mde']) else format(100 * d['mde'], '.2f')} | {claim} |")
-    lines.append("")
-    for attack, d, claim, s0, s1 in verdicts:
-        gap = "inside" if abs(claim) < s0 + s1 else "outside"
-        ours = ("reproduced in direction and beyond our 95% interval" if d["beyond"] and d["mean"] * claim > 0
-                else "not reproduced at this scale" + (" (the data stand in for CIFAR-10)" if setup["stand_in"]
-                                                       else ""))
-        if d.get("no_spread"):
-            power = "every seed gave the same difference, so there is no spread to test it against"
-        elif math.isnan(d["mde"]):
-            power = "too few seeds for a minimum detectable effect"
-        else:
-            power = (f"our MDE (95% / 80% power) is {100 * d['mde']:.2f} points, so an effect of the paper's size "
-                     f"{'would' if abs(claim) >= 100 * d['mde'] else 'would not'} be detected reliably")
-        lines.append(f"* `{attack}`: the paper's gain {claim:+.2f} points lies {gap} its own error bars "
-                     f"(± {s0:.2f} and ± {s1:.2f}); ours {pts(d['mean'])} ± {100 * d['se']:.2f}: {ours}; {power}.")
     return lines + [""]
 
 
@@ -494,31 +492,589 @@ def _figure(name, setup, protocol, summary, epochs, path):
     save_figure(fig, path)
 
 
+# ----------------------------------------------------------------------------- the paper's claims
+#: the keys a claim in an experiment file may have (``id``, ``claim`` and ``source`` are required)
+CLAIM_KEYS = ("id", "claim", "source", "attacks", "eps", "arms", "pairs", "reference", "effect", "effect_by",
+              "direction", "require", "data", "measure", "context")
+_DIRECTIONS = {"increase": 1, "decrease": -1, "either": "either", "consistent": "either"}
+#: the placeholders a setup difference may use, filled from the shipped files
+DIFFERENCE_FIELDS = ("n_seeds", "epochs", "batch_size", "n_test", "n_autoattack", "data", "clean", "arms")
+DIFFERENCE_KEYS = ("aspect", "paper", "here", "effect")
+#: the verdict rule's level and power
+ALPHA, POWER = 0.05, 0.80
+#: claims.csv's columns, in order (one row per cell; the claim's own columns repeat on its cells)
+CLAIM_COLUMNS = ("experiment", "claim", "claim_text", "paper_source", "measure", "unit", "require", "K", "correction",
+                 "cell", "arm", "reference", "attack", "eps", "epoch", "n", "per_seed", "paper_effect", "direction",
+                 "mean", "sd", "p", "holm_step", "holm_level", "p_holm", "ci_low", "ci_high", "beyond_zero",
+                 "excludes_paper", "mde", "seeds_needed", "claim_mde_min", "claim_mde_max", "claim_seeds_needed",
+                 "agreeing", "verdict", "warnings", "context")
+
+
+def parse_claims(items, where: str, labels: dict) -> tuple:
+    """The claims of an experiment file, checked: known keys, ids unique, arms and pairs among the
+    arms of some scale (``labels``: scale -> arm labels), effects numbers in points; a
+    ``ValueError`` naming ``where`` otherwise.  Returns plain mappings with the defaults filled in."""
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ValueError(f"{where}: claims must be a list")
+    every = set().union(*labels.values())
+    seen, out = set(), []
+    for item in items:
+        if not isinstance(item, dict) or set(item) - set(CLAIM_KEYS) or not {"id", "claim", "source"} <= set(item):
+            raise ValueError(f"{where}: a claim has the keys {', '.join(CLAIM_KEYS)} (id, claim and source "
+                             f"required): {item!r}")
+        claim = {k: item.get(k) for k in CLAIM_KEYS}
+        cid = str(claim["id"])
+        if cid in seen:
+            raise ValueError(f"{where}: claim id {cid!r} repeats")
+        seen.add(cid)
+        claim["id"] = cid
+        claim["measure"] = claim["measure"] or "accuracy"
+        claim["data"] = claim["data"] or "per_seed"
+        claim["require"] = claim["require"] or "any"
+        if claim["measure"] not in ("accuracy", "train_seconds_ratio") or claim["data"] not in ("per_seed",
+                                                                                                 "per_epoch"):
+            raise ValueError(f"{where}: claim {cid}: measure is accuracy or train_seconds_ratio, data per_seed or "
+                             f"per_epoch")
+        if claim["require"] not in ("any", "all"):
+            raise ValueError(f"{where}: claim {cid}: require is any or all, got {claim['require']!r}")
+        if claim["direction"] is not None and claim["direction"] not in _DIRECTIONS:
+            raise ValueError(f"{where}: claim {cid}: direction is one of {', '.join(_DIRECTIONS)}")
+        if claim["measure"] == "accuracy" and not (isinstance(claim["attacks"], list) and claim["attacks"]):
+            raise ValueError(f"{where}: claim {cid}: give the attacks its cells use (protocol names)")
+        effect = claim["effect"]
+        if isinstance(effect, dict):
+            if claim["effect_by"] not in ("arm", "attack"):
+                raise ValueError(f"{where}: claim {cid}: an effect per cell needs effect_by: arm or attack")
+            claim["effect"] = {str(k): _effect_number(v, where, cid) for k, v in effect.items()}
+        elif effect is not None:
+            claim["effect"] = _effect_number(effect, where, cid)
+        pairs = claim["pairs"]
+        if pairs is not None:
+            pairs = pairs if isinstance(pairs, dict) else {"small": pairs, "paper": pairs}
+            for scale, items_ in pairs.items():
+                if scale not in labels or not isinstance(items_, list) or not all(
+                        isinstance(p, list) and len(p) == 2 and {str(a) for a in p} <= labels[scale] for p in items_):
+                    raise ValueError(f"{where}: claim {cid}: pairs ({scale}) must be [arm, reference] pairs of the "
+                                     f"{scale} arms")
+            claim["pairs"] = {s: [[str(a), str(b)] for a, b in p] for s, p in pairs.items()}
+        for key in ("arms",):
+            if claim[key] is not None and not set(map(str, claim[key])) <= every:
+                raise ValueError(f"{where}: claim {cid}: arms {claim[key]} are not all among the arms")
+        if claim["reference"] is not None and str(claim["reference"]) not in every:
+            raise ValueError(f"{where}: claim {cid}: the reference {claim['reference']!r} is not an arm")
+        out.append(claim)
+    return tuple(out)
+
+
+def _effect_number(value, where, cid) -> float:
+    from odezoo.parsing import parse_number
+
+    try:
+        return float(parse_number(value))
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: claim {cid}: the paper's effect {value!r} is not a number (points)") from None
+
+
+def parse_differences(items, where: str, groups: dict) -> tuple:
+    """An experiment's setup differences: each item a group name of ``groups`` (shared entries) or
+    a mapping with `DIFFERENCE_KEYS`, whose text may use the `DIFFERENCE_FIELDS` placeholders."""
+    import string
+
+    out = []
+    for item in items or []:
+        entries = groups.get(item) if isinstance(item, str) else [item]
+        if entries is None:
+            raise ValueError(f"{where}: differences: no shared group {item!r} (groups: {', '.join(groups)})")
+        for entry in entries:
+            if not isinstance(entry, dict) or set(entry) != set(DIFFERENCE_KEYS):
+                raise ValueError(f"{where}: a setup difference has exactly the keys {', '.join(DIFFERENCE_KEYS)}: "
+                                 f"{entry!r}")
+            for key in DIFFERENCE_KEYS:
+                fields = {f for _, f, _, _ in string.Formatter().parse(str(entry[key])) if f}
+                if fields - set(DIFFERENCE_FIELDS):
+                    raise ValueError(f"{where}: setup difference {entry['aspect']!r} uses unknown placeholder(s) "
+                                     f"{sorted(fields - set(DIFFERENCE_FIELDS))} "
+                                     f"(known: {', '.join(DIFFERENCE_FIELDS)})")
+            out.append({k: str(entry[k]) for k in DIFFERENCE_KEYS})
+    return tuple(out)
+
+
+def resolve_differences(differences, setup, rows) -> list[dict]:
+    """The setup differences with their placeholders filled from setup.json and per_seed.csv."""
+    clean = [s["mean"] for s in summarize(rows) if s["attack"] == "clean"]
+    seeds = sorted({r["seed"] for r in rows})
+    aa = [r["n_examples"] for r in rows if str(r["attack"]).startswith("autoattack")]
+    spread = len(clean) > 1 and min(clean) != max(clean)
+    values = {"n_seeds": _seeds(len(seeds)), "epochs": setup["epochs"], "batch_size": setup["batch_size"],
+              "n_test": f"{max(r['n_examples'] for r in rows if r['attack'] == 'clean'):,}",
+              "n_autoattack": f"{max(aa):,}" if aa else "none",
+              "data": setup["data"], "arms": ", ".join(a["label"] for a in setup["arms"]),
+              "clean": (f"{100 * min(clean):.1f}–{100 * max(clean):.1f} %" if spread else f"{100 * clean[0]:.1f} %")
+              if clean else "—"}
+    return [{k: v.format_map(values) for k, v in d.items()} for d in differences]
+
+
+def _claim_pairs(claim, setup, ref) -> list:
+    arms = [a["label"] for a in setup["arms"]]
+    if claim["pairs"] is not None:
+        return [tuple(p) for p in claim["pairs"].get(setup["scale"], [])]
+    chosen = [str(a) for a in claim["arms"]] if claim["arms"] is not None else [a for a in arms if a != ref]
+    return [(a, ref) for a in chosen]
+
+
+def _cell_effect(claim, arm, attack):
+    effect = claim["effect"]
+    if isinstance(effect, dict):
+        return effect.get(arm if claim["effect_by"] == "arm" else attack)
+    return effect
+
+
+def evaluate_claim(claim: dict, setup: dict, protocol, rows, epochs, checks) -> dict:
+    """A claim of an experiment file applied to its shipped files: its cells (every pair × attack
+    × ε (× epoch) that ran), each Holm-corrected with its interval, MDE and seeds needed; the
+    verdict; the warnings that qualify it; what it could not test."""
+    from .statistics import seed_differences
+
+    ref = str(claim["reference"] or setup["reference"])
+    pairs = _claim_pairs(claim, setup, ref)
+    cells, missing = [], []
+    ratio = claim["measure"] == "train_seconds_ratio"
+    if ratio:
+        seconds = {(r["arm"], r["seed"]): r["train_seconds"] for r in rows if r["attack"] == "clean"}
+        for arm, base in pairs:
+            seeds = sorted(s for (a, s) in seconds if a == arm and (base, s) in seconds and seconds[(base, s)] > 0)
+            if not seeds:
+                missing.append(f"{arm} / {base}")
+                continue
+            diffs = [seconds[(arm, s)] / seconds[(base, s)] - 1 for s in seeds]
+            detail = "; ".join(f"seed {s}: {seconds[(arm, s)]:.1f} / {seconds[(base, s)]:.1f} s = "
+                               f"{seconds[(arm, s)] / seconds[(base, s)]:.3f}" for s in seeds)
+            cells.append({"arm": arm, "reference": base, "attack": "", "eps": None, "epoch": None, "diffs": diffs,
+                          "per_seed": detail, "paper": claim["effect"], "direction": 0})
+    else:
+        source = rows if claim["data"] == "per_seed" else epochs
+        all_eps = sorted({r["eps"] for r in source if r["attack"] != "clean"})
+        wanted = [parse_eps(e) for e in claim["eps"]] if claim["eps"] is not None else all_eps
+        epoch_list = sorted({r["epoch"] for r in source}) if claim["data"] == "per_epoch" else [None]
+        for arm, base in pairs:
+            for attack in claim["attacks"]:
+                for eps in wanted:
+                    for epoch in epoch_list:
+                        match = {"epoch": epoch} if epoch is not None else {}
+                        e = 0.0 if attack == "clean" else next((x for x in all_eps if math.isclose(x, eps)), eps)
+                        pairs_ = seed_differences(source, base, arm, attack, e, **match)
+                        seeds, diffs = [s_ for s_, _ in pairs_], [d for _, d in pairs_]
+                        if not diffs:
+                            missing.append(f"{arm} − {base}, {attack}, ε = {eps_label(eps)}"
+                                           + (f", epoch {epoch}" if epoch is not None else ""))
+                            continue
+                        paper = _cell_effect(claim, arm, attack)
+                        direction = _DIRECTIONS[claim["direction"]] if claim["direction"] else (
+                            "either" if paper is None else (paper > 0) - (paper < 0))
+                        cells.append({"arm": arm, "reference": base, "attack": attack, "eps": e, "epoch": epoch,
+                                      "diffs": diffs, "paper": None if paper is None else paper / 100,
+                                      "per_seed": "; ".join(f"seed {s}: {100 * d:+.2f}" for s, d in zip(seeds, diffs)),
+                                      "direction": direction})
+    tested = correct_cells(cells, ALPHA)
+    consistent = "arm" if claim["direction"] == "consistent" else None
+    outcome = verdict(tested, claim["require"], consistent)
+    k = len(tested)
+    mdes = [c["mde"] for c in tested if not math.isnan(c["mde"])]
+    needed = [c["seeds_needed"] for c in tested if c["seeds_needed"] is not None
+              and (c["direction"] == "either" or c["direction"] == ((c["paper"] > 0) - (c["paper"] < 0)))]
+    claim_needed = (max(needed) if claim["require"] == "all" else min(needed)) if needed else None
+    return {"claim": claim, "cells": tested, "missing": missing, "k": k, "verdict": outcome["verdict"],
+            "agreeing": outcome["agreeing"], "mde_min": min(mdes) if mdes else float("nan"),
+            "mde_max": max(mdes) if mdes else float("nan"), "seeds_needed": claim_needed,
+            "warnings": _claim_warnings(claim, setup, protocol, tested, checks, rows),
+            "context": _claim_context(claim, setup, rows, tested, missing)}
+
+
+def parse_eps(value) -> float:
+    from odezoo.parsing import parse_number
+
+    return float(parse_number(value))
+
+
+def _claim_warnings(claim, setup, protocol, cells, checks, rows) -> list[str]:
+    """What qualifies a claim's verdict: gradient-masking WARNs on the models in its cells,
+    stand-in data, a weaker attack set, validation data."""
+    out = []
+    involved = {c["arm"] for c in cells} | {c["reference"] for c in cells}
+    if claim["measure"] == "accuracy":
+        seeds = {r["seed"] for r in rows}
+        models = {(c["arm"], c["seed"]) for c in checks if c["arm"] in involved and c["seed"] in seeds}
+        warned = defaultdict(list)
+        for c in checks:
+            if c["status"] == "warn" and c["arm"] in involved and c["seed"] in seeds:
+                warned[c["check"]].append(f"{c['arm']} seed {c['seed']}")
+        for check, which in warned.items():
+            where = ", ".join(which) if len(which) <= 3 else f"{len(which)} of {len(models)} models"
+            out.append(f"masking check `{check}` WARNs on {where} (checks.csv)")
+        if not checks:
+            out.append("no gradient-masking checks were run")
+        if not _has_standard_autoattack(protocol):
+            out.append(f"protocol `{protocol.full_name}`: a weaker attack set than `strong-v1` (no standard "
+                       "AutoAttack)")
+        if claim["data"] == "per_epoch":
+            out.append("per-epoch validation accuracy (per_epoch.csv), not the test protocol")
+    if setup["stand_in"]:
+        out.append("stand-in data (MNIST digits padded to 32×32×3, not CIFAR-10): assumes the paper's effect "
+                   "carries over to them")
+    if setup.get("dry_run"):
+        out.append("dry run: not a result")
+    return out
+
+
+def _has_standard_autoattack(protocol) -> bool:
+    return any(a.kind == "autoattack" and getattr(a, "version", "") == "standard" for a in protocol.attacks)
+
+
+def _claim_context(claim, setup, rows, cells, missing) -> list[str]:
+    """Facts beside a claim's cells: what the strongest evaluation (``worst``) gives its arms,
+    the cells it could not test, the experiment file's own context."""
+    out = []
+    if claim["measure"] == "accuracy" and claim["data"] == "per_seed":
+        involved = {c["arm"] for c in cells} | {c["reference"] for c in cells}
+        worst = []
+        for eps in sorted({c["eps"] for c in cells}):
+            means = [s["mean"] for s in summarize(rows) if s["attack"] == "worst" and s["eps"] == eps
+                     and s["arm"] in involved]
+            if means:
+                worst.append(_range([100 * m for m in means], "{:.2f}", " %") + f" at ε = {eps_label(eps)}")
+        if worst:
+            out.append("`worst` (per example, correct under every attack) on these arms, mean over seeds: "
+                       + ", ".join(worst))
+    if claim["data"] == "per_epoch":
+        flips = defaultdict(set)
+        for c in cells:
+            if c["mean"] != 0:
+                flips[(c["arm"], c["reference"])].add(c["mean"] > 0)
+        for (arm, ref), signs in flips.items():
+            if len(signs) == 2:
+                above = [c["epoch"] for c in cells if (c["arm"], c["reference"]) == (arm, ref) and c["mean"] > 0]
+                below = [c["epoch"] for c in cells if (c["arm"], c["reference"]) == (arm, ref) and c["mean"] < 0]
+                out.append(f"the mean of {arm} − {ref} changes sign over the epochs: above at epoch(s) "
+                           f"{', '.join(map(str, above))}, below at {', '.join(map(str, below))}")
+    if missing:
+        out.append(f"not run, so not among the K cells: {'; '.join(missing)}")
+    if claim.get("context"):
+        out.append(str(claim["context"]))
+    return out
+
+
+def _num(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.{digits}f}"
+
+
+def _sig(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def claim_rows(name: str, result: dict) -> list[dict]:
+    """claims.csv's rows of one evaluated claim (`CLAIM_COLUMNS`): one per cell, values in points
+    (accuracy) or as a ratio (training time), numbers written at fixed precision."""
+    claim, cells = result["claim"], result["cells"]
+    ratio = claim["measure"] == "train_seconds_ratio"
+    scale = 1 if ratio else 100
+    shift = 1 if ratio else 0
+
+    def value(x):  # a difference (fraction or ratio − 1) as written: points, or the ratio itself
+        return None if x is None or math.isnan(x) else x * scale + shift
+
+    k = result["k"]
+    correction = ("none (K = 1)" if k == 1 else
+                  f"Holm over K = {k}: each interval at the level Holm tested its cell") if k else ""
+    base = {"experiment": name, "claim": claim["id"], "claim_text": claim["claim"], "paper_source": claim["source"],
+            "measure": claim["measure"], "unit": "ratio" if ratio else "points", "require": claim["require"],
+            "K": k, "correction": correction,
+            "claim_mde_min": _num(result["mde_min"] * scale), "claim_mde_max": _num(result["mde_max"] * scale),
+            "claim_seeds_needed": result["seeds_needed"] if result["seeds_needed"] is not None else "",
+            "agreeing": result["agreeing"], "verdict": result["verdict"],
+            "warnings": " | ".join(result["warnings"]), "context": " | ".join(result["context"])}
+    out = []
+    for c in cells:
+        direction = c["direction"]
+        if claim["direction"] == "consistent":
+            direction = "consistent"
+        elif direction != "either":
+            direction = {1: "+", -1: "-", 0: "none"}[direction]
+        label = (f"{c['arm']} / {c['reference']}" if ratio else
+                 f"{c['arm']} − {c['reference']}, {c['attack']}, ε = {eps_label(c['eps'])}"
+                 + (f", epoch {c['epoch']}" if c["epoch"] is not None else ""))
+        out.append({**base, "cell": label, "arm": c["arm"], "reference": c["reference"], "attack": c["attack"],
+                    "eps": "" if c["eps"] is None else eps_label(c["eps"]),
+                    "epoch": "" if c["epoch"] is None else c["epoch"], "n": c["n"], "per_seed": c["per_seed"],
+                    "paper_effect": _num(value(c["paper"]), 2 if not ratio else 3),
+                    "direction": direction, "mean": _num(value(c["mean"])), "sd": _num(c["sd"] * scale),
+                    "p": _sig(c.get("p")), "holm_step": c["step"], "holm_level": f"{c['level']:.6g}",
+                    "p_holm": _sig(c["p_adjusted"]), "ci_low": _num(value(c["low"])),
+                    "ci_high": _num(value(c["high"])),
+                    "beyond_zero": {1: "above", -1: "below", 0: "no"}[c["beyond"]],
+                    "excludes_paper": "" if c["excludes_paper"] is None else ("yes" if c["excludes_paper"] else "no"),
+                    "mde": _num(c["mde"] * scale),
+                    "seeds_needed": "" if c["seeds_needed"] is None else c["seeds_needed"]})
+    if not cells:
+        out.append({**base, **{k_: "" for k_ in CLAIM_COLUMNS if k_ not in base}})
+    return out
+
+
+def write_claims_csv(path: Path, rows: list[dict]) -> Path:
+    """claims.csv with its header even when the experiment has no claims."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CLAIM_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in CLAIM_COLUMNS})
+    return atomic_write(path, buffer.getvalue())
+
+
+def read_claims(path: Path) -> dict:
+    """claims.csv read back, grouped by claim id (in file order): what every claims table is built from."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, strict=True))
+    except FileNotFoundError:
+        raise ReportError(f"{path} is missing; run `{REPORT_COMMAND}` to write it") from None
+    grouped = {}
+    for r in rows:
+        grouped.setdefault(r["claim"], []).append(r)
+    return grouped
+
+
+def _f(text: str) -> float:
+    return float(text) if text not in ("", None) else float("nan")
+
+
+def _range(values, fmt="{:+.2f}", unit="") -> str:
+    """``low to high`` (``low–high`` for unsigned formats), or one value when they agree."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "—"
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    if low == high:
+        return low + unit
+    return f"{low} to {high}{unit}" if "+" in fmt else f"{low}–{high}{unit}"
+
+
+def _level(rows) -> str:
+    k = int(rows[0]["K"])
+    return f"{ALPHA:g}" if k == 1 else f"{ALPHA:g}/{k} = {ALPHA / k:.3g}"
+
+
+def verdict_sentence(rows) -> str:
+    """One claim's verdict and why, in words, from its claims.csv rows alone."""
+    first = rows[0]
+    if first["verdict"] == NOT_RUN:
+        return f"**{NOT_RUN}**: none of the claim's cells ran."
+    k, agreeing = int(first["K"]), int(first["agreeing"])
+    if first["unit"] == "ratio":
+        (c,) = rows
+        found = (f"training-time ratio {float(c['mean']):.3f} (mean of the per-seed ratios over all {c['n']} seeds "
+                 f"that ran), 95 % interval {float(c['ci_low']):.3f}–{float(c['ci_high']):.3f}, which "
+                 + ("holds" if c["excludes_paper"] == "no" else "excludes") + f" the paper's "
+                 f"{float(c['paper_effect']):g}; detectable difference {float(c['mde']):.3f} (80 % power); no "
+                 "number of seeds can show a ratio of exactly 1, only narrow the interval around it")
+        return f"**{first['verdict']}**: {found}."
+    papers = [_f(r["paper_effect"]) for r in rows]
+    known = not all(math.isnan(p) for p in papers)
+    if first["direction"] == "consistent":
+        what = "beyond zero"
+    elif first["direction"] == "either":
+        what = "beyond zero (the paper states no direction)"
+    else:
+        what = "beyond zero in the paper's direction"
+    needs = " (the claim needs all)" if first["require"] == "all" and first["direction"] != "consistent" else ""
+    found = (f"{agreeing} of {k} corrected interval{'s' if k > 1 else ''} {what}{needs}, "
+             + ("no correction (K = 1)" if k == 1 else f"Holm over K = {k}")
+             + f"; differences {_range([_f(r['mean']) for r in rows])} points against "
+             + (f"the paper's {_range(papers)}" if known else "no effect size in the paper")
+             + f"; detectable effect {_range([_f(first['claim_mde_min']), _f(first['claim_mde_max'])], '{:.2f}')} "
+             f"points (80 % power at α = {_level(rows)})")
+    if first["claim_seeds_needed"]:
+        found += (f"; 80 % power against the paper's effect from about {int(first['claim_seeds_needed']):,} seeds "
+                  f"(now {rows[0]['n']})")
+    elif first["verdict"] != REPRODUCED:
+        found += ("; the seeds it would need cannot be said without the paper's effect size" if not known else
+                  "; the seeds it would need cannot be said: no cell with a direction has a paper effect and a "
+                  "spread")
+    return f"**{first['verdict']}**: {found}."
+
+
+def _context(row) -> str:
+    return "; ".join(row["context"].split(" | ")) if row["context"] else ""
+
+
+def claims_section(grouped: dict) -> list[str]:
+    """The summary's section on the paper's claims, from claims.csv alone."""
+    if not grouped:
+        return []
+    lines = ["#### The paper's claims (verdict rule: docs/results.md; every number here is in `claims.csv`)", ""]
+    for cid, rows in grouped.items():
+        first = rows[0]
+        lines += [f"**`{cid}`** — {first['claim_text']}. Paper: {first['paper_source']}.", ""]
+        if first["cell"]:
+            unit = "ratio" if first["unit"] == "ratio" else "points"
+            lines += [f"| cell | paper ({unit}) | ours (n) | Holm step: level | corrected interval | beyond zero | "
+                      "excludes paper | MDE | seeds needed |", "|---|---|---|---|---|---|---|---|---|"]
+            digits = 3 if first["unit"] == "ratio" else 2
+            for r in rows:
+                def show(x, sign=first["unit"] != "ratio"):
+                    return "—" if x == "" else f"{float(x):{'+' if sign else ''}.{digits}f}"
+                interval = f"[{show(r['ci_low'])}, {show(r['ci_high'])}]" if r["ci_low"] else "— (no spread)"
+                paper = show(r["paper_effect"]) if r["direction"] != "none" or first["unit"] == "ratio" \
+                    else "0 (no direction)"
+                lines.append(f"| {r['cell']} | {paper} | {show(r['mean'])} (n = {r['n']}) | "
+                             f"{r['holm_step']}: {r['holm_level']} | {interval} | {r['beyond_zero']} | "
+                             f"{r['excludes_paper'] or '—'} | {show(r['mde'], False)} | "
+                             f"{r['seeds_needed'] or '—'} |")
+            lines.append("")
+        lines.append(verdict_sentence(rows))
+        if first["warnings"]:
+            lines.append("Warnings: " + "; ".join(first["warnings"].split(" | ")) + ".")
+        if first["context"]:
+            lines.append("Context: " + _context(first) + ".")
+        lines.append("")
+    return lines
+
+
+def claims_table(claims: dict, readme: bool = False) -> list[str]:
+    """The claims table of docs/results.md (``readme=False``) or README.md, from the claims.csv
+    files alone (``claims``: experiment -> claims.csv rows grouped by claim)."""
+    if readme:
+        lines = ["| the paper's claim | where the paper's effect comes from | what the rule finds here | verdict |",
+                 "|---|---|---|---|"]
+    else:
+        lines = ["| claim | the paper's effect | what the rule finds here (claims.csv) | warnings and context | "
+                 "verdict |", "|---|---|---|---|---|"]
+    for name, grouped in claims.items():
+        for cid, rows in grouped.items():
+            first = rows[0]
+            found = verdict_sentence(rows).split(": ", 1)[1].rstrip(".")
+            source = first["paper_source"]
+            if readme:
+                source = source.split(":")[0] if ":" in source else source
+                short = "; ".join(w.split(" (")[0] for w in first["warnings"].split(" | ")) if first["warnings"] \
+                    else ""
+                lines.append(f"| `{cid}`: {first['claim_text']} | {source} | {found}"
+                             + (f". Warnings: {short}" if short else "")
+                             + (f". Context: {_context(first)}" if first["context"] else "")
+                             + f" | **{first['verdict']}** |")
+            else:
+                notes = "; ".join(x for x in (first["warnings"].replace(" | ", "; "), _context(first)) if x)
+                lines.append(f"| `{cid}` ({name}): {first['claim_text']} | {source} | {found} | {notes or '—'} | "
+                             f"**{first['verdict']}** |")
+    return lines
+
+
+def differences_section(differences) -> list[str]:
+    """The summary's table of how the run differs from the paper (setup.json's ``differences``)."""
+    if not differences:
+        return []
+    lines = ["#### How this run differs from the paper (setup.json `differences`)", "",
+             "| aspect | the paper | here | expected effect |", "|---|---|---|---|"]
+    for d in differences:
+        lines.append(f"| {d['aspect']} | {d['paper']} | {d['here']} | {d['effect']} |")
+    return lines + [""]
+
+
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+#: where the claims tables go in docs/results.md and README.md
+CLAIMS_START, CLAIMS_END = "<!-- claims:start -->", "<!-- claims:end -->"
+
+
+def rule_text() -> list[str]:
+    """The verdict rule in words, with the numbers that say how far the usual MDE approximation is
+    from the exact one (computed here, so the page states no number by hand)."""
+    def gap(n, alpha):
+        return f"{100 * (mde(1.0, n, alpha) / mde_approx(1.0, n, alpha) - 1):.1f} %"
+
+    return [
+        "**The verdict rule** (`odezoo.experiments.statistics`, applied by `odezoo report` to the claims listed "
+        "in `recipes/experiments/<experiment>.yaml`; every number in the tables below is in "
+        "`docs/results/<experiment>/claims.csv`, one row per cell).",
+        "",
+        "* **Cells.** A claim covers K cells — attack × ε × arm pair (× epoch for per-epoch curves) — named in "
+        "its experiment file from the paper (the paper's attack, ε and arms), not chosen from our results. Per "
+        "cell: the seed-paired difference arm − reference over the seeds both ran, and a two-sided Student-t "
+        "test with n − 1 degrees of freedom.",
+        f"* **Correction: Holm** (step-down, Holm 1979) over the claim's K cells at α = {ALPHA:g}: sort the K "
+        "p-values; the i-th smallest is compared with α/(K − i + 1), and Holm rejects until the first that is "
+        "not smaller. Each cell's interval is the Student-t interval at the level Holm tested it (cells after "
+        "the first non-rejected step share that step's level), so an interval lies beyond zero exactly when "
+        "Holm rejects its cell; `p_holm` is Holm's adjusted p-value. These intervals invert Holm's tests; they "
+        "are not simultaneous intervals (a rejected cell's is narrower than the Bonferroni interval at α/K). "
+        "With K = 1 the interval is the plain 95 % t interval. A cell whose seeds all gave the same difference "
+        "(every model at 0 %, say) has no interval: it can neither lie beyond zero nor exclude anything.",
+        "* **Detectable effect and seeds needed** at 80 % power, for a two-sided paired t-test at α/K — Holm's "
+        "first (Bonferroni) level, the one a cell must pass before Holm rejects anything — computed exactly "
+        "from the noncentral t distribution (`scipy.stats.nct`) with the observed paired standard deviation. "
+        "The usual approximation (t₁₋α/₂,ₙ₋₁ + t₀.₈,ₙ₋₁)·sd/√n is below the exact value by "
+        f"{gap(3, ALPHA)} at 3 seeds and α = {ALPHA:g}, {gap(8, ALPHA)} at 8 seeds, and {gap(3, ALPHA / 6)} at "
+        "3 seeds and α/6. Seeds needed: the fewest seeds at which a cell reaches 80 % power against the "
+        "paper's effect for that cell (the smallest over the claim's cells; for a claim about every cell, the "
+        "largest).",
+        "* **Verdicts.** *reproduced* — at least one corrected interval lies beyond zero in the paper's "
+        "direction (the row says in how many of K cells; a claim about every cell needs all K); *not "
+        "reproduced* — every corrected interval excludes the paper's effect (so it needs the paper's effect in "
+        "every cell); *not testable here* — otherwise, with the detectable effect beside the paper's effect and "
+        "the seeds the paper's effect would need. A claim that an ordering holds throughout (stable over "
+        "epochs) is reproduced when every interval lies beyond zero with each arm pair's intervals on one "
+        "side, and not reproduced when two intervals of one arm pair lie beyond zero on opposite sides. A cost "
+        "claim is one cell of per-seed training-time ratios over every seed that ran, against the paper's "
+        "ratio 1 (no overhead): it can only be not reproduced (the interval excludes 1) or not testable.",
+        "* **Warnings** (masking WARNs in `checks.csv` on the models of the claim's cells, stand-in data, a "
+        "weaker attack set, validation rather than test data) and context (the per-example worst case over "
+        "every attack on the claim's arms, cells that did not run) qualify a verdict; they do not change it.",
+        "",
+    ]
+
+
+def _replace_between(path: Path, text: str, start: str, end: str, body: str) -> str:
+    if start not in text or end not in text:
+        raise ReportError(f"{path} lacks the markers {start} / {end}")
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + body + end + rest.split(end, 1)[1]
 
 
 def write_report(results_root: Path, page: Path, experiments, paper=None, command: str = REPORT_COMMAND,
-                 rerun: str = "odezoo reproduce {name} --scale small") -> Path:
+                 rerun: str = "odezoo reproduce {name} --scale small", claims=None, differences=None,
+                 readme: Path | None = None, figures: bool = True) -> Path:
     """Rebuild every experiment of ``experiments`` found under ``results_root`` (per_seed.csv +
     protocol.json + setup.json) and put their summaries, in that order, into ``page`` between
     the generated markers; experiments without data are listed as not re-run, with ``rerun``.
-    ``paper`` maps an experiment to what the paper reports (see
-    [`build_report`][odezoo.experiments.report.build_report])."""
+    ``paper``, ``claims`` and ``differences`` map an experiment to what the paper reports, the
+    claims it makes and how the run differs from it (see
+    [`build_report`][odezoo.experiments.report.build_report]).  The claims tables — built from
+    the claims.csv files alone — go between `CLAIMS_START` and `CLAIMS_END` in ``page`` (when it
+    has them) and in ``readme`` (when given; it must have them)."""
     text = page.read_text() if page.exists() else f"{START}\n{END}\n"
     if START not in text or END not in text:
         raise ReportError(f"{page} lacks the markers {START} / {END}")
-    parts = []
+    parts, tables = [], {}
     for name in experiments:
         folder = results_root / name
         if not (folder / "per_seed.csv").exists():
             parts.append(f"### {name}\n\nNot yet re-run under the protocol: `{rerun.format(name=name)}`.\n")
             continue
-        body = build_report(folder, (paper or {}).get(name), command)
+        body = build_report(folder, (paper or {}).get(name), command, (claims or {}).get(name, ()),
+                            (differences or {}).get(name, ()), figure=figures)
+        tables[name] = read_claims(folder / "claims.csv")
         try:
             rel = folder.resolve().relative_to(page.parent.resolve())
         except ValueError:
             rel = folder.resolve()
         parts.append(body + f"\n![{name}]({rel.as_posix()}/{name}.png)\n")
-    head, rest = text.split(START, 1)
-    page.write_text(head + START + "\n" + "\n".join(parts) + END + rest.split(END, 1)[1])
+    text = _replace_between(page, text, START, END, "\n".join(parts))
+    if CLAIMS_START in text:
+        text = _replace_between(page, text, CLAIMS_START, CLAIMS_END,
+                                "\n".join(rule_text() + claims_table(tables)) + "\n")
+    page.write_text(text)
+    if readme is not None:
+        body = "\n".join(claims_table(tables, readme=True)) + "\n"
+        readme.write_text(_replace_between(readme, readme.read_text(), CLAIMS_START, CLAIMS_END, body))
     return page

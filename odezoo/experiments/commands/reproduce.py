@@ -18,9 +18,10 @@ a dry run has its own folder (runs/reproduce/<scale>-dry-run).
 The data that ships goes to --results/<experiment>/ (default docs/results/, for a dry run
 --out/results/):  per_seed.csv (one row per model × attack × ε: experiment, arm, seed, attack,
 eps, n_examples, accuracy, train_seconds, ...), protocol.json, setup.json, checks.csv and, for
-fig3b, per_epoch.csv (validation curves).  The tables, figure and summary.md are rebuilt from
-those files alone by the same code that ``report`` runs, so ``report`` on a fresh copy of them
-reproduces every table and figure exactly.
+fig3b, per_epoch.csv (validation curves).  The tables, figure, summary.md and claims.csv (the
+paper's claims the experiment file lists, judged by the verdict rule of docs/results.md) are
+rebuilt from those files alone by the same code that ``report`` runs, so ``report`` on a fresh
+copy of them reproduces every table and figure exactly.
 
 Scales: ``paper`` uses the paper's data, epochs and step counts (full MNIST / CIFAR-10 via
 --data-dir) and attacks every test image.  ``small`` runs on 2 CPU cores: MNIST experiments on
@@ -99,6 +100,10 @@ class Arm:
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[3] / "recipes" / "experiments"
 #: the keys an experiment file has (``x_axis`` may be null)
 _KEYS = ("title", "data", "eps", "reference", "x_axis", "seeds", "paper", "arms", "dry_run")
+#: the keys an experiment file may add: the paper's claims it tests and how it differs from the paper
+_OPTIONAL_KEYS = ("claims", "differences")
+#: setup differences several experiments share, by group name (an experiment lists the groups it uses)
+SHARED_DIFFERENCES = Path("shared") / "setup_differences.yaml"
 _ARM_KEYS = ("label", "solver", "resample", "adversarial", "track")
 #: numbers an arm may write as text YAML cannot type (``8/255``), read by the one number parser
 _NUMBERS = {("adversarial", "eps"), ("adversarial", "alpha"), ("track", "eps"), ("track", "pgd_step_size"),
@@ -119,6 +124,8 @@ class Experiment:
     arms: dict                     # scale -> [arm mappings]
     dry_arms: dict                 # scale -> [labels a dry run trains]
     dry_set: dict                  # dotted key -> value a dry run sets in every arm
+    claims: tuple = ()             # the paper's claims it tests (odezoo.experiments.report.parse_claims)
+    differences: tuple = ()        # how it differs from the paper (odezoo.experiments.report.parse_differences)
 
     def arms_for(self, scale: str, dry_run: bool, smoothing_resample: str) -> list[Arm]:
         arms = [_arm(a, smoothing_resample) for a in self.arms[scale]]
@@ -174,9 +181,10 @@ def _load_experiment(name: str, path: Path, folder: Path | None) -> Experiment:
         raise ValueError(str(error)) from None
     if not isinstance(data, dict):
         raise _bad(path, "must hold a mapping (title: ..., arms: ...)")
-    unknown, missing = sorted(set(data) - set(_KEYS)), [k for k in _KEYS if k not in data]
+    unknown, missing = sorted(set(data) - set(_KEYS) - set(_OPTIONAL_KEYS)), [k for k in _KEYS if k not in data]
     if unknown or missing:
-        raise _bad(path, f"unknown key(s) {unknown}, missing key(s) {missing} (keys: {', '.join(_KEYS)})")
+        raise _bad(path, f"unknown key(s) {unknown}, missing key(s) {missing} (keys: {', '.join(_KEYS)}; "
+                         f"optional: {', '.join(_OPTIONAL_KEYS)})")
     arms = data["arms"] if isinstance(data["arms"], dict) else {"small": data["arms"], "paper": data["arms"]}
     if sorted(arms) != ["paper", "small"]:
         raise _bad(path, "arms is a list, or a mapping with the keys small and paper")
@@ -212,9 +220,32 @@ def _load_experiment(name: str, path: Path, folder: Path | None) -> Experiment:
         raise _bad(path, f"seeds must be a whole number >= 2, got {seeds!r}")
     if data["data"] not in ("mnist", "cifar"):
         raise _bad(path, f"data must be mnist or cifar, got {data['data']!r}")
+    from odezoo.experiments.report import parse_claims, parse_differences
+
+    labels = {scale: {str(a["label"]) for a in items} for scale, items in arms.items()}
+    claims = parse_claims(data.get("claims"), f"experiment file {path}", labels)
+    differences = parse_differences(data.get("differences"), f"experiment file {path}",
+                                    _shared_differences(Path(folder or EXPERIMENTS_DIR)))
     return Experiment(name, str(data["title"]), data["data"], tuple(parse_number(e) for e in data["eps"]),
                       data["reference"], data["x_axis"], seeds, paper, arms,
-                      {k: [str(v) for v in vs] for k, vs in dry_arms.items()}, dict(dry.get("set") or {}))
+                      {k: [str(v) for v in vs] for k, vs in dry_arms.items()}, dict(dry.get("set") or {}),
+                      claims, differences)
+
+
+def _shared_differences(folder: Path) -> dict:
+    """The shared setup-difference groups of ``folder`` (`SHARED_DIFFERENCES`; none when absent)."""
+    from odezoo.experiments.config import ConfigError, read_yaml
+
+    path = folder / SHARED_DIFFERENCES
+    if not path.exists():
+        return {}
+    try:
+        groups = read_yaml(path.read_text(encoding="utf-8"), f"setup differences {path}")
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+    if not isinstance(groups, dict) or not all(isinstance(v, list) for v in groups.values()):
+        raise ValueError(f"setup differences {path}: a mapping of group name -> list of differences")
+    return groups
 
 
 def experiment_names(folder: Path | None = None) -> tuple[str, ...]:
@@ -543,10 +574,7 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
             epoch_rows.append({"experiment": experiment, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
                                "split": "validation", "attack": tracked, "eps": arm.track["eps"],
                                "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
-    print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f} on {result.n_examples:,} images, worst "
-          + ", ".join(f"{result.accuracy('worst', e):.3f}@{e:.3g} on {int(result.worst(e).numel()):,}"
-                      for e in protocol_obj.eps)
-          + f" (trained {seconds:.0f}s)", flush=True)
+    print(per_model_table(rows, arm, seed, seconds), flush=True)
     # A resumed evaluation's cost includes the attacks an interrupted one finished and kept.
     cross_rows = []
     if crosscheck:
@@ -560,6 +588,16 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
     save_sealed_json(result_path(run_dir, protocol_obj.to_dict()), out)
     partial.unlink(missing_ok=True)
     return out
+
+
+def per_model_table(rows, arm: "Arm", seed: int, seconds: float) -> str:
+    """One model's results as the results schema prints them (odezoo.experiments.results): model,
+    solver, attack by protocol name and full setting, ε, accuracy with its image count and 95 %
+    interval — the same columns as `odezoo train` and `odezoo evaluate` print."""
+    from odezoo.experiments.results import format_table, from_protocol_rows
+
+    table = from_protocol_rows(rows, model=f"{arm.label} seed {seed}", solver=arm.solver_text())
+    return f"  {arm.label} seed {seed} (trained {seconds:.0f}s):\n" + format_table(table)
 
 
 # --------------------------------------------------------------------------- an experiment: jobs, then files
@@ -673,7 +711,7 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
                         + (f" --data-dir {ctx.data_dir}" if ctx.data_dir else "")
                         + (f" --protocol {ctx.protocol_name}" if ctx.protocol_name != "strong" else "")}
     save_json(results / "setup.json", setup)
-    text = build_report(results, spec.paper)
+    text = build_report(results, spec.paper, claims=spec.claims, differences=spec.differences)
     print(text, flush=True)
     return results
 
@@ -692,9 +730,13 @@ def report(args) -> int:
     """Carry out ``odezoo report``: every table, figure and page rebuilt from the shipped files."""
     results = Path(args.results) if args.results else Path("docs") / "results"
     page = Path(args.page) if args.page else (results / "results.md" if args.results else Path("docs") / "results.md")
+    readme = Path(args.readme) if args.readme else (None if args.results or args.page else Path("README.md"))
     try:
-        paper = {name: experiment(name).paper for name in EXPERIMENTS}
-        print(f"wrote {write_report(results, page, EXPERIMENTS, paper)}")
+        specs = {name: experiment(name) for name in EXPERIMENTS}
+        write_report(results, page, EXPERIMENTS, {n: s.paper for n, s in specs.items()},
+                     claims={n: s.claims for n, s in specs.items()},
+                     differences={n: s.differences for n, s in specs.items()}, readme=readme)
+        print(f"wrote {page}" + (f" and the claims table of {readme}" if readme else ""))
     except ReportError as error:
         fail(str(error))
     return 0
