@@ -716,8 +716,13 @@ def _claim_warnings(claim, setup, protocol, cells, checks, rows) -> list[str]:
         if not checks:
             out.append("no gradient-masking checks were run")
         if not _has_standard_autoattack(protocol):
-            out.append(f"protocol `{protocol.full_name}`: a weaker attack set than `strong-v1` (no standard "
-                       "AutoAttack)")
+            out.append(f"protocol `{protocol.full_name}`: a weaker attack set than `strong-v1` — standard AutoAttack "
+                       "(APGD-T, FAB-T, Square) was not run, so targeted attacks are untested on these models")
+        if not any(not a.gradient_based and a.kind != "noise" for a in protocol.attacks):
+            out.append(f"protocol `{protocol.full_name}` has no stand-alone gradient-free attack"
+                       + (" (only AutoAttack's last component, Square on the examples the gradient attacks left)"
+                          if _has_standard_autoattack(protocol) else "")
+                       + ": gradient masking could pass unseen")
         if claim["data"] == "per_epoch":
             out.append("per-epoch validation accuracy (per_epoch.csv), not the test protocol")
     if setup["stand_in"]:
