@@ -26,6 +26,8 @@ step for step.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torchdiffeq
 from torch import nn
@@ -84,7 +86,11 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
             raise ValueError(f"{where}: func must be an nn.Module to find the adjoint parameters; alternatively "
                              f"pass them explicitly as adjoint_params (adjoint_params=() if there are none)")
         adjoint_params = tuple(bridge.find_parameters(func))
-    adjoint_params = tuple(p for p in adjoint_params if p.requires_grad)
+    given = tuple(adjoint_params)
+    adjoint_params = tuple(p for p in given if p.requires_grad)
+    if len(adjoint_params) != len(given) and callable((adjoint_options or {}).get("norm")):
+        warnings.warn("An adjoint parameter was passed without requiring gradient. For efficiency this will be "
+                      "excluded from the adjoint pass, and will not appear as a tensor in the adjoint norm.")
     if adjoint_method is None:
         adjoint_method = method
     if not (isinstance(adjoint_method, str) and bridge.installed(adjoint_method) is not None):

@@ -209,12 +209,13 @@ def test_the_latent_ode_recipe_runs_both_ways():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, str(root / "recipes" / "latent_ode.py"), "--dry-run"], cwd=root,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| per-sample") or
-            line.startswith("| merged")]
-    assert len(rows) == 2 and all(math.isfinite(float(row.split("|")[2])) for row in rows)
+    for flags in ([], ["--adjoint"]):
+        result = subprocess.run([sys.executable, str(root / "recipes" / "latent_ode.py"), "--dry-run", *flags],
+                                cwd=root, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows = [line for line in result.stdout.splitlines() if line.startswith("| per-sample") or
+                line.startswith("| merged")]
+        assert len(rows) == 2 and all(math.isfinite(float(row.split("|")[2])) for row in rows)
 
 
 def test_adaptive_max_num_steps_counts_per_output_time_as_torchdiffeq():
@@ -363,6 +364,31 @@ def test_adjoint_through_odeblock_solverspec_and_metasolver():
                     for b in range(2))
         for g, w in zip(got, torch.autograd.grad(alone, (y0, func.lin.weight))):
             torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-8)
+
+
+def test_adjoint_params_are_taken_as_torchdiffeq_takes_them():
+    """A plain function with explicit adjoint_params: those that require a gradient get it (equal to the
+    per-sample loop of torchdiffeq's adjoint), the others are left out — with torchdiffeq's warning
+    when a norm of one's own would have seen them."""
+    lin = Field().lin
+    frozen = torch.tensor(0.5, dtype=F64)
+
+    def func(time, y):
+        return torch.tanh(lin(y)) * torch.cos(3 * time) + frozen * time
+
+    t = torch.tensor([[0.0, 0.3], [0.6, -0.4], [1.0, -1.2]], dtype=F64)
+    y0 = torch.tensor([[0.1, -0.2, 0.3], [0.5, 0.0, -0.4]], dtype=F64, requires_grad=True)
+    weights = _loss_weights(3, 2)
+    kwargs = {"method": "rk4_uv", "options": {"grid_constructor": odezoo.spec.uniform_grid(2)}}
+    out = odezoo.odeint_adjoint(func, y0, t, adjoint_params=(lin.weight, lin.bias, frozen), **kwargs)
+    got = torch.autograd.grad((out * weights).sum(), (y0, lin.weight, lin.bias))
+    want = torch.autograd.grad(_adjoint_loop(func, y0, t, weights, adjoint_params=(lin.weight, lin.bias), **kwargs),
+                               (y0, lin.weight, lin.bias))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    with pytest.warns(UserWarning, match="passed without requiring gradient"):
+        odezoo.odeint_adjoint(func, y0, t, adjoint_params=(lin.weight, frozen),
+                              adjoint_options={"norm": lambda state: max(x.abs().max() for x in state)}, **kwargs)
 
 
 @pytest.mark.parametrize("kwargs,message", [
