@@ -12,14 +12,13 @@ torchdiffeq fixed-grid method::
 """
 from __future__ import annotations
 
-from torchdiffeq import odeint_adjoint
-
 from .family import Constraint, DistributionSpec, SolverFamily, SINGULAR_TOL
 from .hookspecs import hookimpl, hookspec
 from .tableau import ButcherTableau
 from .registry import BUILTIN_FAMILY_MODULES, ENTRY_POINT_GROUP, OdezooPluginWarning, registry as _registry
 from .step_warning import OdezooStepWarning
 from .frontend import odeint
+from .adjoint import odeint_adjoint
 from .metasolver import (EnsembleSolver, FixedSolver, MetaSolver, PerSampleSmoothingSolver, SmoothingSolver,
                          SwitchingSolver)
 from .spec import SolverSpec

@@ -18,6 +18,7 @@ try:
     _adjoint = importlib.import_module("torchdiffeq._impl.adjoint")
     from torchdiffeq._impl.solvers import FixedGridODESolver
     from torchdiffeq._impl.misc import Perturb
+    from torchdiffeq._impl.adjoint import find_parameters  # odeint_adjoint's default adjoint_params
 except ImportError as error:  # pragma: no cover - depends on the installed torchdiffeq
     raise ImportError(
         f"odezoo needs torchdiffeq's fixed-grid solver internals (torchdiffeq 0.2.x); the "
@@ -60,7 +61,7 @@ except ImportError:  # pragma: no cover - depends on the installed torchdiffeq
 #: torchdiffeq's own method names, captured before odezoo adds any.
 TORCHDIFFEQ_METHODS = frozenset(SOLVERS)
 
-__all__ = ["FixedGridODESolver", "Perturb", "TORCHDIFFEQ_METHODS", "install", "uninstall", "installed",
+__all__ = ["FixedGridODESolver", "Perturb", "find_parameters", "TORCHDIFFEQ_METHODS", "install", "uninstall", "installed",
            "unwrap_perturb", "is_null_callback", "nextafter", "RKAdaptiveStepsizeODESolver", "RKTableau"]
 
 

@@ -12,6 +12,7 @@ behave exactly as for ``dopri5``.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 
@@ -194,86 +195,132 @@ class EmbeddedRKSolver(bridge.RKAdaptiveStepsizeODESolver):
             dt = self.first_step.expand(batch).clone()
         t1 = s[0].clone()  # where each sample's solution has got to
         y, f_current = y0, f0
-        outputs = [y0] + [torch.zeros_like(y0)] * (count - 1)
-        index = torch.ones(batch, dtype=torch.long, device=device)  # each sample's next output
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
-        steps = torch.zeros(batch, dtype=torch.long, device=device)
         x_dtype = y0.dtype if not y0.is_complex() else real
-        while not bool(done.all()):
-            active = ~done
-            dt = torch.where(torch.isfinite(dt), dt, self.min_step.expand(batch)).clamp(self.min_step, self.max_step)
-            step = torch.where(active, dt, torch.zeros_like(dt))
+        # Each step is a fixed sequence of batched tensor operations; the host reads at most three booleans
+        # per step (the step's preconditions; whether any output was reached; then whether all are done),
+        # and every output a step reaches, for every sample, comes from one evaluation of the dense output.
+        # The tableau is read as floats once per solve; counts are kept as attempts and acceptances.
+        s_rows = s.T.contiguous()  # (batch, T): each sample's increasing clock, for searchsorted
+        later = torch.arange(1, count, device=device).unsqueeze(1)  # (T - 1, 1): the outputs after the first
+        pending = torch.zeros((count - 1,) + tuple(y0.shape), dtype=y0.dtype, device=device)  # outputs 1..T-1
+        index = torch.ones(batch, dtype=torch.long, device=device)  # each sample's next output
+        active = torch.ones(batch, dtype=torch.bool, device=device)
+        steps = torch.zeros(batch, dtype=torch.long, device=device)
+        attempts = torch.zeros(batch, dtype=torch.long, device=device)
+        accepted = torch.zeros(batch, dtype=torch.long, device=device)
+        min_step, max_step, max_num_steps = self.min_step, self.max_step, int(self.max_num_steps)
+        plain_bounds = float(min_step) == 0.0 and float(max_step) == float("inf")
+        controller = (self.safety, self.ifactor, self.dfactor, torch.ones_like(self.dfactor), 1.0 / float(self.order))
+        zero, one = torch.zeros((), dtype=tdt, device=device), torch.ones((), dtype=tdt, device=device)
+        reset = torch.zeros((), dtype=torch.long, device=device)
+        finished, loops = False, 0
+        while not finished:
+            stepping = active
+            dt = torch.where(torch.isfinite(dt), dt, min_step).clamp(min_step, max_step)
+            step = torch.where(stepping, dt, zero)
             t_next = t1 + step
-            stuck = active & ~(t_next > t1)
-            if bool(stuck.any()):
-                b = int(stuck.nonzero()[0])
-                raise AssertionError(f"underflow in dt {float(dt[b])} (sample {b})")
-            if not bool(torch.isfinite(y).all()):
-                b = int((~torch.isfinite(y)).reshape(batch, -1).any(1).nonzero()[0])
-                raise AssertionError(f"non-finite values in state `y` (sample {b})")
+            stuck = stepping & ~(t_next > t1)
+            problem = stuck.any() | ~torch.isfinite(y).all()
+            if loops >= max_num_steps:  # before that, no sample can have taken max_num_steps steps
+                problem = problem | (steps >= max_num_steps).any()
+            loops += 1
+            if bool(problem):
+                self._raise_per_sample(stuck, steps, y, dt, batch)
             y1, f1, error, ks = self._batched_step(f, y, f_current, t1, step, t_next, shape, real)
-            counts["nfe"] += active.long() * len(self.tableau.alpha)
             ratio = norm(error / (atol + rtol * torch.max(y.abs(), y1.abs())))
-            accept = (ratio <= 1) & ~(step > self.max_step)
-            accept = active & (accept | (step <= self.min_step))
-            # the outputs this step passes, from its dense output (torchdiffeq interpolates with the step
-            # that first reaches an output time; a step covers an output only once it is accepted)
-            coefficients = None
-            before = index
-            while True:
-                target = s.gather(0, index.clamp(max=count - 1)[None])[0]
-                ready = accept & ~done & (target <= t_next)
-                if not bool(ready.any()):
-                    break
-                if coefficients is None:
-                    coefficients = self._batched_dense(y, y1, ks, per_sample(step.to(x_dtype)))
-                span = torch.where(ready, step, torch.ones_like(step))
-                x = torch.where(ready, (target - t1) / span, torch.zeros_like(span))
-                value = _dense_evaluate(coefficients, per_sample(x.to(x_dtype)))
-                for j in torch.unique(index[ready]).tolist():
-                    outputs[j] = torch.where(per_sample(ready & (index == j)), value, outputs[j])
-                index = index + ready.long()
-                done = done | (index >= count)
+            if plain_bounds:  # torchdiffeq's conditions with min_step 0 and no max_step
+                accept = stepping & (ratio <= 1)
+            else:
+                accept = stepping & (((ratio <= 1) & ~(step > max_step)) | (step <= min_step))
+            # the outputs this step passes (torchdiffeq interpolates with the step that first reaches an
+            # output time; a step covers an output only once it is accepted): all at once, per sample
+            reach = torch.where(accept, torch.searchsorted(s_rows, t_next.unsqueeze(1), right=True).squeeze(1), index)
+            moved = reach > index
+            if bool(moved.any()):
+                covered = (later >= index) & (later < reach)  # (T - 1, batch): the outputs this step reaches
+                x = torch.where(covered, (s[1:] - t1) / torch.where(stepping, step, one), zero)
+                coefficients = self._batched_dense(y, y1, ks, per_sample(step.to(x_dtype)))
+                value = _dense_evaluate(coefficients, x.to(x_dtype).reshape((count - 1,) + shape))
+                pending = torch.where(covered.reshape((count - 1,) + shape), value, pending)
+                index = reach
+                active = index < count
+                finished = not bool(active.any())
             keep = per_sample(accept)
             t1 = torch.where(accept, t_next, t1)
             y, f_current = torch.where(keep, y1, y), torch.where(keep, f1, f_current)
-            dt = torch.where(active, _optimal_steps(step, ratio, self.safety, self.ifactor, self.dfactor, self.order),
-                             dt).clamp(self.min_step, self.max_step)
-            counts["accepted"] += accept.long()
-            counts["rejected"] += (active & ~accept).long()
-            steps = torch.where(index > before, 0, steps + active.long())  # torchdiffeq counts per output time
-            if bool((steps >= self.max_num_steps).any()):
-                b = int((steps >= self.max_num_steps).nonzero()[0])
-                raise AssertionError(f"max_num_steps exceeded ({int(steps[b])}>={int(self.max_num_steps)}) (sample {b})")
-        return torch.stack(outputs)
+            dt = torch.where(stepping, _optimal_steps(step, ratio, *controller), dt).clamp(min_step, max_step)
+            attempts += stepping
+            accepted += accept
+            steps = torch.where(moved, reset, steps + stepping)  # torchdiffeq counts per output time
+        stages = len(self.tableau.alpha)
+        self.stats = {"nfe": counts["nfe"] + stages * attempts, "accepted": accepted, "rejected": attempts - accepted}
+        return torch.cat([y0.unsqueeze(0), pending])
+
+    def _raise_per_sample(self, stuck, steps, y, dt, batch):
+        """The error torchdiffeq raises for one solve, naming the first sample it concerns (the step count
+        as the previous step ended, then the step size and the state as this one starts)."""
+        if bool((steps >= self.max_num_steps).any()):
+            b = int((steps >= self.max_num_steps).nonzero()[0])
+            raise AssertionError(f"max_num_steps exceeded ({int(steps[b])}>={int(self.max_num_steps)}) (sample {b})")
+        if bool(stuck.any()):
+            b = int(stuck.nonzero()[0])
+            raise AssertionError(f"underflow in dt {float(dt[b])} (sample {b})")
+        if not bool(torch.isfinite(y).all()):
+            b = int((~torch.isfinite(y)).reshape(batch, -1).any(1).nonzero()[0])
+            raise AssertionError(f"non-finite values in state `y` (sample {b})")
 
     def _batched_step(self, f, y0, f0, t0, dt, t1, shape, real):
         """torchdiffeq's ``_runge_kutta_step`` with a step size per sample: each combination
-        ``y0 + dt·Σ a_j k_j`` as one fused sum of the stages and one multiply-add by the step."""
-        tableau = self.tableau
-        t0, dt, t1 = (x.to(real).reshape(shape) for x in (t0, dt, t1))
+        ``y0 + dt·Σ a_j k_j`` as one fused sum of the stages and one multiply-add by the step; the
+        stage times ``t0 + α·dt`` of all stages at once (``t1`` where α is 1)."""
+        weights = self._weights(real, t0.device)
+        t0, dt, t1 = (x.to(real) for x in (t0, dt, t1))
+        inner = (t0 + weights.alpha * dt).reshape((-1,) + shape).unbind(0)
+        t1 = t1.reshape(shape)
+        dt = dt.reshape(shape)
         ks = [f0]
         y = y0
-        for alpha, beta in zip(tableau.alpha.tolist(), tableau.beta):
-            time = t1 if alpha == 1.0 else t0 + alpha * dt
-            y = _step(y0, dt, ks, beta.tolist())
-            ks.append(f(time, y))
-        c_sol = tableau.c_sol.tolist()
-        if not (c_sol[-1] == 0 and c_sol[:-1] == tableau.beta[-1].tolist()):
-            y = _step(y0, dt, ks, c_sol)
-        return y, ks[-1], _step(None, dt, ks, tableau.c_error.tolist()), ks
+        for i, beta in enumerate(weights.beta):
+            y = _step(y0, dt, ks, beta)
+            ks.append(f(t1 if weights.at_end[i] else inner[i], y))
+        if not weights.fsal:
+            y = _step(y0, dt, ks, weights.c_sol)
+        return y, ks[-1], _step(None, dt, ks, weights.c_error), ks
+
+    def _weights(self, real, device):
+        """The tableau as Python floats (and the stage nodes as a column in ``real``), once per solve."""
+        cached = getattr(self, "_float_weights", None)
+        if cached is None or cached.alpha.dtype != real or cached.alpha.device != device:
+            tableau = self.tableau
+            alpha, c_sol = tableau.alpha.tolist(), tableau.c_sol.tolist()
+            beta = [row.tolist() for row in tableau.beta]
+            cached = self._float_weights = _FloatWeights(
+                alpha=torch.tensor(alpha, dtype=real, device=device).unsqueeze(1), at_end=[a == 1.0 for a in alpha],
+                beta=beta, c_sol=c_sol, fsal=c_sol[-1] == 0 and c_sol[:-1] == beta[-1],
+                c_error=tableau.c_error.tolist(), mid=self.mid.tolist())
+        return cached
 
     def _batched_dense(self, y0, y1, ks, dt):
         """The dense output's coefficients of every sample's step (as `_interp_fit`)."""
         f0, f1 = ks[0], ks[-1]
         if self.dense == "mid":
-            y_mid = _step(y0, dt, ks, self.mid.tolist())
+            y_mid = _step(y0, dt, ks, self._weights(dt.dtype, dt.device).mid)
             a = 2 * dt * (f1 - f0) - 8 * (y1 + y0) + 16 * y_mid
             b = dt * (5 * f0 - 3 * f1) + 18 * y0 + 14 * y1 - 32 * y_mid
             c = dt * (f1 - 4 * f0) - 11 * y0 - 5 * y1 + 16 * y_mid
             return [y0, dt * f0, c, b, a]
         delta = y1 - y0
         return [y0, dt * f0, 3 * delta - dt * (2 * f0 + f1), dt * (f0 + f1) - 2 * delta]
+
+
+class _FloatWeights(NamedTuple):
+    alpha: torch.Tensor      # (stages, 1): the nodes of stages 2.., in the state's real dtype
+    at_end: list             # whether each of those nodes is 1 (its time is the step's end)
+    beta: list
+    c_sol: list
+    fsal: bool               # the solution's weights are the last stage's: y1 is that stage's input
+    c_error: list
+    mid: list
 
 
 def _step(y0, dt, ks, weights):
@@ -297,10 +344,11 @@ def _dense_evaluate(coefficients, x):
     return total
 
 
-def _optimal_steps(step, ratio, safety, ifactor, dfactor, order):
-    """torchdiffeq's ``_optimal_step_size``, per sample."""
+def _optimal_steps(step, ratio, safety, ifactor, dfactor, one, exponent):
+    """torchdiffeq's ``_optimal_step_size``, per sample (``one``: 1 as a tensor like ``dfactor``;
+    ``exponent``: 1/order).  Where the ratio is 0 the factor is ``ifactor`` (torchdiffeq's special
+    case: ``safety / 0`` is inf, which the clamp brings down to ``ifactor``)."""
     with torch.no_grad():
         ratio = ratio.to(step.dtype)
-        dfactor = torch.where(ratio < 1, torch.ones_like(ratio), dfactor.expand_as(ratio))
-        factor = torch.minimum(ifactor.expand_as(ratio), torch.maximum(safety / ratio ** (1.0 / order), dfactor))
-        return torch.where(ratio == 0, step * ifactor, step * factor)
+        factor = torch.maximum(safety / ratio ** exponent, torch.where(ratio < 1, one, dfactor)).clamp(max=ifactor)
+        return step * factor

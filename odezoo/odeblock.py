@@ -44,7 +44,8 @@ class ODEBlock(nn.Module):
         solver: a `MetaSolver` (may be shared by several blocks) or a
             `SolverSpec` (wrapped in ``MetaSolver.fixed``).
         t: integration times; the default (0, 1) integrates over the unit interval.
-        adjoint: use ``odeint_adjoint`` (memory O(1) in the number of steps).
+        adjoint: use [`odezoo.odeint_adjoint`][odezoo.odeint_adjoint] (memory O(1) in the number of steps),
+            per-sample times included.
         return_trajectory: return the states at every time in ``t`` instead of the last.
 
     ``nfe`` counts function evaluations since the last reset (``block.nfe = 0``); it does
@@ -119,26 +120,24 @@ class ODEBlock(nn.Module):
         """The final state (or, with ``return_trajectory``, the states at every time) from ``x``.
 
         ``t`` of shape ``(T, batch)`` integrates each sample over its own times instead of the
-        block's ``t`` ([`odezoo.odeint`][odezoo.odeint] with per-sample times; fixed-grid families, eagerly);
+        block's ``t`` ([`odezoo.odeint`][odezoo.odeint] with per-sample times, or with ``adjoint=True``
+        [`odezoo.odeint_adjoint`][odezoo.odeint_adjoint]; odezoo's families, eagerly);
         the states come back with shape ``(T, batch, ...)``, the last of each sample at ``[-1]``."""
         if t is not None:
-            if self.adjoint:
-                raise ValueError("ODEBlock: per-sample times do not work with adjoint=True yet (odeint_adjoint "
-                                 "integrates one shared t); use adjoint=False")
             if torch.compiler.is_compiling() and not self._told:
                 object.__setattr__(self, "_told", True)
                 warnings.warn("ODEBlock: under torch.compile, per-sample times run through odeint eagerly (graph "
                               "breaks): the compiled path takes the block's own t", OdezooCompileWarning, stacklevel=2)
-            out = self.solver.solve(self._counted, x, t)
-            return out if self.return_trajectory else out[-1]
-        program = self._direct_program()
-        if program is not None:
-            out = program(self._counted, x)
-            return out if self.return_trajectory else out[-1]
+        else:
+            program = self._direct_program()
+            if program is not None:
+                out = program(self._counted, x)
+                return out if self.return_trajectory else out[-1]
+            t = self.t
         kwargs = {}
         if self.adjoint:
             kwargs["adjoint_params"] = tuple(p for p in self.func.parameters()) if isinstance(self.func, nn.Module) else ()
-        out = self.solver.solve(self._counted, x, self.t, adjoint=self.adjoint, **kwargs)
+        out = self.solver.solve(self._counted, x, t, adjoint=self.adjoint, **kwargs)
         return out if self.return_trajectory else out[-1]
 
     def _direct_program(self) -> DirectSolve | None:

@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
-from torchdiffeq import odeint_adjoint
 
 from . import _torchdiffeq_bridge as bridge
 from . import inputs
+from .adjoint import odeint_adjoint
 from .frontend import odeint
 from .registry import registry
 
@@ -177,11 +177,8 @@ class SolverSpec:
 
     def solve(self, func, y0, t, adjoint: bool = False, **kwargs):
         """``odeint(func, y0, t, method=self.method, options=self.options(), **kwargs)``, or
-        ``odeint_adjoint`` with ``adjoint=True``; the spec's ``rtol``/``atol`` are passed on."""
+        [`odezoo.odeint_adjoint`][odezoo.odeint_adjoint] with ``adjoint=True`` (per-sample times included); the spec's ``rtol``/``atol`` are passed on."""
         self.check_inputs(y0, adjoint)
-        if adjoint and isinstance(t, torch.Tensor) and t.ndim == 2:
-            raise ValueError(f"SolverSpec({self.method!r}): per-sample times (t of shape (T, batch)) do not work "
-                             f"with the adjoint method yet; use adjoint=False")
         for name in ("rtol", "atol"):
             if getattr(self, name) is not None:
                 kwargs.setdefault(name, getattr(self, name))

@@ -3,6 +3,7 @@ merged-grid workaround.  Synthetic data, generated here (no download); CPU minut
 
     python recipes/latent_ode.py                       # both ways, the comparison table
     python recipes/latent_ode.py --method tsit5 --epochs 30
+    python recipes/latent_ode.py --method tsit5 --adjoint   # gradients by the adjoint method
     python recipes/latent_ode.py --dry-run             # seconds: what the tests run
 
 Each series is a damped oscillation y(t) = e^{-λt}(sin(ωt + φ), cos(ωt + φ)) with its own λ, ω, φ,
@@ -17,8 +18,10 @@ batch, the same model and data:
   times picked out (what torchdiffeq users write today); a fixed-grid method then steps through
   every time of every series.
 
-The table gives the test MSE (on held-out series), the training time per epoch and the bytes
-autograd saves for backward in one training step.
+With ``--adjoint`` both solve with ``odezoo.odeint_adjoint`` (gradients by the adjoint method,
+per-sample times included: docs/per_sample_times.md).  The table gives the test MSE (on held-out
+series), the training time per epoch and the bytes autograd keeps from the forward pass of one training
+step for its backward.
 """
 from __future__ import annotations
 
@@ -68,16 +71,16 @@ class LatentODE(nn.Module):
         return self.decode(solve(self.dynamics, self.encode(y0), t))
 
 
-def per_sample(method, options):
+def per_sample(method, options, integrate=odezoo.odeint):
     def solve(func, z0, t):
-        return odezoo.odeint(func, z0, t, method=method, options=options, rtol=1e-5, atol=1e-7)
+        return integrate(func, z0, t, method=method, options=options, rtol=1e-5, atol=1e-7)
     return solve
 
 
-def merged_grid(method, options):
+def merged_grid(method, options, integrate=odezoo.odeint):
     def solve(func, z0, t):
         union, where = torch.unique(t, sorted=True, return_inverse=True)
-        states = odezoo.odeint(func, z0, union, method=method, options=options, rtol=1e-5, atol=1e-7)
+        states = integrate(func, z0, union, method=method, options=options, rtol=1e-5, atol=1e-7)
         return states[where, torch.arange(t.shape[1]).expand_as(where)]
     return solve
 
@@ -119,8 +122,11 @@ def train(name, solve, data, args):
     with torch.no_grad():
         test = float((model(t_test, y_test[0], solve) - y_test).square().mean())
     batch = slice(0, args.batch_size)
-    memory = saved_bytes(lambda: (model(t_train[:, batch], y_train[0, batch], solve) - y_train[:, batch])
-                         .square().mean().backward())
+    losses = []  # the forward pass only: what autograd keeps from it until backward (an adjoint's backward
+    # pass builds and frees small graphs of its own, one function evaluation at a time, not counted here)
+    memory = saved_bytes(lambda: losses.append((model(t_train[:, batch], y_train[0, batch], solve)
+                                                - y_train[:, batch]).square().mean()))
+    losses[0].backward()
     return {"test_mse": test, "seconds_per_epoch": sum(seconds) / len(seconds), "saved_MB": memory / 2 ** 20}
 
 
@@ -136,6 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the initialization (default 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--adjoint", action="store_true", help="gradients by the adjoint method "
+                        "(odezoo.odeint_adjoint) instead of backpropagation through the solve")
     parser.add_argument("--dry-run", action="store_true", help="64 series, 2 epochs: a smoke test")
     args = parser.parse_args(argv)
     if args.dry_run:
@@ -150,11 +158,12 @@ def main(argv=None) -> int:
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", odezoo.OdezooStepWarning)  # the output grid is the point here
-        rows = {name: train(name, make(args.method, options), data, args)
+        integrate = odezoo.odeint_adjoint if args.adjoint else odezoo.odeint
+        rows = {name: train(name, make(args.method, options, integrate), data, args)
                 for name, make in (("per-sample times", per_sample), ("merged grid", merged_grid))}
     grid = ("adaptive" if family.adaptive else f"{args.n_steps} steps per solve" if args.n_steps
             else "one step per interval between output times")
-    print(f"{args.method} ({grid}), {args.series} training / {args.series // 2} test series of 8 irregular "
+    print(f"{args.method} ({grid}{', adjoint' if args.adjoint else ''}), {args.series} training / {args.series // 2} test series of 8 irregular "
           f"times, {args.epochs} epochs, batch {args.batch_size}, one seed ({args.seed}), "
           f"{torch.get_num_threads()} thread(s)")
     print("| solve | test MSE | CPU s per epoch | saved for backward, one batch (MB) |")
