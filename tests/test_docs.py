@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS_PYTHON = ROOT / os.environ.get("DOCS_VENV", ".venv-docs") / "bin" / "python"
 #: odezoo's public names documented elsewhere than a ``::: odezoo.NAME`` block, and where.
 DOCUMENTED_ELSEWHERE = {
-    "odeint": "torchdiffeq's own function, re-exported",
     "hookimpl": "pluggy marker: docs/plugins.md",
     "hookspec": "pluggy marker: docs/plugins.md",
 }
