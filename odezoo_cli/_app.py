@@ -346,8 +346,11 @@ def parse(command: str, argv=None) -> argparse.Namespace:
     return build_parser().parse_args([command, *argv])
 
 
-def main(argv=None) -> int:
-    """Run ``odezoo`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+def _parsed(argv=None):
+    """Parse ``odezoo ARGV``.  What parsing alone answers is answered here, from the standard
+    library: the program's and every command's ``--help`` and a usage error (argparse prints
+    them and raises SystemExit), ``--version``, no command, ``tableau --help``; then the exit
+    status is returned.  Otherwise (a command must run) ``(parser, args, extras)``."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if args.version:
@@ -356,7 +359,7 @@ def main(argv=None) -> int:
         try:
             print(f"odezoo {version('odezoo')}")
         except PackageNotFoundError:  # run from a source tree that was never installed
-            import odezoo
+            import odezoo  # under `python -m odezoo`: the package being imported, __version__ already set
 
             print(f"odezoo {odezoo.__version__}")
         return 0
@@ -368,6 +371,40 @@ def main(argv=None) -> int:
     if args.command == "tableau" and args.help and args.family is None:  # answered without importing odezoo
         print(parser._tableau.format_help().rstrip())
         return 0
+    return parser, args, extras
+
+
+def launched_as_module(name: str) -> bool:
+    """True while ``python -m NAME`` is still importing NAME (or NAME.__main__) to run it:
+    Python sets ``sys.argv[0]`` to ``"-m"`` until the module is found, and ``sys.orig_argv``
+    ends with the module's name (``-m NAME``, ``-Im NAME`` or ``-mNAME``) then ``sys.argv[1:]``."""
+    import re
+
+    if sys.argv[:1] != ["-m"] or not hasattr(sys, "orig_argv"):
+        return False
+    head = sys.orig_argv[:len(sys.orig_argv) - (len(sys.argv) - 1)]  # the interpreter and its options
+    names = "|".join(re.escape(n) for n in (name, name + ".__main__"))
+    return bool(re.fullmatch(rf"-[A-Za-z]*m({names})", head[-1]) or
+                (len(head) >= 2 and re.fullmatch(names, head[-1]) and re.fullmatch(r"-[A-Za-z]*m", head[-2])))
+
+
+def answer_before_import(package: str) -> None:
+    """Called by ``odezoo/__init__.py`` before it imports torch: under ``python -m PACKAGE ARGS``,
+    a command line that parsing alone answers (see `_parsed`) ends the process here
+    (SystemExit with its status); otherwise (another module is being run, or a command must
+    run) this returns and the import goes on."""
+    if launched_as_module(package):
+        parsed = _parsed(sys.argv[1:])
+        if isinstance(parsed, int):
+            raise SystemExit(parsed)
+
+
+def main(argv=None) -> int:
+    """Run ``odezoo`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parsed = _parsed(argv)
+    if isinstance(parsed, int):
+        return parsed
+    parser, args, extras = parsed
     try:
         module = importlib.import_module(COMMANDS[args.command])
     except ImportError as missing:  # e.g. the recipes extra: one line saying what to install
