@@ -17,7 +17,7 @@ from odezoo.experiments.io import CheckpointError, load_checkpoint, save_checkpo
 ROOT = Path(__file__).resolve().parents[2]
 
 from odezoo.experiments.commands import evaluate  # noqa: E402
-from odezoo.experiments.commands import train  # noqa: E402
+from odezoo.experiments.commands import train, train_loop  # noqa: E402
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                          HealthCheck.function_scoped_fixture])
@@ -233,18 +233,18 @@ def test_a_plain_resume_keeps_config_yaml_and_survives_a_torn_metrics_line(folde
 
 def test_a_crash_in_the_first_save_leaves_no_duplicate_line(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    real = train.save_checkpoint
+    real = train_loop.save_checkpoint
 
     def crash_on_checkpoint(path, state, **kwargs):
         if Path(path).name == "checkpoint.pt":
             raise KeyboardInterrupt("power cut")
         return real(path, state, **kwargs)
 
-    monkeypatch.setattr(train, "save_checkpoint", crash_on_checkpoint)
+    monkeypatch.setattr(train_loop, "save_checkpoint", crash_on_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         run(out, "--epochs", "1")
     assert len(eio.read_jsonl(out / "metrics.jsonl")) == 1 and not (out / "checkpoint.pt").exists()
-    monkeypatch.setattr(train, "save_checkpoint", real)
+    monkeypatch.setattr(train_loop, "save_checkpoint", real)
     with pytest.raises(SystemExit):   # another config cannot take over the interrupted run's folder
         run(out, "--epochs", "1", "--set", "solver.params.u=1.0")
     assert "never finished its first epoch" in capsys.readouterr().err
@@ -254,7 +254,7 @@ def test_a_crash_in_the_first_save_leaves_no_duplicate_line(tmp_path, monkeypatc
 
 def test_weights_that_turn_nan_on_an_epochs_last_step_are_never_saved(folder, monkeypatch, capsys):
     before = files(folder)
-    real = train.make_optimizer
+    real = train_loop.make_optimizer
 
     def poisoned(cfg, params):
         optimizer = real(cfg, params)
@@ -268,7 +268,7 @@ def test_weights_that_turn_nan_on_an_epochs_last_step_are_never_saved(folder, mo
         return optimizer
 
     poisoned.calls = 0
-    monkeypatch.setattr(train, "make_optimizer", poisoned)
+    monkeypatch.setattr(train_loop, "make_optimizer", poisoned)
     with pytest.raises(SystemExit) as info:
         run(folder, "--epochs", "2", "--resume")
     assert info.value.code == 3
