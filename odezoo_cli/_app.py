@@ -135,9 +135,8 @@ examples:
   torchrun --nproc_per_node=2 -m odezoo train --config ...        # data-parallel
 
 Writes to --out (default runs/<config name>): config.yaml (the resolved config, written once
-when the run starts), metrics.jsonl (one sealed line per epoch; its `epoch` field counts from 0, the screen and
-metrics.csv from 1),
-solver_history.json, checkpoint.pt (every epoch, atomic, digest-checked; --resume continues from
+when the run starts), metrics.jsonl (one sealed line per epoch; epochs count from 1 there, on
+screen, in checkpoints and in summary.json: epoch k = after k epochs), solver_history.json, checkpoint.pt (every epoch, atomic, digest-checked; --resume continues from
 it), best.pt (best validation accuracy), resumes.jsonl, summary.json and, unless --no-eval,
 robustness.json/.csv from the best model.  The folder is locked while the run writes it: a second
 command on the same --out is refused with the holder's pid.  --resume continues only the run the

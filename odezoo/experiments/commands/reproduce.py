@@ -483,7 +483,7 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
     epoch_rows = []
     if arm.track:
         for record in read_jsonl(run_dir / "metrics.jsonl"):
-            epoch_rows.append({"experiment": experiment, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
+            epoch_rows.append({"experiment": experiment, "arm": arm.label, "seed": seed, "epoch": record["epoch"],
                                "split": "validation", "attack": "pgd-7x2/255", "eps": arm.track["eps"],
                                "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
     print(f"  {arm.label} seed {seed}: clean {result.accuracy('clean'):.3f} on {result.n_examples:,} images, worst "

@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 from odezoo.experiments.config import ConfigError, config_differences, fail, validate_config
-from odezoo.experiments.io import (CheckpointError, IntegrityError, append_jsonl, atomic_write, load_checkpoint,
-                                   load_sealed_json, truncate_jsonl)
+from odezoo.experiments.io import (SEAL_SUFFIX, CheckpointError, FormatError, IntegrityError, append_jsonl,
+                                   atomic_write, load_checkpoint, load_sealed_json, read_metrics, truncate_jsonl)
 
 #: config keys that do not change what a finished run computed (its weights, metrics.jsonl and
 #: summary.json): where it ran, where its data was read from, the divergence limit, and the final
@@ -46,13 +46,24 @@ def show_changes(changes) -> str:
     return "; ".join(f"{key}: {old!r} in the run, {new!r} now" for key, (old, new) in changes.items())
 
 
+def epochs_logged(out: Path) -> list[int]:
+    """The epochs ``out/metrics.jsonl`` records (from 1).  A log that is damaged, or was written
+    before epochs counted from 1, stops the command with the file named and what to do."""
+    try:
+        return [record["epoch"] for record in read_metrics(out / "metrics.jsonl")]
+    except (FormatError, IntegrityError) as error:
+        fail(str(error))
+
+
 def finished_run_changes(out: Path, cfg: dict) -> dict | None:
     """None when ``out`` holds no finished run (no summary.json); otherwise ``{dotted key: (in the
     run, now)}`` for every setting in which ``cfg`` differs from the run's config.yaml and which
-    changes what the run computed (empty: the finished run is this config's run and may be reused)."""
+    changes what the run computed (empty: the finished run is this config's run and may be reused).
+    A finished run written before epochs counted from 1 stops the command (`epochs_logged`)."""
     out = Path(out)
     if not (out / "summary.json").exists():
         return None
+    epochs_logged(out)
     saved = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").exists() else {}
     changes = resume_changes(saved or {}, validate_config(cfg))
     return {k: v for k, v in changes.items() if not touches({k: v}, *REUSE_SAFE)}
@@ -87,6 +98,10 @@ def check_run_folder(out: Path, cfg: dict, args) -> tuple[dict | None, dict]:
         state = load_checkpoint(checkpoint_path)
     except CheckpointError as error:
         fail(str(error))
+    if state["epoch"] not in epochs_logged(out):  # the log is written before the checkpoint of its epoch
+        fail(f"{out / 'metrics.jsonl'} records no epoch {state['epoch']} although {checkpoint_path} holds the run "
+             f"after epoch {state['epoch']}: the log was deleted or replaced. Restore it, or start a new run with "
+             f"--out NEW_DIR.")
     changes = resume_changes(state["config"], cfg)
     never = {k: v for k, v in changes.items() if touches({k: v}, *RESUME_NEVER)}
     if never:
@@ -104,9 +119,9 @@ def check_run_folder(out: Path, cfg: dict, args) -> tuple[dict | None, dict]:
 def start_new_run(out: Path, cfg: dict) -> None:
     """A new run in ``out``: what an interrupted first epoch left is cleared, and the config is
     written once (a resume never rewrites it)."""
-    truncate_jsonl(out / "metrics.jsonl", -1)
-    (out / "resumes.jsonl").unlink(missing_ok=True)
-    (out / "resumes.jsonl.seal").unlink(missing_ok=True)
+    for name in ("metrics.jsonl", "resumes.jsonl"):
+        (out / name).unlink(missing_ok=True)
+        (out / (name + SEAL_SUFFIX)).unlink(missing_ok=True)
     atomic_write(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
 

@@ -110,7 +110,7 @@ def _train(args, cfg: dict, out: Path) -> int:
         trainer.resume(state, changes)
         del state
     try:
-        loggers = open_loggers(args.logger, out, trainer.start_epoch + 1) if rank == 0 else []
+        loggers = open_loggers(args.logger, out, trainer.epochs_done + 1) if rank == 0 else []
     except (ImportError, ValueError) as error:
         fail(str(error))
     finished = trainer.train(loggers)
@@ -155,7 +155,7 @@ def finish(trainer: Trainer, weights_agree: bool | None) -> int:
         summary["ddp_world_size"] = world
         summary["ddp_weights_agree"] = weights_agree
         print(f"DDP: {world} ranks {'agree' if weights_agree else 'DISAGREE'} on the final weights")
-    print(f"best epoch {best['epoch'] + 1}: validation accuracy {best['val_acc']:.4f} on {val_images:,} images, "
+    print(f"best epoch {best['epoch']}: validation accuracy {best['val_acc']:.4f} on {val_images:,} images, "
           f"test accuracy {test_acc:.4f} on all {test_images:,} test images", flush=True)
     save_sealed_json(out / "summary.json", summary)  # written before the attacks: a failure there keeps it
     if not args.no_eval and cfg["eval"]["attacks"]:

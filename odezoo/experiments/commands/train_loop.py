@@ -119,7 +119,9 @@ def robust_val_accuracy(model, meta, loader, track, device):
 @dataclass
 class Trainer:
     """One run's training state.  ``args`` is the parsed command line (quiet, dry_run,
-    stop_after, allow_config_change); ``start_epoch`` the first epoch (from 0) still to train."""
+    stop_after, allow_config_change).  Epochs count from 1 everywhere — on screen, in
+    metrics.jsonl, best.pt, checkpoint.pt and summary.json: epoch k is the k-th, and a
+    checkpoint of epoch k holds the run after k epochs of training (``epochs_done``)."""
     cfg: dict
     args: Any
     out: Path
@@ -134,7 +136,7 @@ class Trainer:
     train_model: nn.Module | None  # the DDP wrapper under torchrun, else the model itself
     optimizer: Any
     scheduler: Any
-    start_epoch: int = 0
+    epochs_done: int = 0
     best_val: float = -1.0
 
     @property
@@ -195,7 +197,7 @@ class Trainer:
             restore_rng_states(state["rng"], self.rank, self.world)
         except (KeyError, RuntimeError, ValueError) as error:
             fail(f"cannot resume from {self.checkpoint_path}: {error}. Start a new run with --out NEW_DIR.")
-        self.start_epoch, self.best_val = state["epoch"] + 1, state["best_val"]
+        self.epochs_done, self.best_val = state["epoch"], state["best_val"]
         if self.main_process:
             record_resume(self.out, state["epoch"], changes, self.args.allow_config_change, fresh,
                           self.meta.identity())
@@ -206,14 +208,15 @@ class Trainer:
     def train(self, loggers) -> bool:
         """Train the remaining epochs; False when ``--stop-after`` stopped the run early (it
         stays resumable), True when every epoch was trained."""
-        for epoch in range(self.start_epoch, self.cfg["epochs"]):
+        for epoch in range(self.epochs_done + 1, self.cfg["epochs"] + 1):
             started = time.time()
             totals = self.train_epoch(epoch)
             self.end_epoch(epoch, totals, started, loggers)
+            self.epochs_done = epoch
             stop = self.args.stop_after
-            if stop is not None and epoch + 1 >= stop and epoch + 1 < self.cfg["epochs"]:
+            if stop is not None and epoch >= stop and epoch < self.cfg["epochs"]:
                 if self.main_process:
-                    print(f"stopping after epoch {epoch + 1} as asked; continue with --resume")
+                    print(f"stopping after epoch {epoch} as asked; continue with --resume")
                 if self.world > 1:
                     self.train_model = None  # DDP's reducer holds the process group: released first
                     leave_process_group()
@@ -221,19 +224,20 @@ class Trainer:
         return True
 
     def _batches(self, epoch: int):
-        """The epoch's training batches (shuffled by the epoch's own stream), with a progress
-        bar on the main process unless --quiet."""
-        loader = self.train_loader
+        """The epoch's training batches, shuffled by the epoch's own stream, with a progress
+        bar on the main process unless --quiet.  Epoch k shuffles with stream k - 1, the
+        stream runs have used since before epochs counted from 1: a seed trains as it did."""
+        loader, stream = self.train_loader, epoch - 1
         if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+            loader.sampler.set_epoch(stream)
         elif getattr(loader, "generator", None) is not None:
-            loader.generator.manual_seed(self.cfg["seed"] * 100_003 + epoch)
+            loader.generator.manual_seed(self.cfg["seed"] * 100_003 + stream)
         if not self.main_process or self.args.quiet:
             return loader
         from tqdm import tqdm
 
         # disable=None: no bar when stderr is not a terminal (CI logs)
-        return tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg['epochs']}", leave=False, disable=None)
+        return tqdm(loader, desc=f"epoch {epoch}/{self.cfg['epochs']}", leave=False, disable=None)
 
     def train_epoch(self, epoch: int) -> tuple[float, int, int]:
         """One epoch of (adversarial) training; (summed loss, correct, examples) on this rank."""
@@ -256,7 +260,7 @@ class Trainer:
                 logits = self.train_model(x_train)
             loss = nn.functional.cross_entropy(logits.float(), y)
             try:
-                value = check_loss(loss, f"epoch {epoch + 1}, batch {step + 1}", cfg["loss_limit"],
+                value = check_loss(loss, f"epoch {epoch}, batch {step + 1}", cfg["loss_limit"],
                                    str(self.checkpoint_path) if self.checkpoint_path.exists() else None)
             except TrainingDiverged as error:
                 fail(str(error), code=3)
@@ -277,7 +281,7 @@ class Trainer:
         if bad:  # an epoch's last step can leave NaN weights behind a finite loss: save nothing of it
             kept = f"the last good checkpoint {self.checkpoint_path} is kept" if self.checkpoint_path.exists() else \
                 "nothing was saved"
-            fail(f"training diverged in epoch {epoch + 1}: the weights became NaN or inf "
+            fail(f"training diverged in epoch {epoch}: the weights became NaN or inf "
                  f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); {kept}. Lower the learning rate or "
                  f"loss_limit, or change the solver.", code=3)
 
@@ -324,7 +328,7 @@ class Trainer:
             "epoch": epoch, "best_val": self.best_val, "config": cfg})
         save_json(self.out / "solver_history.json", meta.history)
         robust = f" robust_val {record['robust_val_acc']:.4f}" if "robust_val_acc" in record else ""
-        print(f"epoch {epoch + 1}/{cfg['epochs']}: loss {record['train_loss']:.4f} train_acc "
+        print(f"epoch {epoch}/{cfg['epochs']}: loss {record['train_loss']:.4f} train_acc "
               f"{record['train_acc']:.4f} val_acc {val_acc:.4f}{robust} ({record['seconds']:.1f}s) "
               f"solver {meta.describe()}", flush=True)
 
