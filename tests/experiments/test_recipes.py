@@ -175,6 +175,11 @@ def test_the_demo_ends_with_one_sentence_on_what_it_shows_and_how_sure_it_is():
     assert "3.0 points higher" in text and "intervals overlap" in text and "cannot tell" in text
     far = [row("fixed", 0.1, 0.30), row("smoothing", 0.1, 0.70)]
     assert "do not overlap, but with one training seed this is not yet evidence" in conclusion(far, 3)
+    clean = [schema_row(model=m, solver="rk2_u", attack="clean", eps=0, n_images=256, accuracy=a)
+             for m, a in (("fixed", 0.84), ("smoothing", 0.826))]
+    same = [row("fixed", 0.1, 0.5), row("smoothing", 0.1, 0.5)]
+    text = conclusion(clean + same, 2)
+    assert "(2 epochs, clean accuracy 84% and 83%)" in text and "is the same as the fixed-solver model's" in text
 
 
 def test_ddp_two_cpu_processes_agree_on_weights(tmp_path):
