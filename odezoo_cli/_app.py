@@ -349,8 +349,8 @@ def parse(command: str, argv=None) -> argparse.Namespace:
 def _parsed(argv=None):
     """Parse ``odezoo ARGV``.  What parsing alone answers is answered here, from the standard
     library: the program's and every command's ``--help`` and a usage error (argparse prints
-    them and raises SystemExit), ``--version``, no command, ``tableau --help``; then the exit
-    status is returned.  Otherwise (a command must run) ``(parser, args, extras)``."""
+    them and raises SystemExit), ``--version``, no command, ``tableau`` without a family; then
+    the exit status is returned.  Otherwise (a command must run) ``(parser, args, extras)``."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if args.version:
@@ -368,7 +368,9 @@ def _parsed(argv=None):
         return 2
     if extras and args.command != "tableau":
         parser.error(f"unrecognized arguments: {' '.join(extras)} (odezoo {args.command} --help lists the flags)")
-    if args.command == "tableau" and args.help and args.family is None:  # answered without importing odezoo
+    if args.command == "tableau" and args.family is None:  # answered without importing odezoo
+        if not args.help:
+            parser._tableau.error("the following arguments are required: family")
         print(parser._tableau.format_help().rstrip())
         return 0
     return parser, args, extras
