@@ -12,6 +12,19 @@ torchdiffeq fixed-grid method::
 """
 from __future__ import annotations
 
+import sys as _sys
+
+__version__ = "0.1.0"
+
+# `python -m odezoo ...` imports this package before it runs odezoo/__main__.py.  While Python is
+# still looking for the module (sys.argv[0] == "-m"), odezoo_cli (standard library only) answers
+# what parsing alone answers (--help of the program and of every command, --version, a usage
+# error) and exits, so torch is never imported for it; a command that runs goes on from here.
+if _sys.argv[:1] == ["-m"]:
+    from odezoo_cli._app import answer_before_import
+
+    answer_before_import("odezoo")
+
 from .family import Constraint, DistributionSpec, SolverFamily, SINGULAR_TOL
 from .hookspecs import hookimpl, hookspec
 from .tableau import ButcherTableau
@@ -25,8 +38,6 @@ from .spec import SolverSpec
 from .odeblock import ODEBlock, OdezooCompileWarning, ensemble_predict, solver_blocks, using_solver
 from .sampling import Cauchy, Choice, Normal, ParameterDistribution, Uniform
 from .tableau_methods import register_tableau, unregister_tableau
-
-__version__ = "0.1.0"
 
 # Loading the built-ins imports the package odezoo.families (one module per family), which binds
 # the attribute ``odezoo.families`` to that package; the function below takes the name back, so

@@ -14,7 +14,8 @@ registers every family into torchdiffeq and so imports torch (seconds), and any
 ``odezoo.<submodule>`` import runs that first.  Parsing here needs only the standard library;
 a command imports what it needs (``odezoo``, ``odezoo.experiments``) when it runs, so
 ``odezoo --help`` and every ``odezoo COMMAND --help`` answer at once.  ``python -m odezoo``
-is the same program but pays for ``import odezoo`` first.
+is the same program: Python imports the package ``odezoo`` first, and its ``__init__`` lets
+``answer_before_import`` answer help, ``--version`` and usage errors before it imports torch.
 """
 from __future__ import annotations
 

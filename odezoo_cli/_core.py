@@ -84,8 +84,6 @@ def _parse_params(family, extras: list[str]) -> dict[str, float]:
 def run(args, extras: list[str], parser) -> int:
     """Carry out ``families`` or ``tableau`` (``parser``: the whole odezoo parser, for usage errors)."""
     tab = parser._tableau
-    if args.command == "tableau" and not args.help and args.family is None:
-        tab.error("the following arguments are required: family")
     try:
         if args.command == "families":
             if extras:

@@ -123,6 +123,41 @@ def test_help_of_the_program_and_of_every_command_imports_neither_torch_nor_odez
             m for m in loaded if m.split(".")[0] in ("torch", "odezoo", "numpy")))
 
 
+def _imported_by(command: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run ``command`` (a Python program) under ``python -X importtime``; its result and every
+    module it imported (from the import-time report on stderr)."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-X", "importtime", *command], capture_output=True, text=True,
+                            cwd=root, timeout=120)
+    modules = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+               if line.startswith("import time:") and line.count("|") == 2}
+    assert "argparse" in modules, result.stderr[-2000:]  # the report was read
+    return result, modules
+
+
+def test_help_through_both_entry_points_never_imports_torch():
+    """`python -m odezoo [COMMAND] --help` (which imports the odezoo package first) and the
+    `odezoo` console script answer every help without torch or numpy; so do --version and a
+    usage error under -m (a command that runs under -m: test_python_dash_m_and_version)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    script = Path(sys.executable).with_name("odezoo")
+    try:  # installed (make test's .venv): its console script is tested too
+        assert distribution("odezoo") and script.is_file(), f"odezoo is installed but {script} is missing"
+        entries = [["-m", "odezoo"], [str(script)]]
+    except PackageNotFoundError:
+        entries = [["-m", "odezoo"]]
+    for entry in entries:
+        for argv in ([], *[[command] for command in COMMANDS]):
+            result, modules = _imported_by([*entry, *argv, "--help"])
+            assert result.returncode == 0 and result.stdout.startswith("usage: odezoo"), (entry, argv, result.stderr)
+            heavy = sorted(m for m in modules if m.split(".")[0] in ("torch", "numpy", "torchdiffeq"))
+            assert not heavy, (entry, argv, heavy)
+    for argv, status in ((["--version"], 0), (["train", "--epochs", "0"], 2), (["nope"], 2), ([], 2), (["tableau"], 2)):
+        result, modules = _imported_by(["-m", "odezoo", *argv])
+        assert result.returncode == status and "torch" not in modules, (argv, result.returncode)
+
+
 def test_every_flag_of_every_command_has_help_and_one_meaning():
     """Help on every flag; a flag name used by several commands keeps its help (one vocabulary),
     except where a command names its own default."""

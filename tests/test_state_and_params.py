@@ -345,7 +345,7 @@ def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(cfg["model"], meta)
     path = tmp_path_factory.mktemp("run") / "best.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg, "epoch": 0, "val_acc": 0.1,
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg, "epoch": 1, "val_acc": 0.1,
                            "meta_solver_identity": meta.identity()})
     return path
 

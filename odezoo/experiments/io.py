@@ -38,7 +38,7 @@ import torch
 
 __all__ = ["CheckpointError", "atomic_write", "save_json", "save_csv", "save_checkpoint", "load_checkpoint",
            "state_digest", "nonfinite_tensors", "append_jsonl", "read_jsonl", "truncate_jsonl", "INTEGRITY_KEY",
-           "IntegrityError", "save_sealed_json", "load_sealed_json", "run_folder_lock", "RunFolderBusy",
+           "IntegrityError", "FormatError", "read_metrics", "save_sealed_json", "load_sealed_json", "run_folder_lock", "RunFolderBusy",
            "LOCK_NAME"]
 
 #: the checkpoint entry holding the digest of everything else in it
@@ -52,6 +52,11 @@ class CheckpointError(ValueError):
 class IntegrityError(ValueError):
     """A sealed results file (JSON-lines log, sealed JSON, partial evaluation) was truncated,
     edited or damaged after it was written; the message names the file and what to do."""
+
+
+class FormatError(ValueError):
+    """A run-folder file was written by an older odezoo in a form this version does not read
+    (``metrics.jsonl`` counting epochs from 0); the message names the file and what to do."""
 
 
 class RunFolderBusy(RuntimeError):
@@ -333,9 +338,26 @@ def read_jsonl(path: str | os.PathLike, _with_chain: bool = False) -> list[dict]
     return [{k: v for k, v in r.items() if k != CHAIN_KEY} for r in records]
 
 
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` ([`read_jsonl`][odezoo.experiments.io.read_jsonl]), one per
+    epoch, ``epoch`` counted from 1: the record of epoch k describes the k-th epoch, and a checkpoint
+    of epoch k holds the run after k epochs.  odezoo counted them from 0 before; such a log (its
+    first record is epoch 0, which no log counting from 1 holds) raises
+    [`FormatError`][odezoo.experiments.io.FormatError] naming the file, so an old run is never
+    resumed, reused or plotted one epoch off."""
+    path = Path(path)
+    records = read_jsonl(path)
+    if any(record.get("epoch") == 0 for record in records):
+        raise FormatError(f"{path} counts epochs from 0: its run was written by an older odezoo, and this one counts "
+                          f"them from 1 (epoch k = after k epochs), so it does not resume, reuse or plot that run. "
+                          f"Finish or read it with the odezoo that wrote it, or train it again (--out NEW_DIR, or "
+                          f"delete {path.parent}).")
+    return records
+
+
 def truncate_jsonl(path: str | os.PathLike, max_epoch: int) -> None:
-    """Keep only records of epochs ``<= max_epoch`` (written before an interruption), atomically,
-    re-chained and re-sealed."""
+    """Keep only records of epochs ``<= max_epoch`` (a resume after epoch ``max_epoch`` drops what
+    an interrupted later epoch wrote), atomically, re-chained and re-sealed."""
     path = Path(path)
     if not path.exists():
         _seal_path(path).unlink(missing_ok=True)

@@ -5,7 +5,7 @@ record the other commands read.  ``--logger csv`` adds ``metrics.csv`` (one row 
 rewritten atomically from the log, so a resumed run never holds an epoch twice);
 ``--logger tensorboard`` adds TensorBoard event files under ``tensorboard/`` (every numeric
 metric as a scalar at its epoch; a resumed run purges the steps it redoes).  Epochs are
-counted from 1 in every logger, as on screen.
+counted from 1 in every logger, as in ``metrics.jsonl`` and on screen.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .io import read_jsonl, save_csv
+from .io import read_metrics, save_csv
 
 __all__ = ["LOGGERS", "CSVLogger", "TensorBoardLogger", "open_loggers"]
 
@@ -33,7 +33,7 @@ class CSVLogger:
         self.out = Path(out)
 
     def log(self, record: Mapping[str, Any]) -> None:
-        rows = [{"epoch": r["epoch"] + 1, **_scalars(r)} for r in read_jsonl(self.out / "metrics.jsonl")]
+        rows = [{"epoch": r["epoch"], **_scalars(r)} for r in read_metrics(self.out / "metrics.jsonl")]
         save_csv(self.out / "metrics.csv", rows)
 
     def close(self) -> None:
@@ -53,7 +53,7 @@ class TensorBoardLogger:
 
     def log(self, record: Mapping[str, Any]) -> None:
         for key, value in _scalars(record).items():
-            self.writer.add_scalar(key, value, global_step=record["epoch"] + 1)
+            self.writer.add_scalar(key, value, global_step=record["epoch"])
         self.writer.flush()
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .io import read_jsonl
+from .io import read_metrics
 
 __all__ = ["new_figure", "save_figure", "solver_label", "plot_accuracy_vs_eps", "plot_solver_grid",
            "plot_accuracy_vs_param", "plot_training_curves", "MIN_COLOUR_SPAN"]
@@ -169,8 +169,8 @@ def plot_accuracy_vs_param(rows, path, param="u", title=None):
 def plot_training_curves(metrics_jsonl, path, title="Training"):
     """Training loss and accuracies per epoch from a recipe's JSON-lines metrics log, saved as a
     PNG at ``path`` (returned)."""
-    records = read_jsonl(metrics_jsonl)
-    epochs = [r["epoch"] + 1 for r in records]
+    records = read_metrics(metrics_jsonl)  # a log counting epochs from 0 (an older odezoo's) is refused
+    epochs = [r["epoch"] for r in records]
     fig, axes = new_figure(2, figsize=(10, 4))
     left, right = axes[0]
     left.plot(epochs, [r["train_loss"] for r in records], marker="o")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -14,9 +15,10 @@ from odezoo.experiments.data import load_embedded_mnist  # noqa: E402
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Tiny models: one thread is faster and immune to OpenMP stalls on a busy machine."""
+    """One thread (tests/conftest.py), again for each module: a command that chose its own
+    (``odezoo demo`` sets the threads the load leaves idle) does not carry it into the next."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     yield
     torch.set_num_threads(threads)
 

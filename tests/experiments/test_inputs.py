@@ -70,25 +70,25 @@ def test_a_file_where_a_folder_belongs_is_refused(tmp_path):
 
 # ----------------------------------------------------------------------------- sealed files
 def _log(path, n):
-    for epoch in range(n):
+    for epoch in range(1, n + 1):
         append_jsonl(path, {"epoch": epoch, "val_acc": 0.5 + epoch / 100, "seconds": 1.5})
 
 
 def test_a_sealed_log_reads_back_and_an_unsealed_last_line_is_an_interrupted_append(tmp_path):
     path = tmp_path / "metrics.jsonl"
     _log(path, 3)
-    assert [r["epoch"] for r in read_jsonl(path)] == [0, 1, 2] and "_chain" not in read_jsonl(path)[0]
+    assert [r["epoch"] for r in read_jsonl(path)] == [1, 2, 3] and "_chain" not in read_jsonl(path)[0]
     seal = (tmp_path / "metrics.jsonl.seal").read_text()
-    append_jsonl(path, {"epoch": 3})
+    append_jsonl(path, {"epoch": 4})
     (tmp_path / "metrics.jsonl.seal").write_text(seal)  # killed between the line and its seal
-    assert [r["epoch"] for r in read_jsonl(path)] == [0, 1, 2, 3]
-    truncate_jsonl(path, 1)  # what a resume from epoch 1's checkpoint does
-    assert [r["epoch"] for r in read_jsonl(path)] == [0, 1]
+    assert [r["epoch"] for r in read_jsonl(path)] == [1, 2, 3, 4]
+    truncate_jsonl(path, 2)  # what a resume from epoch 2's checkpoint does
+    assert [r["epoch"] for r in read_jsonl(path)] == [1, 2]
     with open(path, "a") as handle:
-        handle.write('{"epoch": 2, "val')  # a torn append
-    assert [r["epoch"] for r in read_jsonl(path)] == [0, 1]
-    append_jsonl(path, {"epoch": 2})
-    assert [r["epoch"] for r in read_jsonl(path)] == [0, 1, 2]
+        handle.write('{"epoch": 3, "val')  # a torn append
+    assert [r["epoch"] for r in read_jsonl(path)] == [1, 2]
+    append_jsonl(path, {"epoch": 3})
+    assert [r["epoch"] for r in read_jsonl(path)] == [1, 2, 3]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -356,7 +356,7 @@ def test_a_truncated_metrics_log_stops_the_sweep_report_naming_the_file(tmp_path
     args = ["--config", config, "--grid", "seed=0", "--dry-run", "--out", str(tmp_path)]
     assert sweep.main(args) == 0
     summary = tmp_path / "seed=0" / "summary.json"
-    summary.write_text(summary.read_text().replace('"best_epoch": 0', '"best_epoch": 5'))
+    summary.write_text(summary.read_text().replace('"best_epoch": 1', '"best_epoch": 5'))
     with pytest.raises(SystemExit):
         sweep.main(args + ["--collect"])
     assert f"{summary} does not match the sha256 digest" in capsys.readouterr().err

@@ -37,7 +37,7 @@ def test_every_plot_writes_a_png(tmp_path):
              plots.plot_accuracy_vs_eps(rows, tmp_path / "eps.png"),
              plots.plot_accuracy_vs_param(rows, tmp_path / "u.png")]
     log = tmp_path / "m.jsonl"
-    log.write_text('{"epoch": 0, "train_loss": 1.0, "val_acc": 0.5}\n{"epoch": 1, "train_loss": 0.5, "val_acc": 0.7}\n')
+    log.write_text('{"epoch": 1, "train_loss": 1.0, "val_acc": 0.5}\n{"epoch": 2, "train_loss": 0.5, "val_acc": 0.7}\n')
     paths.append(plots.plot_training_curves(log, tmp_path / "curves.png"))
     for path in paths:
         image = matplotlib.image.imread(path)

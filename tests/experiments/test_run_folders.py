@@ -17,7 +17,7 @@ from odezoo.experiments.io import CheckpointError, load_checkpoint, save_checkpo
 ROOT = Path(__file__).resolve().parents[2]
 
 from odezoo.experiments.commands import evaluate  # noqa: E402
-from odezoo.experiments.commands import train  # noqa: E402
+from odezoo.experiments.commands import train, train_loop  # noqa: E402
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                          HealthCheck.function_scoped_fixture])
@@ -210,10 +210,10 @@ def test_an_allowed_change_is_recorded_and_the_folder_stays_consistent(folder):
     (record,) = eio.read_jsonl(folder / "resumes.jsonl")
     assert record["changes"] == {"solver.params.u": [0.5, 1.0]} and record["restarted_fresh"] == ["solver"]
     metrics = eio.read_jsonl(folder / "metrics.jsonl")
-    assert [m["epoch"] for m in metrics] == [0, 1]
+    assert [m["epoch"] for m in metrics] == [1, 2]
     assert [m["solver"][0]["params"]["u"] for m in metrics] == [0.5, 1.0]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["config_changes"] == [{"after_epoch": 0, "changes": {"solver.params.u": [0.5, 1.0]}}]
+    assert summary["config_changes"] == [{"after_epoch": 1, "changes": {"solver.params.u": [0.5, 1.0]}}]
     best = load_checkpoint(folder / "best.pt")   # best.pt's config and solver agree, whichever epoch won
     u = best["config"]["solver"]["params"]["u"]
     assert best["meta_solver_identity"]["specs"][0]["params"]["u"] == u
@@ -223,38 +223,112 @@ def test_an_allowed_change_is_recorded_and_the_folder_stays_consistent(folder):
 def test_a_plain_resume_keeps_config_yaml_and_survives_a_torn_metrics_line(folder):
     config_before = (folder / "config.yaml").read_bytes()
     with open(folder / "metrics.jsonl", "a") as handle:
-        handle.write('{"epoch": 1, "train_lo')
+        handle.write('{"epoch": 2, "train_lo')
     assert run(folder, "--epochs", "2", "--resume") == 0
     assert (folder / "config.yaml").read_bytes() == config_before
-    assert [m["epoch"] for m in eio.read_jsonl(folder / "metrics.jsonl")] == [0, 1]
+    assert [m["epoch"] for m in eio.read_jsonl(folder / "metrics.jsonl")] == [1, 2]
     (record,) = eio.read_jsonl(folder / "resumes.jsonl")
-    assert record["changes"] == {} and record["after_epoch"] == 0
+    assert record["changes"] == {} and record["after_epoch"] == 1
 
 
 def test_a_crash_in_the_first_save_leaves_no_duplicate_line(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    real = train.save_checkpoint
+    real = train_loop.save_checkpoint
 
     def crash_on_checkpoint(path, state, **kwargs):
         if Path(path).name == "checkpoint.pt":
             raise KeyboardInterrupt("power cut")
         return real(path, state, **kwargs)
 
-    monkeypatch.setattr(train, "save_checkpoint", crash_on_checkpoint)
+    monkeypatch.setattr(train_loop, "save_checkpoint", crash_on_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         run(out, "--epochs", "1")
     assert len(eio.read_jsonl(out / "metrics.jsonl")) == 1 and not (out / "checkpoint.pt").exists()
-    monkeypatch.setattr(train, "save_checkpoint", real)
+    monkeypatch.setattr(train_loop, "save_checkpoint", real)
     with pytest.raises(SystemExit):   # another config cannot take over the interrupted run's folder
         run(out, "--epochs", "1", "--set", "solver.params.u=1.0")
     assert "never finished its first epoch" in capsys.readouterr().err
     assert run(out, "--epochs", "1") == 0   # the same config restarts it
-    assert [m["epoch"] for m in eio.read_jsonl(out / "metrics.jsonl")] == [0]
+    assert [m["epoch"] for m in eio.read_jsonl(out / "metrics.jsonl")] == [1]
+
+
+# --------------------------------------------------------------------------- epochs from 1
+def test_epochs_count_from_one_in_every_file_and_a_resume_continues_at_k_plus_1(folder, capsys):
+    """The folder was stopped after epoch 1 of 2: every file says 1; resumes train 2, then 3."""
+    assert [m["epoch"] for m in eio.read_jsonl(folder / "metrics.jsonl")] == [1]
+    assert load_checkpoint(folder / "checkpoint.pt")["epoch"] == 1 == load_checkpoint(folder / "best.pt")["epoch"]
+    capsys.readouterr()
+    assert run(folder, "--epochs", "3", "--resume", "--stop-after", "2") == 0
+    out = capsys.readouterr().out
+    assert "after epoch 1 with changes epochs: 2 in the run, 3 now" in out and "stopping after epoch 2 as asked" in out
+    assert "epoch 2/3: loss" in out and "epoch 1/3" not in out and "epoch 3/3" not in out
+    assert load_checkpoint(folder / "checkpoint.pt")["epoch"] == 2
+    assert run(folder, "--epochs", "3", "--resume") == 0
+    out = capsys.readouterr().out
+    metrics = eio.read_jsonl(folder / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [1, 2, 3] and "epoch 3/3: loss" in out
+    assert [r["after_epoch"] for r in eio.read_jsonl(folder / "resumes.jsonl")] == [1, 2]
+    best, summary = load_checkpoint(folder / "best.pt"), train.read_summary(folder / "summary.json")
+    first_best = next(m["epoch"] for m in metrics if m["val_acc"] == max(m["val_acc"] for m in metrics))
+    assert summary["best_epoch"] == best["epoch"] == first_best and f"best epoch {first_best}: validation" in out
+    assert load_checkpoint(folder / "checkpoint.pt")["epoch"] == 3
+
+
+def as_written_before_epochs_counted_from_one(out):
+    """Rewrite a run folder as odezoo wrote it when epochs counted from 0 (sealed, as then)."""
+    records = eio.read_jsonl(out / "metrics.jsonl")
+    for name in ("metrics.jsonl", "metrics.jsonl.seal"):
+        (out / name).unlink()
+    for record in records:
+        eio.append_jsonl(out / "metrics.jsonl", {**record, "epoch": record["epoch"] - 1})
+    for name in ("checkpoint.pt", "best.pt"):
+        if (out / name).exists():
+            state = load_checkpoint(out / name)
+            save_checkpoint(out / name, {**state, "epoch": state["epoch"] - 1})
+
+
+def test_a_run_folder_counting_epochs_from_0_is_refused_naming_its_log(folder, finished, tmp_path, capsys):
+    from odezoo.experiments.plots import plot_training_curves
+
+    as_written_before_epochs_counted_from_one(folder)   # stopped after its first epoch
+    as_written_before_epochs_counted_from_one(finished)
+    for out, flags in ((folder, ["--epochs", "2", "--resume"]), (finished, ["--reuse-finished"]),
+                       (finished, ["--reuse-finished", "--resume"])):
+        before = files(out)
+        with pytest.raises(SystemExit) as info:
+            run(out, *flags)
+        assert info.value.code == 2, flags
+        err = capsys.readouterr().err
+        assert f"{out / 'metrics.jsonl'} counts epochs from 0" in err and "--out NEW_DIR" in err, (flags, err)
+        assert files(out) == before
+    with pytest.raises(eio.FormatError, match="counts epochs from 0"):
+        plot_training_curves(folder / "metrics.jsonl", tmp_path / "curves.png")
+    assert not (tmp_path / "curves.png").exists()
+
+
+def test_a_resume_whose_log_lacks_the_checkpoints_epoch_is_refused(folder, capsys):
+    (folder / "metrics.jsonl").unlink()
+    (folder / "metrics.jsonl.seal").unlink()
+    before = files(folder)
+    with pytest.raises(SystemExit):
+        run(folder, "--epochs", "2", "--resume")
+    assert "records no epoch 1 although" in capsys.readouterr().err and files(folder) == before
+
+
+def test_an_old_interrupted_first_epoch_is_cleared_by_the_same_config(finished, tmp_path):
+    """Leftovers of a first epoch that never reached its checkpoint, logged from 0: the same
+    command starts the run again, and its log counts from 1."""
+    out = tmp_path / "restart"
+    out.mkdir()
+    shutil.copy(finished / "config.yaml", out / "config.yaml")
+    eio.append_jsonl(out / "metrics.jsonl", {"epoch": 0, "val_acc": 0.1})
+    assert run(out) == 0
+    assert [m["epoch"] for m in eio.read_jsonl(out / "metrics.jsonl")] == [1]
 
 
 def test_weights_that_turn_nan_on_an_epochs_last_step_are_never_saved(folder, monkeypatch, capsys):
     before = files(folder)
-    real = train.make_optimizer
+    real = train_loop.make_optimizer
 
     def poisoned(cfg, params):
         optimizer = real(cfg, params)
@@ -268,7 +342,7 @@ def test_weights_that_turn_nan_on_an_epochs_last_step_are_never_saved(folder, mo
         return optimizer
 
     poisoned.calls = 0
-    monkeypatch.setattr(train, "make_optimizer", poisoned)
+    monkeypatch.setattr(train_loop, "make_optimizer", poisoned)
     with pytest.raises(SystemExit) as info:
         run(folder, "--epochs", "2", "--resume")
     assert info.value.code == 3

@@ -571,7 +571,7 @@ def run_model(experiment: str, arm: dict, seed: int, cfg: dict, folder: str, pro
     if arm.track:
         tracked = tracked_attack(arm.track)
         for record in read_jsonl(run_dir / "metrics.jsonl"):
-            epoch_rows.append({"experiment": experiment, "arm": arm.label, "seed": seed, "epoch": record["epoch"] + 1,
+            epoch_rows.append({"experiment": experiment, "arm": arm.label, "seed": seed, "epoch": record["epoch"],
                                "split": "validation", "attack": tracked, "eps": arm.track["eps"],
                                "accuracy": record["robust_val_acc"], "clean_accuracy": record["val_acc"]})
     print(per_model_table(rows, arm, seed, seconds), flush=True)

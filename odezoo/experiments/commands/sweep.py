@@ -114,7 +114,7 @@ def collect(runs: list[dict], out: Path, outcomes=None) -> list[dict]:
                        log=train.refusal(out / run["name"], changes))
         elif summary_path.exists():
             summary = train.read_summary(summary_path)
-            row.update(status="done", best_epoch=summary["best_epoch"] + 1, val_acc=summary["val_acc"],
+            row.update(status="done", best_epoch=summary["best_epoch"], val_acc=summary["val_acc"],
                        val_images=summary.get("val_images", ""), test_acc=summary["test_acc"],
                        test_images=summary.get("test_images", ""), solver=summary.get("trained_with", ""), log="")
         else:
