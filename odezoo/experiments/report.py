@@ -454,7 +454,9 @@ def _figure(name, setup, protocol, summary, epochs, path):
         ax = axes[0][0]
         eps = protocol.eps[-1]
         for attack in shown:
-            points = sorted((float(a.split("=")[1]), get(a, attack, eps)) for a in arms)
+            # an arm with no finished model yet (a partial --collect) has no point
+            points = sorted((float(a.split("=")[1]), get(a, attack, eps)) for a in arms
+                            if get(a, attack, eps) is not None)
             ax.errorbar([p for p, _ in points], [s["mean"] for _, s in points], yerr=[err(s) for _, s in points],
                         marker="o", capsize=3, label=attack if attack == "clean" else f"{attack} ε={eps_label(eps)}")
         ax.set_xlabel("u (rk2_u)")
@@ -466,6 +468,8 @@ def _figure(name, setup, protocol, summary, epochs, path):
             for arm in arms:
                 xs = [0.0] + list(protocol.eps)
                 ss = [get(arm, "clean", 0)] + [get(arm, attack, e) for e in protocol.eps]
+                if any(s is None for s in ss):  # an arm with no finished model yet (a partial --collect)
+                    continue
                 ax.errorbar(xs, [s["mean"] for s in ss], yerr=[err(s) for s in ss], marker="o", capsize=3, label=arm)
             ax.set_title(f"`{attack}`" + (" (per-example worst case)" if attack == "worst" else ""), fontsize=9)
             ax.set_xlabel("ε (0 = clean)")

@@ -416,3 +416,24 @@ def test_a_bad_experiment_file_is_refused_naming_it(tmp_path, change, expected):
     with pytest.raises(ValueError) as error:
         reproduce.load_experiment("bad", tmp_path)
     assert expected in str(error.value) and "bad.yaml" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["fig3a", "fig4"])
+def test_a_partial_collect_draws_the_figure_without_the_arms_that_have_no_model_yet(tmp_path, name):
+    """`--collect` ships what has finished: arms the setup lists but no model has finished yet
+    get no point in the figure (the u-axis and the ε-axis figures), rather than a crash."""
+    import csv
+
+    from odezoo.experiments.report import build_report
+
+    folder = tmp_path / name
+    shutil.copytree(Path(__file__).resolve().parents[2] / "docs" / "results" / name, folder)
+    rows = list(csv.DictReader((folder / "per_seed.csv").open()))
+    keep = rows[0]["arm"]
+    with (folder / "per_seed.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["arm"] == keep)
+    (folder / f"{name}.png").unlink()
+    text = build_report(folder, reproduce.experiment(name).paper)
+    assert (folder / f"{name}.png").stat().st_size > 1000 and keep in text
