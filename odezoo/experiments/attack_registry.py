@@ -102,7 +102,8 @@ class AttackKind:
     pages; ``run(attack, batch)`` with a [`Batch`][odezoo.experiments.attack_registry.Batch] →
     (per-example still-correct mask, AutoAttack-style stages or {}).  ``gradient_based``: whether the attack follows the input gradient (a
     gradient-free one shows masking); ``query_heavy``: it runs on the protocol's smaller image
-    count (``Protocol.n_autoattack``); ``package``: the library that runs it (to check it is
+    count (``Protocol.n_autoattack``); ``baseline``: a sanity reference, not an attack (noise);
+    ``package``: the library that runs it (to check it is
     installed before any work starts)."""
     kind: str
     name: Callable[["Attack"], str]
@@ -113,6 +114,7 @@ class AttackKind:
     run: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
     gradient_based: bool
     query_heavy: bool = False
+    baseline: bool = False
     package: str = "advertorch"
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -184,6 +186,17 @@ class Attack:
     @property
     def gradient_based(self) -> bool:
         return self._kind.gradient_based
+
+    @property
+    def baseline(self) -> bool:
+        """A sanity reference (uniform noise), not an attack."""
+        return self._kind.baseline
+
+    @property
+    def gradient_free(self) -> bool:
+        """An attack that never reads the input gradient (Square), so masked gradients cannot stop it;
+        a baseline such as noise is not one."""
+        return not self._kind.gradient_based and not self.baseline
 
     @property
     def query_heavy(self) -> bool:
@@ -390,4 +403,4 @@ register_attack_kind(AttackKind(
     setting=lambda a: f"uniform noise in the ε-ball, {_plural(a.samples, 'draw')}",
     describe=lambda a: (f"uniform noise in the ε ball, {a.samples} draw(s); an example survives only if it survives "
                         f"every draw (a sanity baseline, not an attack)"),
-    run=_run_noise, gradient_based=False, package="torch"))
+    run=_run_noise, gradient_based=False, baseline=True, package="torch"))

@@ -107,7 +107,7 @@ def gradient_free_check(correct: Mapping[tuple[str, float], torch.Tensor], attac
     above ``tolerance`` the gradient attacks are being misled — gradient masking — and the
     gradient-based numbers overstate robustness.  ``correct[(attack, eps)]``: per-example masks
     as in [`ProtocolResult`][odezoo.experiments.protocol.ProtocolResult]."""
-    free = [a.name for a in attacks if not a.gradient_based and a.kind != "noise"]
+    free = [a.name for a in attacks if a.gradient_free]
     guided = [a.name for a in attacks if a.gradient_based]
     if not free or not guided:
         return Check("gradient-free-weaker", "warn", "not run: the protocol needs a gradient-free attack (Square) and "

@@ -303,7 +303,7 @@ def _ranking_section(protocol, rows, arms) -> list[str]:
     """Which arm is best under each attack at each ε, and whether its lead over the runner-up
     (seed-paired) lies beyond its 95 % interval: what a claim like "the best u is the same for
     every ε" needs."""
-    attacks = [a.name for a in protocol.attacks if a.kind != "noise"] + ["worst"]  # noise is a baseline
+    attacks = [a.name for a in protocol.attacks if not a.baseline] + ["worst"]
     mean_of = {(s["arm"], s["attack"], s["eps"]): s["mean"] for s in summarize(rows)}
     table, verdicts = [], []
     for attack in attacks:
@@ -722,7 +722,7 @@ def _claim_warnings(claim, setup, protocol, cells, checks, rows) -> list[str]:
         if not _has_standard_autoattack(protocol):
             out.append(f"protocol `{protocol.full_name}`: a weaker attack set than `strong-v1` — standard AutoAttack "
                        "(APGD-T, FAB-T, Square) was not run, so targeted attacks are untested on these models")
-        if not any(not a.gradient_based and a.kind != "noise" for a in protocol.attacks):
+        if not any(a.gradient_free for a in protocol.attacks):
             out.append(f"protocol `{protocol.full_name}` has no stand-alone gradient-free attack"
                        + (" (only AutoAttack's last component, Square on the examples the gradient attacks left)"
                           if _has_standard_autoattack(protocol) else "")

@@ -496,11 +496,10 @@ def protocol_check_rows(result, name, arm, seed) -> list[dict]:
     examples every gradient-based attack missed."""
     from odezoo.experiments.masking import gradient_free_check
 
-    if not any(not a.gradient_based and a.kind != "noise" for a in result.protocol.attacks):
+    if not any(a.gradient_free for a in result.protocol.attacks):
         return []  # an older protocol without a gradient-free attack (its setup says so)
     check = gradient_free_check(result.correct, result.protocol.attacks)
-    n = min(result.n_of(a.name, e) for a in result.protocol.attacks if not a.gradient_based and a.kind != "noise"
-            for e in result.protocol.eps)
+    n = min(result.n_of(a.name, e) for a in result.protocol.attacks if a.gradient_free for e in result.protocol.eps)
     return [{"experiment": name, "arm": arm.label, "seed": seed, "check": check.name, "status": check.status,
              "detail": check.detail, "n_examples": n}]
 
