@@ -318,8 +318,11 @@ def _rows(accuracy):
 
 
 def _protocol(*kinds, eps=(0.1, 0.2)):
-    attack = lambda kind: argparse.Namespace(name=f"{kind}-x", kind=kind)  # noqa: E731
-    return argparse.Namespace(attacks=[attack(k) for k in kinds], eps=eps)
+    """A protocol stand-in holding real registry attacks (a fake attack would drift from `Attack`)."""
+    from odezoo.experiments.attack_registry import Attack
+
+    attacks = [Attack(kind=k, samples=1) if k == "noise" else Attack(kind=k) for k in kinds]
+    return argparse.Namespace(attacks=attacks, eps=eps)
 
 
 def test_best_arm_per_eps_says_whether_the_ranking_is_established():
@@ -327,28 +330,28 @@ def test_best_arm_per_eps_says_whether_the_ranking_is_established():
 
     _ranking_section = report._ranking_section
     protocol = _protocol("fgsm", "noise")
-    steady = {("a", "fgsm-x", e): [0.60, 0.62, 0.61] for e in (0.1, 0.2)}
-    steady.update({("b", "fgsm-x", e): [0.50, 0.51, 0.52] for e in (0.1, 0.2)})
-    steady.update({(arm, "noise-x", e): [0.9, 0.9, 0.9] for arm in "ab" for e in (0.1, 0.2)})
+    steady = {("a", "fgsm", e): [0.60, 0.62, 0.61] for e in (0.1, 0.2)}
+    steady.update({("b", "fgsm", e): [0.50, 0.51, 0.52] for e in (0.1, 0.2)})
+    steady.update({(arm, "noise-uniform", e): [0.9, 0.9, 0.9] for arm in "ab" for e in (0.1, 0.2)})
     text = "\n".join(_ranking_section(protocol, _rows(steady), ["a", "b"]))
-    assert "* `fgsm-x`: the best arm is `a` at every ε; its lead over the runner-up lies beyond the 95% " \
+    assert "* `fgsm`: the best arm is `a` at every ε; its lead over the runner-up lies beyond the 95% " \
            "interval at 2 of 2 ε." in text
-    assert "| `fgsm-x` | 0.1 | a | 61.00 | b (51.00) | +10.00 * |" in text
-    assert "noise-x" not in text  # a sanity baseline, not an attack to rank arms by
+    assert "| `fgsm` | 0.1 | a | 61.00 | b (51.00) | +10.00 * |" in text
+    assert "noise-uniform" not in text  # a sanity baseline, not an attack to rank arms by
     assert "* `worst`" not in text  # no rows for it
 
-    noisy = {("a", "fgsm-x", 0.1): [0.70, 0.40, 0.62], ("b", "fgsm-x", 0.1): [0.50, 0.60, 0.52],
-             ("a", "fgsm-x", 0.2): [0.30, 0.30, 0.30], ("b", "fgsm-x", 0.2): [0.32, 0.32, 0.33],
-             ("c", "fgsm-x", 0.2): [0.30, 0.30, 0.30]}
+    noisy = {("a", "fgsm", 0.1): [0.70, 0.40, 0.62], ("b", "fgsm", 0.1): [0.50, 0.60, 0.52],
+             ("a", "fgsm", 0.2): [0.30, 0.30, 0.30], ("b", "fgsm", 0.2): [0.32, 0.32, 0.33],
+             ("c", "fgsm", 0.2): [0.30, 0.30, 0.30]}
     text = "\n".join(_ranking_section(protocol, _rows(noisy), ["a", "b", "c"]))
     assert "the best arm changes with ε: `a` at 0.1; `b` at 0.2; its lead over the runner-up lies beyond the " \
            "95% interval at 1 of 2 ε." in text
-    assert "| `fgsm-x` | 0.1 | a | 57.33 | b (54.00) | +3.33 | ±" in text  # inside its interval: no `*`
+    assert "| `fgsm` | 0.1 | a | 57.33 | b (54.00) | +3.33 | ±" in text  # inside its interval: no `*`
 
-    tie = {(arm, "fgsm-x", e): [0.0, 0.0] for arm in "ab" for e in (0.1, 0.2)}
-    tie[("a", "fgsm-x", 0.1)] = [0.02, 0.03]
+    tie = {(arm, "fgsm", e): [0.0, 0.0] for arm in "ab" for e in (0.1, 0.2)}
+    tie[("a", "fgsm", 0.1)] = [0.02, 0.03]
     text = "\n".join(_ranking_section(protocol, _rows(tie), ["a", "b"]))
-    assert "| `fgsm-x` | 0.2 | tie: a, b | 0.00 |" in text
+    assert "| `fgsm` | 0.2 | tie: a, b | 0.00 |" in text
     assert "only ε = 0.1 has a single best arm, `a` (1 ε tied)" in text
 
 
