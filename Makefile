@@ -33,8 +33,12 @@ demo: $(STAMP)
 	$(VENV)/bin/odezoo demo $(DEMO_FLAGS)
 
 # tests/test_docs.py builds the site with $(DOCS_VENV), so the docs are checked by every test run.
+# One test process per core (pytest-xdist; each process runs one torch thread, tests/conftest.py);
+# a file's tests stay in one process, so a module's shared fixture is built once.  TEST_JOBS=0 runs
+# them in this process.
+TEST_JOBS ?= auto
 test: $(STAMP) $(DOCS_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
