@@ -18,9 +18,12 @@ log, and [`run_jobs`][odezoo.experiments.sweep.run_jobs] returns once every job 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field, fields
@@ -301,19 +304,56 @@ def run_jobs(jobs: Sequence[Job], launcher: Launcher = Launcher(),
     pending = list(enumerate(jobs))
     running: dict[int, tuple[Any, float]] = {}
     outcomes: dict[int, Outcome] = {}
-    while pending or running:
-        while pending and len(running) < launcher.jobs:
-            i, job = pending.pop(0)
-            running[i] = (executor.submit(job), time.time())
-            if progress is not None:
-                progress(f"started {job.name} (log: {_log_of(running[i][0])})")
-        for i in [i for i, (handle, _) in running.items() if handle.done()]:
-            handle, started = running.pop(i)
-            outcomes[i] = _finish(jobs[i], handle, started)
-            _report(outcomes[i], list(outcomes.values()), len(jobs), progress, since, launcher.jobs)
-        if running:
-            time.sleep(launcher.poll_seconds)
+    try:
+        with _terminate_as_interrupt():
+            while pending or running:
+                while pending and len(running) < launcher.jobs:
+                    i, job = pending.pop(0)
+                    running[i] = (executor.submit(job), time.time())
+                    if progress is not None:
+                        progress(f"started {job.name} (log: {_log_of(running[i][0])})")
+                for i in [i for i, (handle, _) in running.items() if handle.done()]:
+                    handle, started = running.pop(i)
+                    outcomes[i] = _finish(jobs[i], handle, started)
+                    _report(outcomes[i], list(outcomes.values()), len(jobs), progress, since, launcher.jobs)
+                if running:
+                    time.sleep(launcher.poll_seconds)
+    except BaseException:  # Ctrl-C, a SIGTERM (`kill`, `timeout`) or an error here: no job outlives its sweep
+        _stop(running, jobs, progress)
+        raise
     return [outcomes[i] for i in range(len(jobs))]
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While the local jobs run, a SIGTERM to this process (``kill PID``, ``timeout``, a
+    scheduler ending it) stops the sweep as Ctrl-C does, so that its jobs are stopped too: a
+    job's process does not stop on SIGTERM by itself (submitit's job environment ignores it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(running: Mapping[int, tuple[Any, float]], jobs: Sequence[Job], progress) -> None:
+    """Stop the jobs still running (submitit's cancel: SIGINT to the job's process, which ends its
+    task) and say how to finish them: jobs are idempotent, so the same command again reuses what
+    finished and resumes what was stopped."""
+    for handle, _ in running.values():
+        with contextlib.suppress(Exception):  # already ended
+            handle.cancel(check=False)
+    if running and progress is not None:
+        names = ", ".join(jobs[i].name for i in running)
+        progress(f"stopped the jobs still running ({names}); run the same command again to finish them "
+                 "(finished jobs are reused, stopped ones resume from their last checkpoint)")
 
 
 def _run_inprocess(jobs: Sequence[Job], progress) -> list[Outcome]:

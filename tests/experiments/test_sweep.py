@@ -4,6 +4,7 @@ own test helper (no cluster needed: the job is then run the way a Slurm node run
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 import textwrap
 
 import pytest
@@ -134,6 +135,60 @@ def test_local_launcher_runs_jobs_in_parallel_and_a_rerun_finishes_only_what_was
     assert all(o.ok for o in second)
     assert [o.result["reused"] for o in second] == [True, True, False, True]
     assert sorted(calls(out)) == ["a", "b", "c", "c", "d"]
+
+
+DRIVER = textwrap.dedent('''
+    import sys
+    from odezoo.experiments.sweep import Job, Launcher, run_jobs
+
+    module, out, logs = sys.argv[1:]
+    jobs = [Job(n, module, "work", {"name": n, "out": out, "seconds": 120.0}) for n in ("a", "b", "c")]
+    run_jobs(jobs, Launcher("local", jobs=2, folder=logs, poll_seconds=0.1), progress=lambda s: print(s, flush=True))
+''')
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie has ended; only its exit status waits to be read
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+def test_stopping_a_local_sweep_stops_its_jobs(script, tmp_path, how):
+    """`kill PID` or `timeout` (SIGTERM) or Ctrl-C (SIGINT) to the sweep's process stops the jobs it
+    launched — a job's process ignores SIGTERM itself (submitit's job environment), so without the
+    sweep's handler they ran on, orphaned, holding their run folders — and says how to finish them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    module, out = script
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    proc = subprocess.Popen([sys.executable, str(driver), module, str(out), str(tmp_path / "logs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while len(calls(out)) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert sorted(calls(out)) == ["a", "b"], proc.communicate()[0] if proc.poll() is not None else calls(out)
+        pids = [int(line.split()[1]) for line in (out / "calls.log").read_text().splitlines()]
+        assert all(_alive(p) for p in pids)
+        proc.send_signal(getattr(signal, how))
+        text, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in text
+    assert "stopped the jobs still running (a, b); run the same command again to finish them" in text
+    deadline = time.time() + 30
+    while any(_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids), f"jobs still running after the sweep stopped: {pids}"
+    assert sorted(calls(out)) == ["a", "b"] and not list(out.glob("*.done"))  # c never started
 
 
 def test_slurm_path_through_submitits_executor_with_mocked_sbatch(script, tmp_path):
