@@ -105,7 +105,8 @@ class Protocol:
         """Markdown: the protocol's name, counts, ε and one line per attack."""
         eps = ", ".join(eps_label(e) for e in self.eps)
         lines = [f"**Protocol `{self.full_name}`** — ε ∈ {{{eps}}}, {self.count_text(n_available)}, seed "
-                 f"{self.seed}; every model of the experiment is evaluated with it on the same images "
+                 f"{self.seed}; every model of the experiment is evaluated with it on the first images of its own test "
+                 f"split — models sharing a split (on the embedded digits, the arms of one seed) on the same images "
                  f"(per-example worst case over all attacks as `worst`).", ""]
         lines += [f"* `{a.name}`: {a.describe()}" for a in self.attacks]
         if self.note:

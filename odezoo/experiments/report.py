@@ -21,8 +21,8 @@ from pathlib import Path
 
 from .io import atomic_write, save_csv, save_json
 from .protocol import Protocol, eps_label
-from .statistics import (NOT_RUN, REPRODUCED, fmt, mde, mde_approx, mean_se, paired, pts, summarize, correct_cells,
-                         verdict)
+from .statistics import (NOT_REPRODUCED, NOT_RUN, REPRODUCED, correct_cells, fmt, mde, mde_approx, mean_se, paired,
+                         pts, round_shown, summarize, verdict)
 
 __all__ = ["read_csv", "read_json", "build_report", "write_report", "START", "END", "CLAIMS_START", "CLAIMS_END",
            "REPORT_COMMAND", "ReportError", "REQUIRED_COLUMNS", "parse_claims", "parse_differences",
@@ -499,7 +499,7 @@ def _figure(name, setup, protocol, summary, epochs, path):
 # ----------------------------------------------------------------------------- the paper's claims
 #: the keys a claim in an experiment file may have (``id``, ``claim`` and ``source`` are required)
 CLAIM_KEYS = ("id", "claim", "source", "attacks", "eps", "arms", "pairs", "reference", "effect", "effect_by",
-              "direction", "require", "data", "measure", "context")
+              "direction", "require", "data", "measure", "context", "warnings")
 _DIRECTIONS = {"increase": 1, "decrease": -1, "either": "either", "consistent": "either"}
 #: the placeholders a setup difference may use, filled from the shipped files
 DIFFERENCE_FIELDS = ("n_seeds", "epochs", "batch_size", "n_test", "n_autoattack", "data", "clean", "arms")
@@ -517,12 +517,14 @@ CLAIM_COLUMNS = ("experiment", "claim", "claim_text", "paper_source", "measure",
 def parse_claims(items, where: str, labels: dict) -> tuple:
     """The claims of an experiment file, checked: known keys, ids unique, arms and pairs among the
     arms of some scale (``labels``: scale -> arm labels), effects numbers in points; a
-    ``ValueError`` naming ``where`` otherwise.  Returns plain mappings with the defaults filled in."""
+    ``ValueError`` naming ``where`` otherwise.  Returns plain mappings with the defaults filled in,
+    and ``file_arms`` (scale -> the file's arm labels, in order: arms the shipped data lack are
+    named in a claim's context)."""
     if items is None:
         return ()
     if not isinstance(items, list):
         raise ValueError(f"{where}: claims must be a list")
-    every = set().union(*labels.values())
+    every = set().union(*map(set, labels.values()))
     seen, out = set(), []
     for item in items:
         if not isinstance(item, dict) or set(item) - set(CLAIM_KEYS) or not {"id", "claim", "source"} <= set(item):
@@ -543,6 +545,11 @@ def parse_claims(items, where: str, labels: dict) -> tuple:
                              f"per_epoch")
         if claim["require"] not in ("any", "all"):
             raise ValueError(f"{where}: claim {cid}: require is any or all, got {claim['require']!r}")
+        warnings_ = claim["warnings"] or []
+        if not (isinstance(warnings_, list) and all(isinstance(w, str) and w.strip() for w in warnings_)):
+            raise ValueError(f"{where}: claim {cid}: warnings is a list of sentences (what qualifies its verdict, "
+                             f"e.g. a reference arm picked after seeing the data)")
+        claim["warnings"] = [w.strip() for w in warnings_]
         if claim["direction"] is not None and claim["direction"] not in _DIRECTIONS:
             raise ValueError(f"{where}: claim {cid}: direction is one of {', '.join(_DIRECTIONS)}")
         if claim["measure"] == "accuracy" and not (isinstance(claim["attacks"], list) and claim["attacks"]):
@@ -559,7 +566,8 @@ def parse_claims(items, where: str, labels: dict) -> tuple:
             pairs = pairs if isinstance(pairs, dict) else {"small": pairs, "paper": pairs}
             for scale, items_ in pairs.items():
                 if scale not in labels or not isinstance(items_, list) or not all(
-                        isinstance(p, list) and len(p) == 2 and {str(a) for a in p} <= labels[scale] for p in items_):
+                        isinstance(p, list) and len(p) == 2 and {str(a) for a in p} <= set(labels[scale])
+                        for p in items_):
                     raise ValueError(f"{where}: claim {cid}: pairs ({scale}) must be [arm, reference] pairs of the "
                                      f"{scale} arms")
             claim["pairs"] = {s: [[str(a), str(b)] for a, b in p] for s, p in pairs.items()}
@@ -568,6 +576,7 @@ def parse_claims(items, where: str, labels: dict) -> tuple:
                 raise ValueError(f"{where}: claim {cid}: arms {claim[key]} are not all among the arms")
         if claim["reference"] is not None and str(claim["reference"]) not in every:
             raise ValueError(f"{where}: claim {cid}: the reference {claim['reference']!r} is not an arm")
+        claim["file_arms"] = {scale: [str(a) for a in arms] for scale, arms in labels.items()}
         out.append(claim)
     return tuple(out)
 
@@ -644,6 +653,10 @@ def evaluate_claim(claim: dict, setup: dict, protocol, rows, epochs, checks) -> 
     ref = str(claim["reference"] or setup["reference"])
     pairs = _claim_pairs(claim, setup, ref)
     cells, missing = [], []
+    if claim["arms"] is None and claim["pairs"] is None:  # every arm: name those the file has and the data lack
+        shipped = {a["label"] for a in setup["arms"]}
+        missing += [f"{arm} − {ref} ({arm} is in the experiment file, not in these data)"
+                    for arm in claim.get("file_arms", {}).get(setup["scale"], ()) if arm not in shipped and arm != ref]
     ratio = claim["measure"] == "train_seconds_ratio"
     if ratio:
         seconds = {(r["arm"], r["seed"]): r["train_seconds"] for r in rows if r["attack"] == "clean"}
@@ -720,21 +733,26 @@ def _claim_warnings(claim, setup, protocol, cells, checks, rows) -> list[str]:
         if not checks:
             out.append("no gradient-masking checks were run")
         if not _has_standard_autoattack(protocol):
-            out.append(f"protocol `{protocol.full_name}`: a weaker attack set than `strong-v1` — standard AutoAttack "
-                       "(APGD-T, FAB-T, Square) was not run, so targeted attacks are untested on these models")
+            out.append(f"protocol `{protocol.full_name}` did not run standard AutoAttack, so targeted attacks are "
+                       "untested on these models (APGD-T, FAB-T and Square: a weaker attack set than `strong-v1`)")
         if not any(a.gradient_free for a in protocol.attacks):
             out.append(f"protocol `{protocol.full_name}` has no stand-alone gradient-free attack"
                        + (" (only AutoAttack's last component, Square on the examples the gradient attacks left)"
                           if _has_standard_autoattack(protocol) else "")
                        + ": gradient masking could pass unseen")
         if claim["data"] == "per_epoch":
-            out.append("per-epoch validation accuracy (per_epoch.csv), not the test protocol")
+            out.append("per-epoch validation accuracy, not the test protocol (per_epoch.csv)")
+    out += claim["warnings"]  # the experiment file's own, e.g. a reference arm picked after seeing the data
     if setup["stand_in"]:
-        out.append("stand-in data (MNIST digits padded to 32×32×3, not CIFAR-10): assumes the paper's effect "
-                   "carries over to them")
+        out.append(f"{STAND_IN_WARNING}, so the verdict assumes the paper's CIFAR-10 effect carries over to them "
+                   "(MNIST digits padded to 32×32×3)")
     if setup.get("dry_run"):
         out.append("dry run: not a result")
     return out
+
+
+#: the warning every claim on stand-in data carries (`verdict_label` reads it back from claims.csv)
+STAND_IN_WARNING = "stand-in data, not CIFAR-10"
 
 
 def _has_standard_autoattack(protocol) -> bool:
@@ -864,7 +882,7 @@ def _range(values, fmt="{:+.2f}", unit="") -> str:
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "—"
-    low, high = fmt.format(min(values)), fmt.format(max(values))
+    low, high = fmt.format(round_shown(min(values))), fmt.format(round_shown(max(values)))
     if low == high:
         return low + unit
     return f"{low} to {high}{unit}" if "+" in fmt else f"{low}–{high}{unit}"
@@ -873,6 +891,21 @@ def _range(values, fmt="{:+.2f}", unit="") -> str:
 def _level(rows) -> str:
     k = int(rows[0]["K"])
     return f"{ALPHA:g}" if k == 1 else f"{ALPHA:g}/{k} = {ALPHA / k:.3g}"
+
+
+def verdict_label(rows) -> str:
+    """A claim's verdict as the tables print it, from its claims.csv rows: the rule's word, with
+    the attacks of its cells when the verdict is a decision about accuracy (a verdict under the
+    paper's weak attack says nothing about stronger ones) and "on the stand-in" when the data were."""
+    first = rows[0]
+    label = first["verdict"]
+    if label in (REPRODUCED, NOT_REPRODUCED) and first["unit"] == "points":
+        attacks = list(dict.fromkeys(r["attack"] for r in rows if r["attack"]))
+        if attacks:
+            label += " under " + ", ".join(f"`{a}`" for a in attacks)
+    if label != NOT_RUN and any(w.startswith(STAND_IN_WARNING) for w in first["warnings"].split(" | ")):
+        label += " on the stand-in"
+    return label
 
 
 def verdict_sentence(rows) -> str:
@@ -888,7 +921,7 @@ def verdict_sentence(rows) -> str:
                  + ("holds" if c["excludes_paper"] == "no" else "excludes") + f" the paper's "
                  f"{float(c['paper_effect']):g}; detectable difference {float(c['mde']):.3f} (80 % power); no "
                  "number of seeds can show a ratio of exactly 1, only narrow the interval around it")
-        return f"**{first['verdict']}**: {found}."
+        return f"**{verdict_label(rows)}**: {found}."
     papers = [_f(r["paper_effect"]) for r in rows]
     known = not all(math.isnan(p) for p in papers)
     if first["direction"] == "consistent":
@@ -911,7 +944,7 @@ def verdict_sentence(rows) -> str:
         found += ("; the seeds it would need cannot be said without the paper's effect size" if not known else
                   "; the seeds it would need cannot be said: no cell with a direction has a paper effect and a "
                   "spread")
-    return f"**{first['verdict']}**: {found}."
+    return f"**{verdict_label(rows)}**: {found}."
 
 
 def _context(row) -> str:
@@ -933,7 +966,7 @@ def claims_section(grouped: dict) -> list[str]:
             digits = 3 if first["unit"] == "ratio" else 2
             for r in rows:
                 def show(x, sign=first["unit"] != "ratio"):
-                    return "—" if x == "" else f"{float(x):{'+' if sign else ''}.{digits}f}"
+                    return "—" if x == "" else f"{round_shown(float(x), digits):{'+' if sign else ''}.{digits}f}"
                 interval = f"[{show(r['ci_low'])}, {show(r['ci_high'])}]" if r["ci_low"] else "— (no spread)"
                 paper = show(r["paper_effect"]) if r["direction"] != "none" or first["unit"] == "ratio" \
                     else "0 (no direction)"
@@ -972,11 +1005,11 @@ def claims_table(claims: dict, readme: bool = False) -> list[str]:
                 lines.append(f"| `{cid}`: {first['claim_text']} | {source} | {found}"
                              + (f". Warnings: {short}" if short else "")
                              + (f". Context: {_context(first)}" if first["context"] else "")
-                             + f" | **{first['verdict']}** |")
+                             + f" | **{verdict_label(rows)}** |")
             else:
                 notes = "; ".join(x for x in (first["warnings"].replace(" | ", "; "), _context(first)) if x)
                 lines.append(f"| `{cid}` ({name}): {first['claim_text']} | {source} | {found} | {notes or '—'} | "
-                             f"**{first['verdict']}** |")
+                             f"**{verdict_label(rows)}** |")
     return lines
 
 
@@ -1008,7 +1041,8 @@ def rule_text() -> list[str]:
         "`docs/results/<experiment>/claims.csv`, one row per cell).",
         "",
         "* **Cells.** A claim covers K cells — attack × ε × arm pair (× epoch for per-epoch curves) — named in "
-        "its experiment file from the paper (the paper's attack, ε and arms), not chosen from our results. Per "
+        "its experiment file from the paper (the paper's attack, ε and arms), not chosen from our results (where a "
+        "claim's reference arm had to be picked from them, its row warns so). Per "
         "cell: the seed-paired difference arm − reference over the seeds both ran, and a two-sided Student-t "
         "test with n − 1 degrees of freedom.",
         f"* **Correction: Holm** (step-down, Holm 1979) over the claim's K cells at α = {ALPHA:g}: sort the K "
@@ -1028,7 +1062,8 @@ def rule_text() -> list[str]:
         "paper's effect for that cell (the smallest over the claim's cells; for a claim about every cell, the "
         "largest).",
         "* **Verdicts.** *reproduced* — at least one corrected interval lies beyond zero in the paper's "
-        "direction (the row says in how many of K cells; a claim about every cell needs all K); *not "
+        "direction (the row says in how many of K cells; a claim about every cell needs all K; for a claim "
+        "that arms differ, with no direction stated, either side counts); *not "
         "reproduced* — every corrected interval excludes the paper's effect (so it needs the paper's effect in "
         "every cell); *not testable here* — otherwise, with the detectable effect beside the paper's effect and "
         "the seeds the paper's effect would need. A claim that an ordering holds throughout (stable over "
@@ -1038,7 +1073,9 @@ def rule_text() -> list[str]:
         "ratio 1 (no overhead): it can only be not reproduced (the interval excludes 1) or not testable.",
         "* **Warnings** (masking WARNs in `checks.csv` on the models of the claim's cells, stand-in data, a "
         "weaker attack set, validation rather than test data) and context (the per-example worst case over "
-        "every attack on the claim's arms, cells that did not run) qualify a verdict; they do not change it.",
+        "every attack on the claim's arms, cells that did not run) qualify a verdict; they do not change it. "
+        "The verdict column names the attacks of a decided claim's cells (a verdict under the paper's weak "
+        "attack says nothing about stronger ones) and says *on the stand-in* where the data were.",
         "",
     ]
 

@@ -17,7 +17,7 @@ import math
 from collections import defaultdict
 
 __all__ = ["mean_se", "t_quantile", "t_power", "mde", "mde_approx", "seeds_needed", "summarize", "paired",
-           "differences", "seed_differences", "t_test", "holm", "correct_cells", "verdict", "fmt", "pts",
+           "differences", "seed_differences", "t_test", "holm", "correct_cells", "verdict", "fmt", "pts", "round_shown",
            "REPRODUCED", "NOT_REPRODUCED", "NOT_TESTABLE", "NOT_RUN"]
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE, NOT_RUN = "reproduced", "not reproduced", "not testable here", "not run"
@@ -265,11 +265,24 @@ def verdict(cells, require: str = "any", consistent_by: str | None = None) -> di
     return {"verdict": NOT_TESTABLE, "agreeing": agreeing, "k": k}
 
 
+def round_shown(value: float, digits: int = 2) -> float:
+    """``value`` as the tables show it: first to the 4 decimals claims.csv stores, then to
+    ``digits``, halves away from zero — so a number printed from the raw data and the same number
+    read back from claims.csv never differ in the last digit (−0.075 is −0.08 in both)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return float(Decimal(f"{value:.4f}").quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
 def fmt(mean, se):
     """``mean ± se`` in points (just the mean when the SE is NaN)."""
-    return f"{100 * mean:.2f} ± {100 * se:.2f}" if not math.isnan(se) else f"{100 * mean:.2f}"
+    if math.isnan(se):
+        return f"{round_shown(100 * mean):.2f}"
+    return f"{round_shown(100 * mean):.2f} ± {round_shown(100 * se):.2f}"
 
 
 def pts(value):
     """A signed difference in points, ``—`` when there is none."""
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:+.2f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{round_shown(100 * value):+.2f}"

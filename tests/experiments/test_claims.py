@@ -63,7 +63,40 @@ def test_the_pages_and_their_claims_tables_rebuild_byte_for_byte(rebuilt, page):
     table = text.split(report.CLAIMS_START, 1)[1].split(report.CLAIMS_END, 1)[0]
     for name in SHIPPED_EXPERIMENTS:
         for cid, rows in report.read_claims(RESULTS / name / "claims.csv").items():
-            assert f"`{cid}`" in table and f"**{rows[0]['verdict']}**" in table
+            (line,) = [line for line in table.splitlines() if line.startswith(f"| `{cid}`")]
+            label = report.verdict_label(rows)
+            assert label.startswith(rows[0]["verdict"]) and line.endswith(f"| **{label}** |")
+
+
+def test_a_verdict_names_the_attacks_it_rests_on_and_the_stand_in():
+    """The verdict column is the rule's word, plus what bounds it: a decision on accuracy names the
+    attacks of its cells (a verdict under the paper's weak PGD says nothing about stronger attacks),
+    and a verdict on stand-in data says so; an undecided claim names nothing more than the data."""
+    cell = {"verdict": "reproduced", "unit": "points", "attack": "pgd-7x2/255", "warnings": "masking check `x` WARNs"}
+    rows = [cell, {**cell, "attack": "fgsm"}, {**cell, "attack": "pgd-7x2/255"}]
+    assert report.verdict_label(rows) == "reproduced under `pgd-7x2/255`, `fgsm`"
+    stand_in = f"a | {report.STAND_IN_WARNING}, so the verdict assumes it | b"
+    assert report.verdict_label([{**r, "verdict": "not reproduced", "warnings": stand_in} for r in rows]) == \
+        "not reproduced under `pgd-7x2/255`, `fgsm` on the stand-in"
+    assert report.verdict_label([{**cell, "verdict": "not testable here"}]) == "not testable here"
+    assert report.verdict_label([{**cell, "verdict": "not testable here", "warnings": stand_in}]) == \
+        "not testable here on the stand-in"
+    ratio = {"verdict": "not reproduced", "unit": "ratio", "attack": "", "warnings": ""}
+    assert report.verdict_label([ratio]) == "not reproduced"  # a cost claim has no attack
+
+
+def test_a_readme_warning_keeps_its_meaning_when_shortened():
+    """The README keeps each warning up to its first ' (': that part must still say what is wrong
+    (it once read "a weaker attack set than `strong-v1` — standard AutoAttack", the opposite)."""
+    for name in SHIPPED_EXPERIMENTS:
+        for rows in report.read_claims(RESULTS / name / "claims.csv").values():
+            for warning in filter(None, rows[0]["warnings"].split(" | ")):
+                short = warning.split(" (")[0]
+                assert not short.rstrip().endswith(("—", ":", "AutoAttack", ",")), warning
+                if "did not run standard AutoAttack" in warning:
+                    assert "did not run standard AutoAttack" in short
+                if "picked after seeing the data" in warning:
+                    assert "picked after seeing the data" in short
 
 
 def test_the_claims_tables_come_from_claims_csv_alone(tmp_path):
@@ -238,7 +271,20 @@ def test_a_claim_is_judged_on_hand_built_results(tmp_path):
     (row,) = read(tmp_path / "claims.csv")
     assert row["verdict"] == "reproduced" and row["beyond_zero"] == "above" and row["excludes_paper"] == "yes"
     assert float(row["mean"]) == pytest.approx(10.2) and row["per_seed"].startswith("seed 0: +10.00; seed 1: +10.40")
-    assert "**reproduced**: 1 of 1 corrected interval beyond zero" in report.verdict_sentence([row])
+    assert "**reproduced under `fgsm` on the stand-in**: 1 of 1 corrected interval beyond zero" in \
+        report.verdict_sentence([row])
+
+    # an arm the experiment file has and the shipped data lack is named, not silently left out of K;
+    # the file's own warnings (a reference picked after seeing the data) are carried
+    (claim,) = report.parse_claims([{"id": "k", "claim": "x helps", "source": "Table 9: +5", "attacks": ["fgsm"],
+                                     "effect": 5, "warnings": ["reference picked after seeing the data"]}], "here",
+                                   {"small": ["ref", "x", "y"], "paper": ["ref", "x"]})
+    result = report.evaluate_claim(claim, setup, Protocol, rows, [], checks)
+    assert result["k"] == 1 and "reference picked after seeing the data" in result["warnings"]
+    assert any("y − ref (y is in the experiment file, not in these data)" in c for c in result["context"])
+    with pytest.raises(ValueError, match="warnings is a list of sentences"):
+        report.parse_claims([{"id": "k", "claim": "c", "source": "s", "attacks": ["fgsm"], "warnings": "one"}],
+                            "here", {"small": ["ref"]})
 
 
 def test_the_console_prints_each_model_in_the_results_schema():

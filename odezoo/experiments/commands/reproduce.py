@@ -222,7 +222,7 @@ def _load_experiment(name: str, path: Path, folder: Path | None) -> Experiment:
         raise _bad(path, f"data must be mnist or cifar, got {data['data']!r}")
     from odezoo.experiments.report import parse_claims, parse_differences
 
-    labels = {scale: {str(a["label"]) for a in items} for scale, items in arms.items()}
+    labels = {scale: [str(a["label"]) for a in items] for scale, items in arms.items()}
     claims = parse_claims(data.get("claims"), f"experiment file {path}", labels)
     differences = parse_differences(data.get("differences"), f"experiment file {path}",
                                     _shared_differences(Path(folder or EXPERIMENTS_DIR)))
