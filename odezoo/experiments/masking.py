@@ -55,7 +55,7 @@ from .attacks import import_advertorch, positive_number
 from .attack_registry import Attack
 from .evaluation import StrongRobustnessResult, strong_robustness
 
-__all__ = ["gradient_free_check", "CHECKS", "Check", "format_checks", "gradient_masking_checks", "monotonic_check"]
+__all__ = ["attacks_above_clean_check", "gradient_free_check", "CHECKS", "Check", "format_checks", "gradient_masking_checks", "monotonic_check"]
 
 CHECKS = ("deterministic-forward", "input-gradients", "iterative-beats-single-step", "more-iterations-and-restarts",
           "noise-weaker-than-attacks", "monotonic-in-eps", "reaches-chance")
@@ -127,6 +127,31 @@ def gradient_free_check(correct: Mapping[tuple[str, float], torch.Tensor], attac
     return Check("gradient-free-weaker", _status(worst <= tolerance),
                  "examples fooled by the gradient-free attack but by no gradient-based one: " + "; ".join(parts)
                  + f" (warn above {_pct(tolerance)}: gradient masking)", {"fractions": fractions})
+
+
+def attacks_above_clean_check(clean: tuple[float, int], attacked: Mapping[tuple[str, float], tuple[float, int]],
+                              tolerance: float = 0.005) -> Check:
+    """``attacks-not-above-clean``: no attack may leave a model *more* accurate than it is on the
+    clean images.  An attack that raises accuracy is helping the model on some images — *label
+    leaking* (Kurakin et al., 2017), a known symptom of gradient masking in models trained on
+    single-step (FGSM) adversarial examples — and its number overstates robustness.  Computed
+    from accuracies alone (so from any ``per_seed.csv``): ``clean`` and each ``attacked[(attack,
+    eps)]`` are (accuracy, number of images); only attacks run on as many images as the clean
+    number (the same first images) are compared.  Warns above ``tolerance`` (a fraction)."""
+    clean_acc, n = clean
+    same = {key: acc for key, (acc, m) in attacked.items() if m == n}
+    over = {key: acc - clean_acc for key, acc in same.items() if acc - clean_acc > tolerance}
+    if not same:
+        return Check("attacks-not-above-clean", "pass", f"no attack ran on the {n} clean images to compare with")
+    if not over:
+        top = max(same, key=same.get)
+        return Check("attacks-not-above-clean", "pass",
+                     f"every attack at or below clean {_pct(clean_acc)} on the same {n} images (highest: {top[0]} at "
+                     f"eps {top[1]:g}, {_pct(same[top])}; warn above clean + {_pct(tolerance)})", {"over": {}})
+    parts = [f"{name} at eps {eps:g}: {_pct(clean_acc + d)}" for (name, eps), d in sorted(over.items())]
+    return Check("attacks-not-above-clean", "warn",
+                 f"above clean {_pct(clean_acc)} on the same {n} images: " + "; ".join(parts)
+                 + " — the attack helps the model (label leaking: gradient masking)", {"over": over})
 
 
 # --------------------------------------------------------------------------- model-only checks

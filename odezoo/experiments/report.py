@@ -151,6 +151,7 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND, claim
         raise ReportError(f"{results / 'per_seed.csv'} has rows of arm(s) {', '.join(unknown_arms)} that "
                           f"{results / 'setup.json'} does not list")
     checks = read_csv(results / "checks.csv") if (results / "checks.csv").exists() else []
+    from_numbers = checks_from_accuracies(rows, protocol)
     epochs = read_csv(results / "per_epoch.csv") if (results / "per_epoch.csv").exists() else []
     name = setup["experiment"]
     arms = [a["label"] for a in setup["arms"]]
@@ -159,7 +160,7 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND, claim
     if differences:
         setup["differences"] = resolve_differences(differences, setup, rows)
         save_json(results / "setup.json", setup)
-    evaluated = [evaluate_claim(c, setup, protocol, rows, epochs, checks) for c in claims]
+    evaluated = [evaluate_claim(c, setup, protocol, rows, epochs, checks + from_numbers) for c in claims]
     write_claims_csv(results / "claims.csv", [row for e in evaluated for row in claim_rows(name, e)])
     grouped = read_claims(results / "claims.csv")
     seeds = sorted({r["seed"] for r in rows})
@@ -206,6 +207,7 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND, claim
         lines += _ranking_section(protocol, rows, arms)
     lines += _cost_section(setup, rows)
     lines += _checks_section(checks)
+    lines += _checks_from_accuracies_section(from_numbers)
     if epochs:
         lines += ["#### Validation curves (figure)", "",
                   "The figure's per-epoch curves are **validation** accuracy (PGD 7 × 2/255 at ε = 0.3 on "
@@ -398,6 +400,38 @@ def _load_note(setup, arms) -> str:
     return (f"a seed's arms queued in the order of this table, {jobs} jobs at a time, so each arm trained beside "
             "its neighbours in that order, not beside every other arm; a ratio to an arm further away in the queue "
             "also holds any change in the machine's load between them")
+
+
+def checks_from_accuracies(rows, protocol) -> list[dict]:
+    """The masking checks a model's accuracies allow by themselves, so every shipped experiment
+    (whichever odezoo wrote its checks.csv) gets them: `attacks_above_clean_check` per model,
+    attacks only (not the noise baseline, not `worst`).  Rows as checks.csv's, with ``source``."""
+    from .masking import attacks_above_clean_check
+
+    skip = {a.name for a in protocol.attacks if a.baseline} | {"clean", "worst"}
+    models = list(dict.fromkeys((r["arm"], r["seed"]) for r in rows))
+    out = []
+    for arm, seed in models:
+        mine = [r for r in rows if (r["arm"], r["seed"]) == (arm, seed)]
+        clean = next((r for r in mine if r["attack"] == "clean"), None)
+        if clean is None:
+            continue
+        check = attacks_above_clean_check((clean["accuracy"], clean["n_examples"]),
+                                          {(r["attack"], r["eps"]): (r["accuracy"], r["n_examples"])
+                                           for r in mine if r["attack"] not in skip})
+        out.append({"arm": arm, "seed": seed, "check": check.name, "status": check.status, "detail": check.detail,
+                    "n_examples": clean["n_examples"], "source": "per_seed.csv"})
+    return out
+
+
+def _checks_from_accuracies_section(checks) -> list[str]:
+    if not checks:
+        return []
+    warns = [c for c in checks if c["status"] == "warn"]
+    lines = [f"Checked from `per_seed.csv` (every model's accuracies): `attacks-not-above-clean` passes on "
+             f"{len(checks) - len(warns)} of {len(checks)} models" + (", warns on:" if warns else "."), ""]
+    lines += [f"* WARN `{c['arm']}` seed {c['seed']}: {c['detail']}" for c in warns]
+    return lines + ([""] if warns else [])
 
 
 def _checks_section(checks) -> list[str]:
@@ -723,14 +757,15 @@ def _claim_warnings(claim, setup, protocol, cells, checks, rows) -> list[str]:
     if claim["measure"] == "accuracy":
         seeds = {r["seed"] for r in rows}
         models = {(c["arm"], c["seed"]) for c in checks if c["arm"] in involved and c["seed"] in seeds}
-        warned = defaultdict(list)
+        warned, source = defaultdict(list), {}
         for c in checks:
             if c["status"] == "warn" and c["arm"] in involved and c["seed"] in seeds:
                 warned[c["check"]].append(f"{c['arm']} seed {c['seed']}")
+                source[c["check"]] = c.get("source") or "checks.csv"
         for check, which in warned.items():
             where = ", ".join(which) if len(which) <= 3 else f"{len(which)} of {len(models)} models"
-            out.append(f"masking check `{check}` WARNs on {where} (checks.csv)")
-        if not checks:
+            out.append(f"masking check `{check}` WARNs on {where} ({source[check]})")
+        if not any((c.get("source") or "checks.csv") == "checks.csv" for c in checks):
             out.append("no gradient-masking checks were run")
         if not _has_standard_autoattack(protocol):
             out.append(f"protocol `{protocol.full_name}` did not run standard AutoAttack, so targeted attacks are "
@@ -1071,7 +1106,8 @@ def rule_text() -> list[str]:
         "side, and not reproduced when two intervals of one arm pair lie beyond zero on opposite sides. A cost "
         "claim is one cell of per-seed training-time ratios over every seed that ran, against the paper's "
         "ratio 1 (no overhead): it can only be not reproduced (the interval excludes 1) or not testable.",
-        "* **Warnings** (masking WARNs in `checks.csv` on the models of the claim's cells, stand-in data, a "
+        "* **Warnings** (masking WARNs on the models of the claim's cells — `checks.csv`, and "
+        "`attacks-not-above-clean` from `per_seed.csv` — stand-in data, a "
         "weaker attack set, validation rather than test data) and context (the per-example worst case over "
         "every attack on the claim's arms, cells that did not run) qualify a verdict; they do not change it. "
         "The verdict column names the attacks of a decided claim's cells (a verdict under the paper's weak "

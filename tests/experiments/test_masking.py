@@ -228,3 +228,35 @@ def test_large_eps_defaults_to_twice_the_largest_eps(mlp, loader):
 def test_noise_uses_several_draws(mlp, loader):
     check = gradient_masking_checks(mlp, loader, (0.1,), only=("noise-weaker-than-attacks",))[0]
     assert "worst of 8 draw(s)" in check.detail
+
+
+def test_an_attack_above_clean_accuracy_warns_and_only_on_the_same_images():
+    """Label leaking: FGSM leaving an FGSM-trained model *more* accurate than on clean images
+    (fig3b version 1, u=0.25 seed 1: 92.2 % against 90.7 %) warns; an attack on fewer images, or
+    within the tolerance, does not."""
+    from odezoo.experiments.masking import attacks_above_clean_check
+
+    leak = attacks_above_clean_check((0.907, 1000), {("fgsm", 0.3): (0.922, 1000), ("pgd-7x2/255", 0.3): (0.7, 1000)})
+    assert leak.status == "warn" and "fgsm at eps 0.3: 92.2%" in leak.detail and "pgd" not in leak.detail
+    assert leak.values["over"] == {("fgsm", 0.3): pytest.approx(0.015)}
+    fine = attacks_above_clean_check((0.907, 1000), {("fgsm", 0.3): (0.911, 1000),  # + 0.4 points: within 0.5
+                                                     ("autoattack-standard", 0.3): (0.95, 500)})  # other images
+    assert fine.status == "pass" and "highest: fgsm at eps 0.3, 91.1%" in fine.detail
+    assert attacks_above_clean_check((0.9, 1000), {("square-1000q", 0.3): (0.95, 500)}).status == "pass"
+
+
+def test_the_report_checks_every_models_accuracies_from_per_seed_rows():
+    from odezoo.experiments.attack_registry import Attack
+    from odezoo.experiments.report import checks_from_accuracies
+
+    class Protocol:
+        attacks = (Attack(kind="fgsm"), Attack(kind="noise", samples=8))
+
+    rows = [{"arm": arm, "seed": 0, "attack": attack, "eps": eps, "accuracy": acc, "n_examples": 1000}
+            for arm, values in (("a", (0.9, 0.95, 0.99, 0.5)), ("b", (0.9, 0.6, 0.99, 0.5)))
+            for (attack, eps), acc in zip((("clean", 0.0), ("fgsm", 0.1), ("noise-uniform-8draws", 0.1),
+                                           ("worst", 0.1)), values)]
+    checks = checks_from_accuracies(rows, Protocol)
+    assert [(c["arm"], c["status"], c["source"]) for c in checks] == [("a", "warn", "per_seed.csv"),
+                                                                      ("b", "pass", "per_seed.csv")]
+    assert "noise" not in checks[1]["detail"]  # the noise baseline and `worst` are not attacks to compare
