@@ -231,11 +231,14 @@ def _seeds(n: int) -> str:
 
 def _time_line(setup) -> str:
     launcher = setup.get("launcher", "in-process: one job at a time")
-    threads = "" if "thread" in launcher else f"; {setup['threads']} CPU thread(s)"
     if setup["wall_minutes"] is None:  # shipped with --collect: no command ran the models
-        text = (f"* gathered with `--collect` from the models earlier commands had finished ({launcher}{threads}; "
-                f"{setup['device']}), so no one command's wall time applies")
-    elif setup.get("models_run") is None:  # shipped before the count was recorded
+        # (older collects recorded the collecting command's launcher, not the models': it is not shown)
+        return (f"* gathered with `--collect` from the models earlier commands had finished ({setup['device']}), "
+                "so no one command's wall time applies; how those commands launched the models is not recorded"
+                + (f"; training and evaluation summed over the models: {setup['compute_minutes']} min"
+                   if setup.get("compute_minutes") is not None else ""))
+    threads = "" if "thread" in launcher else f"; {setup['threads']} CPU thread(s)"
+    if setup.get("models_run") is None:  # shipped before the count was recorded
         text = (f"* wall time of the command that shipped these results: {setup['wall_minutes']} min ({launcher}"
                 f"{threads}; {setup['device']}; models finished by an earlier, interrupted run are reused and not "
                 "counted in it)")
@@ -378,7 +381,10 @@ def _cost_section(setup, rows) -> list[str]:
                      + f" ({min(ratios):.3f}–{max(ratios):.3f})")
         lines.append(f"| {arm} | {mean:.1f}" + (f" ± {se:.1f}" if not math.isnan(se) else "") + f" | {ratio} |")
     launcher = setup.get("launcher", "in-process: one job at a time")
-    return lines + ["", f"Same seeds, same machine ({launcher}; {_load_note(setup, arms)}); the ratio is the "
+    how = (f"{launcher}; {_load_note(setup, arms)}" if launcher else
+           "gathered with `--collect`: how the models were launched, so which arms shared the machine's load, "
+           "is not recorded")
+    return lines + ["", f"Same seeds, same machine ({how}); the ratio is the "
                         "measured cost of the arm relative to the reference (1.000 = no extra cost).", ""]
 
 

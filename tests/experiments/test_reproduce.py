@@ -226,7 +226,9 @@ def test_a_failed_model_ships_nothing_and_a_rerun_does_only_what_is_missing(tmp_
     assert "collecting 3 of 4 models; missing: fig5/euler_1_step_seed1" in capsys.readouterr().out
     assert "**Incomplete.** 1 model(s)" in (shipped / "summary.md").read_text()
     assert "gathered with `--collect`" in (shipped / "summary.md").read_text()  # no wall time of its own
-    assert json.loads((shipped / "setup.json").read_text())["wall_minutes"] is None
+    setup = json.loads((shipped / "setup.json").read_text())
+    assert setup["wall_minutes"] is None and setup["launcher"] is None and setup["threads"] is None
+    assert "in-process" not in (shipped / "summary.md").read_text()  # the collecting command's launcher, not the models'
     assert len({(r["arm"], r["seed"]) for r in read(shipped / "per_seed.csv")}) == 3
     stamps = {p: p.stat().st_mtime_ns for p in (out / "fig5" / "runs").glob("*/protocol_result*.json")}
     assert len(stamps) == 3

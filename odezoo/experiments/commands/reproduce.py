@@ -703,8 +703,10 @@ def run_experiment(ctx: "Context", name: str) -> Path | None:
              "wall_minutes": None if ctx.collect else round((time.time() - started) / 60, 1),
              "models": len(found), "models_run": None if ctx.collect else len(to_run),
              "compute_minutes": round(sum(f["train_seconds"] + f.get("eval_seconds", 0.0) for f in found) / 60, 1),
-             "launcher": ctx.launcher.describe(), "threads": ctx.launcher.job_threads or torch.get_num_threads(),
-             "job_order": "seed-major", "parallel_jobs": ctx.launcher.jobs,
+             # a --collect ran no model: how the earlier commands launched them is not known here
+             "launcher": None if ctx.collect else ctx.launcher.describe(),
+             "threads": None if ctx.collect else ctx.launcher.job_threads or torch.get_num_threads(),
+             "job_order": "seed-major", "parallel_jobs": None if ctx.collect else ctx.launcher.jobs,
              "device": str(ctx.device),
              "command": f"odezoo reproduce {name} --scale {ctx.scale}"
                         + (f" --data-dir {ctx.data_dir}" if ctx.data_dir else "")
