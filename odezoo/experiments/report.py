@@ -24,7 +24,7 @@ from .protocol import Protocol, eps_label
 from .statistics import (NOT_REPRODUCED, NOT_RUN, REPRODUCED, correct_cells, fmt, mde, mde_approx, mean_se, paired,
                          pts, round_shown, summarize, verdict)
 
-__all__ = ["read_csv", "read_json", "build_report", "write_report", "START", "END", "CLAIMS_START", "CLAIMS_END",
+__all__ = ["SHIPPED_INPUTS", "read_csv", "read_json", "build_report", "write_report", "START", "END", "CLAIMS_START", "CLAIMS_END",
            "REPORT_COMMAND", "ReportError", "REQUIRED_COLUMNS", "parse_claims", "parse_differences",
            "evaluate_claim", "claim_rows", "read_claims", "claims_table", "verdict_sentence", "rule_text"]
 
@@ -152,6 +152,7 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND, claim
                           f"{results / 'setup.json'} does not list")
     checks = read_csv(results / "checks.csv") if (results / "checks.csv").exists() else []
     from_numbers = checks_from_accuracies(rows, protocol)
+    cross = read_csv(results / "crosscheck.csv") if (results / "crosscheck.csv").exists() else []
     epochs = read_csv(results / "per_epoch.csv") if (results / "per_epoch.csv").exists() else []
     name = setup["experiment"]
     arms = [a["label"] for a in setup["arms"]]
@@ -208,6 +209,7 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND, claim
     lines += _cost_section(setup, rows)
     lines += _checks_section(checks)
     lines += _checks_from_accuracies_section(from_numbers)
+    lines += _crosscheck_section(cross)
     if epochs:
         lines += ["#### Validation curves (figure)", "",
                   "The figure's per-epoch curves are **validation** accuracy (PGD 7 × 2/255 at ε = 0.3 on "
@@ -216,6 +218,7 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND, claim
     lines += [f"Paper: {_paper_text(paper)}", "",
               f"Data: `per_seed.csv`, `protocol.json`, `setup.json`"
               + (", `checks.csv`" if checks else "") + (", `per_epoch.csv`" if epochs else "")
+              + (", `crosscheck.csv`" if cross else "")
               + f" in this folder. Regenerate the runs: `{setup['command']}`; the tables and figure from these "
                 f"files alone: `{command}`.", ""]
     text = "\n".join(lines)
@@ -227,6 +230,10 @@ def build_report(results: Path, paper=None, command: str = REPORT_COMMAND, claim
 
 def _seeds(n: int) -> str:
     return f"{n} seed{'' if n == 1 else 's'}"
+
+
+#: the files an experiment ships, from which `odezoo report` rebuilds everything else
+SHIPPED_INPUTS = ("per_seed.csv", "protocol.json", "setup.json", "checks.csv", "per_epoch.csv", "crosscheck.csv")
 
 
 def _time_line(setup) -> str:
@@ -438,6 +445,25 @@ def _checks_from_accuracies_section(checks) -> list[str]:
              f"{len(checks) - len(warns)} of {len(checks)} models" + (", warns on:" if warns else "."), ""]
     lines += [f"* WARN `{c['arm']}` seed {c['seed']}: {c['detail']}" for c in warns]
     return lines + ([""] if warns else [])
+
+
+def _crosscheck_section(cross) -> list[str]:
+    """The attack libraries on one model's same images (crosscheck.csv), as measured."""
+    if not cross:
+        return []
+    first = cross[0]
+    lines = [f"#### Attack libraries on the same images (`crosscheck.csv`: `{first['arm']}` seed {first['seed']}, "
+             f"the first {first['n_images']} test images, ε = {eps_label(first['eps'])})", "",
+             "| check | library | accuracy (%) | max pixel difference to advertorch | images only this library "
+             "fooled |", "|---|---|---|---|---|"]
+    for r in cross:
+        diff = r.get("max_pixel_difference_to_advertorch", "")
+        only = r.get("images_only_this_library_fooled", "")
+        lines.append(f"| {r['check']} | {r['library']} | {100 * float(r['accuracy']):.1f} | "
+                     f"{'—' if diff in ('', None) else f'{float(diff):.1e}'} | {'—' if only in ('', None) else only} |")
+    return lines + ["", "PGD runs from the clean image in every library (no random start), so the three must agree "
+                        "to float precision; AutoAttack's components are randomized searches, so the two "
+                        "implementations are compared by their accuracies and the images only one fooled.", ""]
 
 
 def _checks_section(checks) -> list[str]:
@@ -815,6 +841,10 @@ def _claim_context(claim, setup, rows, cells, missing) -> list[str]:
         if worst:
             out.append("`worst` (per example, correct under every attack) on these arms, mean over seeds: "
                        + ", ".join(worst))
+        clean = [s["mean"] for s in summarize(rows) if s["attack"] == "clean" and s["arm"] in involved]
+        if clean:  # a robust-accuracy difference can be in part a clean-accuracy one
+            out.append("clean accuracy on these arms, mean over seeds: "
+                       + _range([100 * m for m in clean], "{:.2f}", " %"))
     if claim["data"] == "per_epoch":
         flips = defaultdict(set)
         for c in cells:

@@ -19,7 +19,7 @@ from odezoo.experiments.commands import reproduce  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
-SHIPPED = ("per_seed.csv", "protocol.json", "setup.json", "checks.csv", "per_epoch.csv")
+SHIPPED = report.SHIPPED_INPUTS
 SHIPPED_EXPERIMENTS = [name for name in reproduce.EXPERIMENTS if (RESULTS / name / "per_seed.csv").exists()]
 
 

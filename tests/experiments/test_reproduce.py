@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+from odezoo.experiments import report  # noqa: E402
 from odezoo.experiments.commands import reproduce  # noqa: E402
 
 pytest.importorskip("torchattacks")
@@ -82,7 +83,7 @@ def test_report_from_the_shipped_files_alone(dry_run_all, tmp_path):
     for name in reproduce.EXPERIMENTS:
         src = dry_run_all / "results" / name
         (fresh / name).mkdir(parents=True)
-        for file in ("per_seed.csv", "protocol.json", "setup.json", "checks.csv", "per_epoch.csv"):
+        for file in report.SHIPPED_INPUTS:
             if (src / file).exists():
                 shutil.copy(src / file, fresh / name / file)
     page = tmp_path / "results.md"
