@@ -104,7 +104,10 @@ class AttackKind:
     gradient-free one shows masking); ``query_heavy``: it runs on the protocol's smaller image
     count (``Protocol.n_autoattack``); ``baseline``: a sanity reference, not an attack (noise);
     ``package``: the library that runs it (to check it is
-    installed before any work starts)."""
+    installed before any work starts); ``searches_without_gradients(attack)``: whether a
+    gradient-based attack also runs a gradient-free component (standard AutoAttack ends with
+    Square), so it cannot stand for "the gradient attacks" when a gradient-free attack is compared
+    with them."""
     kind: str
     name: Callable[["Attack"], str]
     pattern: re.Pattern
@@ -117,6 +120,7 @@ class AttackKind:
     baseline: bool = False
     package: str = "advertorch"
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    searches_without_gradients: Callable[["Attack"], bool] = lambda attack: False
 
 
 #: every registered kind, by name (add one with `register_attack_kind`)
@@ -197,6 +201,12 @@ class Attack:
         """An attack that never reads the input gradient (Square), so masked gradients cannot stop it;
         a baseline such as noise is not one."""
         return not self._kind.gradient_based and not self.baseline
+
+    @property
+    def only_gradients(self) -> bool:
+        """A gradient-based attack with no gradient-free component (standard AutoAttack is not one:
+        it ends with Square) — what a gradient-free attack is compared with to show masking."""
+        return self._kind.gradient_based and not self._kind.searches_without_gradients(self)
 
     @property
     def query_heavy(self) -> bool:
@@ -388,7 +398,7 @@ register_attack_kind(AttackKind(
     setting=lambda a: f"AutoAttack ({a.version}), {a.steps} steps per component"
                       + (f", Square {a.square_queries:,} queries" if a.version == "standard" else ""),
     describe=_autoattack_describe, run=_run_autoattack, gradient_based=True, query_heavy=True,
-    package="torchattacks", defaults={"steps": 100}))
+    package="torchattacks", defaults={"steps": 100}, searches_without_gradients=lambda a: a.version == "standard"))
 register_attack_kind(AttackKind(
     "square", name=lambda a: f"square-{a.square_queries}q", pattern=re.compile(r"square-(?P<q>\d+)q"),
     fields=lambda m: {"square_queries": int(m["q"])},

@@ -102,13 +102,14 @@ def _status(ok: bool) -> str:
 def gradient_free_check(correct: Mapping[tuple[str, float], torch.Tensor], attacks: Sequence[Attack],
                         tolerance: float = 0.02) -> Check:
     """``gradient-free-weaker``: on the examples a gradient-free attack (Square) ran on, the
-    fraction it fooled that *every* gradient-based attack of the same ε left correct.  On a model
+    fraction it fooled that *every* gradient-based attack of the same ε left correct (attacks with
+    a gradient-free component of their own, standard AutoAttack, are left out of that set).  On a model
     whose gradients are informative that fraction is about zero (gradient attacks are stronger);
     above ``tolerance`` the gradient attacks are being misled — gradient masking — and the
     gradient-based numbers overstate robustness.  ``correct[(attack, eps)]``: per-example masks
     as in [`ProtocolResult`][odezoo.experiments.protocol.ProtocolResult]."""
     free = [a.name for a in attacks if a.gradient_free]
-    guided = [a.name for a in attacks if a.gradient_based]
+    guided = [a.name for a in attacks if a.only_gradients]  # not standard AutoAttack: it ends with Square
     if not free or not guided:
         return Check("gradient-free-weaker", "warn", "not run: the protocol needs a gradient-free attack (Square) and "
                      "a gradient-based one")

@@ -391,6 +391,10 @@ def _cost_section(setup, rows) -> list[str]:
     how = (f"{launcher}; {_load_note(setup, arms)}" if launcher else
            "gathered with `--collect`: how the models were launched, so which arms shared the machine's load, "
            "is not recorded")
+    ran, total = setup.get("models_run"), setup.get("models")
+    if launcher and ran is not None and total and ran < total:
+        how += (f" — for the {ran} of {total} models this command ran; the other {total - ran} ran in earlier "
+                "commands whose launch is not recorded here, so ratios involving them can mix launch conditions")
     return lines + ["", f"Same seeds, same machine ({how}); the ratio is the "
                         "measured cost of the arm relative to the reference (1.000 = no extra cost).", ""]
 
@@ -772,7 +776,7 @@ def evaluate_claim(claim: dict, setup: dict, protocol, rows, epochs, checks) -> 
             "agreeing": outcome["agreeing"], "mde_min": min(mdes) if mdes else float("nan"),
             "mde_max": max(mdes) if mdes else float("nan"), "seeds_needed": claim_needed,
             "warnings": _claim_warnings(claim, setup, protocol, tested, checks, rows),
-            "context": _claim_context(claim, setup, rows, tested, missing)}
+            "context": _claim_context(claim, setup, rows, tested, missing, protocol)}
 
 
 def parse_eps(value) -> float:
@@ -826,7 +830,37 @@ def _has_standard_autoattack(protocol) -> bool:
     return any(a.kind == "autoattack" and getattr(a, "version", "") == "standard" for a in protocol.attacks)
 
 
-def _claim_context(claim, setup, rows, cells, missing) -> list[str]:
+def _other_attacks_context(claim, rows, cells, protocol) -> list[str]:
+    """The claim's arm pairs under the protocol's *other* attacks at its ε (and `worst`): their
+    seed-paired differences, how many lie beyond their own uncorrected 95 % interval and what
+    those could detect — so a verdict under the paper's weak attack is read beside the strong ones."""
+    pairs = list(dict.fromkeys((c["arm"], c["reference"]) for c in cells))
+    eps_list = sorted({c["eps"] for c in cells if c["eps"] is not None})
+    skip = set(claim["attacks"] or ()) | {a.name for a in protocol.attacks if a.baseline} | {"clean"}
+    others = [a.name for a in protocol.attacks if a.name not in skip] + ["worst"]
+    parts = []
+    for attack in others:
+        means, mdes, beyond, n_cells = [], [], 0, 0
+        for eps in eps_list:
+            for arm, ref in pairs:
+                d = paired(rows, ref, arm, attack, eps)
+                if not d.get("n"):
+                    continue
+                n_cells += 1
+                means.append(100 * d["mean"])
+                beyond += bool(d.get("beyond"))
+                if not math.isnan(d.get("mde", float("nan"))):
+                    mdes.append(100 * d["mde"])
+        if n_cells:
+            parts.append(f"`{attack}` {_range(means)} ({beyond} of {n_cells} beyond"
+                         + (f"; detectable {_range(mdes, '{:.2f}')}" if mdes else "") + ")")
+    if not parts:
+        return []
+    return ["the same pairs under the protocol's other attacks, points (how many lie beyond their own uncorrected "
+            "95 % interval; detectable effect at 80 % power): " + ", ".join(parts)]
+
+
+def _claim_context(claim, setup, rows, cells, missing, protocol) -> list[str]:
     """Facts beside a claim's cells: what the strongest evaluation (``worst``) gives its arms,
     the cells it could not test, the experiment file's own context."""
     out = []
@@ -845,6 +879,7 @@ def _claim_context(claim, setup, rows, cells, missing) -> list[str]:
         if clean:  # a robust-accuracy difference can be in part a clean-accuracy one
             out.append("clean accuracy on these arms, mean over seeds: "
                        + _range([100 * m for m in clean], "{:.2f}", " %"))
+        out += _other_attacks_context(claim, rows, cells, protocol)
     if claim["data"] == "per_epoch":
         flips = defaultdict(set)
         for c in cells:

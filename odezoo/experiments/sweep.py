@@ -343,17 +343,58 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _stop(running: Mapping[int, tuple[Any, float]], jobs: Sequence[Job], progress) -> None:
-    """Stop the jobs still running (submitit's cancel: SIGINT to the job's process, which ends its
-    task) and say how to finish them: jobs are idempotent, so the same command again reuses what
-    finished and resumes what was stopped."""
+def _stop(running: Mapping[int, tuple[Any, float]], jobs: Sequence[Job], progress, grace: float = 3.0) -> None:
+    """Stop the jobs still running and say how to finish them (jobs are idempotent, so the same
+    command again reuses what finished and resumes what was stopped).  First submitit's cancel
+    (SIGINT to the job's controller, which stops its task); a process started with SIGINT ignored
+    — in the background of a non-interactive shell, under ``nohup`` or a test runner — does not
+    stop on it, so after ``grace`` seconds every process of the job still alive is killed."""
+    trees = []
     for handle, _ in running.values():
+        trees.append(_process_tree(int(handle.job_id)) if str(handle.job_id).isdigit() else [])
         with contextlib.suppress(Exception):  # already ended
             handle.cancel(check=False)
+    deadline = time.time() + grace
+    while time.time() < deadline and any(_alive(pid) for tree in trees for pid in tree):
+        time.sleep(0.05)
+    for tree in trees:
+        if tree and _alive(tree[0]):  # a task started after the first look
+            tree += [pid for pid in _process_tree(tree[0]) if pid not in tree]
+        for pid in reversed(tree):  # the job's task first, then its controller
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
     if running and progress is not None:
         names = ", ".join(jobs[i].name for i in running)
         progress(f"stopped the jobs still running ({names}); run the same command again to finish them "
                  "(finished jobs are reused, stopped ones resume from their last checkpoint)")
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux /proc; just ``pid`` where /proc has no child lists)."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        tree.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(child) for child in task.read_text().split()]
+    return tree
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return "\nState:\tZ" not in status
 
 
 def _run_inprocess(jobs: Sequence[Job], progress) -> list[Outcome]:

@@ -113,3 +113,12 @@ def test_the_gradient_free_check_reads_a_protocols_results():
     assert not check.passed and "1 of 4 (25.0%)" in check.detail
     assert check.values["fractions"][("square-100q", 0.1)] == 0.25
     assert not gradient_free_check(honest, attacks[:2]).passed  # no gradient-free attack: it says so
+
+    # standard AutoAttack ends with Square: it cannot stand for the gradient attacks, or every
+    # example Square fools would already be fooled "by a gradient attack" and the check could not fire
+    standard = Attack("autoattack", version="standard")
+    assert standard.gradient_based and not standard.only_gradients
+    assert Attack("autoattack", version="fast").only_gradients and attacks[1].only_gradients
+    with_aa = {**masked, (standard.name, 0.1): torch.tensor([f, f, f, f])}
+    check = gradient_free_check(with_aa, attacks + [standard])
+    assert not check.passed and "1 of 4 (25.0%)" in check.detail

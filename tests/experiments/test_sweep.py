@@ -138,10 +138,13 @@ def test_local_launcher_runs_jobs_in_parallel_and_a_rerun_finishes_only_what_was
 
 
 DRIVER = textwrap.dedent('''
-    import sys
+    import signal, sys
     from odezoo.experiments.sweep import Job, Launcher, run_jobs
 
-    module, out, logs = sys.argv[1:]
+    module, out, logs, background = sys.argv[1:]
+    # a background job of a non-interactive shell (or nohup, or a test runner) starts with SIGINT
+    # ignored, and so do the processes it starts; a terminal's foreground job handles it
+    signal.signal(signal.SIGINT, signal.SIG_IGN if background == "1" else signal.default_int_handler)
     jobs = [Job(n, module, "work", {"name": n, "out": out, "seconds": 120.0}) for n in ("a", "b", "c")]
     run_jobs(jobs, Launcher("local", jobs=2, folder=logs, poll_seconds=0.1), progress=lambda s: print(s, flush=True))
 ''')
@@ -155,11 +158,12 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in state  # a zombie has ended; only its exit status waits to be read
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
-def test_stopping_a_local_sweep_stops_its_jobs(script, tmp_path, how):
+@pytest.mark.parametrize("how, background", [("SIGTERM", "1"), ("SIGTERM", "0"), ("SIGINT", "0")])
+def test_stopping_a_local_sweep_stops_its_jobs(script, tmp_path, how, background):
     """`kill PID` or `timeout` (SIGTERM) or Ctrl-C (SIGINT) to the sweep's process stops the jobs it
-    launched — a job's process ignores SIGTERM itself (submitit's job environment), so without the
-    sweep's handler they ran on, orphaned, holding their run folders — and says how to finish them."""
+    launched — a job's process ignores SIGTERM itself (submitit's job environment), and in the
+    background SIGINT too, so without the sweep's handler they ran on, orphaned, holding their run
+    folders — and says how to finish them."""
     import signal
     import subprocess
     import sys
@@ -168,7 +172,7 @@ def test_stopping_a_local_sweep_stops_its_jobs(script, tmp_path, how):
     module, out = script
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    proc = subprocess.Popen([sys.executable, str(driver), module, str(out), str(tmp_path / "logs")],
+    proc = subprocess.Popen([sys.executable, str(driver), module, str(out), str(tmp_path / "logs"), background],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 120
