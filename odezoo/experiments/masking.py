@@ -55,7 +55,8 @@ from .attacks import import_advertorch, positive_number
 from .attack_registry import Attack
 from .evaluation import StrongRobustnessResult, strong_robustness
 
-__all__ = ["attacks_above_clean_check", "gradient_free_check", "CHECKS", "Check", "format_checks", "gradient_masking_checks", "monotonic_check"]
+__all__ = ["attacks_above_clean_check", "gradient_free_check", "CHECKS", "Check", "format_checks",
+           "gradient_masking_checks", "monotonic_check"]
 
 CHECKS = ("deterministic-forward", "input-gradients", "iterative-beats-single-step", "more-iterations-and-restarts",
           "noise-weaker-than-attacks", "monotonic-in-eps", "reaches-chance")

@@ -384,16 +384,18 @@ def _process_tree(pid: int) -> list[int]:
 
 def _alive(pid: int) -> bool:
     """Whether ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
+    if not Path("/proc/self/status").exists():  # no /proc (macOS): ask the kernel
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
+        except PermissionError:
+            return True
         return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
     return "\nState:\tZ" not in status
 
 
