@@ -267,6 +267,10 @@ def test_a_claim_is_judged_on_hand_built_results(tmp_path):
     assert any("stand-in" in w for w in result["warnings"])
     assert any("weaker attack set" in w for w in result["warnings"])
     assert any(c.startswith("`worst`") for c in result["context"])
+    # beside the claim's own attack: its clean accuracy, and the same pair under the other attacks
+    assert "clean accuracy on these arms, mean over seeds: 91.50 %" in result["context"]
+    (other,) = [c for c in result["context"] if c.startswith("the same pairs under the protocol's other attacks")]
+    assert "`worst` +10.20 (1 of 1 beyond" in other
     report.write_claims_csv(tmp_path / "claims.csv", report.claim_rows("e", result))
     (row,) = read(tmp_path / "claims.csv")
     assert row["verdict"] == "reproduced" and row["beyond_zero"] == "above" and row["excludes_paper"] == "yes"
