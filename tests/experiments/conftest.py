@@ -23,6 +23,21 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def refused_experiment(tmp_path):
+    """``refused_experiment(text, expected)``: an experiment file holding ``text`` is refused by
+    ``load_experiment`` with a ValueError that says ``expected`` and names the file."""
+    def check(text: str, expected: str) -> None:
+        from odezoo.experiments.commands import reproduce
+
+        (tmp_path / "bad.yaml").write_text(text)
+        with pytest.raises(ValueError) as error:
+            reproduce.load_experiment("bad", tmp_path)
+        assert expected in str(error.value) and "bad.yaml" in str(error.value)
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def digits():
     """1,000 training and 200 test digits: ``(x, y, x_test, y_test)``, pixels in [0, 1]."""

@@ -417,11 +417,8 @@ def test_adding_an_experiment_is_one_file(tmp_path):
     (("data: mnist", "data: mnist\ndata: cifar"), "the key 'data' appears twice"),
     (("eps: [0.3, 8/255]", "eps: [abc]"), "not a number"),
 ])
-def test_a_bad_experiment_file_is_refused_naming_it(tmp_path, change, expected):
-    (tmp_path / "bad.yaml").write_text(EXAMPLE.replace(*change))
-    with pytest.raises(ValueError) as error:
-        reproduce.load_experiment("bad", tmp_path)
-    assert expected in str(error.value) and "bad.yaml" in str(error.value)
+def test_a_bad_experiment_file_is_refused_naming_it(refused_experiment, change, expected):
+    refused_experiment(EXAMPLE.replace(*change), expected)
 
 
 @pytest.mark.parametrize("name", ["fig3a", "fig4"])
